@@ -1,0 +1,33 @@
+"""Weight-free rewards from DDPO: JPEG file size of the image (quality 95), in kB."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg_size_kb(image: np.ndarray, quality: int = 95) -> float:
+    """Size in kB (1000 bytes) of ``image`` (uint8 HxWx3) saved as JPEG, as DDPO measures it."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.tell() / 1000.0
+
+
+class JpegIncompressibility:
+    """Reward = JPEG size in kB: rewards detail and texture (DDPO's ``jpeg_incompressibility``)."""
+
+    def __init__(self, device: object = None, torch_dtype: object = None, quality: int = 95) -> None:
+        self.quality = quality
+
+    def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        return [jpeg_size_kb(image, self.quality) for image in images]
+
+
+class JpegCompressibility(JpegIncompressibility):
+    """Reward = minus the JPEG size in kB: rewards flat, simple images (DDPO's ``jpeg_compressibility``)."""
+
+    def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        return [-size for size in super().__call__(images, queries)]
