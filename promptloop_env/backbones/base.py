@@ -1,0 +1,254 @@
+"""The backbone interface: a diffusers pipeline's denoising loop, split into the phases the env needs.
+
+A backbone wraps one loaded diffusers pipeline and reuses its own components and helpers
+(``encode_prompt``, ``retrieve_timesteps``, the VAE and image processor), so that an episode whose
+actions all equal the query replays ``pipe(query, generator=torch.Generator(device).manual_seed(seed))``
+bit for bit. The phases are:
+
+1. ``encode(prompt)``: text embeddings, cached so a repeated prompt is not re-encoded.
+2. ``start(seed, ...)``: a :class:`Trajectory` with its own scheduler object, generator and starting latents.
+3. ``denoise(trajectories, embeddings, num_steps)``: advance many trajectories together, one batched
+   model call per denoising step (classifier-free guidance included), each trajectory stepping its own
+   scheduler. Trajectories may sit at different steps and advance by different counts.
+4. ``decode(latents)``: the pipeline's own VAE decode and post-processing, as ``float32 [B, H, W, 3]`` in [0, 1].
+
+Weights are shared between every env that uses the backbone; schedulers and generators never are.
+Families differ only in how they encode prompts, prepare latents and call their denoiser; that is what
+subclasses of :class:`DiffusersBackbone` override.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+PromptEmbedding = dict[str, torch.Tensor]
+"""Family-specific text conditioning for one prompt, batch dimension 1 (e.g. ``{"prompt_embeds": ...}``)."""
+
+
+@dataclass
+class Trajectory:
+    """The whole state of one sampling run: resumable at any step.
+
+    Attributes:
+        seed: the integer seed of ``generator`` (the episode's ``noise_seed``).
+        generator: the torch generator that drew the starting latents and any sampler noise.
+        scheduler: this trajectory's own scheduler object (multistep history lives here).
+        timesteps: the scheduler's timesteps for this run.
+        latents: the current latents ``x_t``, batch dimension 1, in the pipeline's own layout.
+        guidance_scale: classifier-free guidance weight.
+        negative: embedding of the negative prompt (used when guidance is on).
+        step: number of denoising steps done.
+        x0: the latest estimate of the clean latents (Tweedie / x0-prediction), or None before any step.
+        extra: family-specific state (e.g. image ids, guidance embeddings, step kwargs).
+    """
+
+    seed: int
+    generator: torch.Generator
+    scheduler: Any
+    timesteps: torch.Tensor
+    latents: torch.Tensor
+    guidance_scale: float
+    negative: PromptEmbedding | None
+    step: int = 0
+    x0: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        """Total number of denoising steps (model calls) of this run."""
+        return len(self.timesteps)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.num_steps
+
+
+def cat_embeddings(embeddings: Sequence[PromptEmbedding]) -> PromptEmbedding:
+    """Concatenate per-prompt embeddings along the batch dimension, key by key."""
+    return {key: torch.cat([e[key] for e in embeddings]) for key in embeddings[0]}
+
+
+class DiffusersBackbone:
+    """Shared machinery of the backbones; one subclass per pipeline family.
+
+    Args:
+        pipe: a loaded diffusers pipeline of the family.
+        default_guidance_scale: what ``guidance_scale=None`` means for this backbone.
+        latent_family: key of the ``latent_rgb`` preview coefficients (see :mod:`promptloop_env.previews`).
+        taesd: hub id or folder of the family's tiny autoencoder (``preview="taesd"``).
+        default_prompts: name of the built-in prompt set used when the env gets ``prompts=None``.
+        cache_size: how many prompt embeddings to keep.
+    """
+
+    family = "base"
+    default_taesd: str | None = None
+
+    def __init__(
+        self,
+        pipe: Any,
+        default_guidance_scale: float = 7.5,
+        latent_family: str | None = None,
+        taesd: str | None = None,
+        default_prompts: str | None = None,
+        cache_size: int = 512,
+        latent_rgb: dict[str, Any] | None = None,
+    ) -> None:
+        self.pipe = pipe
+        self.default_guidance_scale = float(default_guidance_scale)
+        self.latent_family = latent_family or self.family
+        self.taesd = taesd or self.default_taesd
+        self.default_prompts = default_prompts
+        self.latent_rgb = latent_rgb
+        self._cache: OrderedDict[str, tuple[PromptEmbedding, bool]] = OrderedDict()
+        self._cache_size = cache_size
+        step_params = set(inspect.signature(pipe.scheduler.step).parameters)
+        self._step_accepts_generator = "generator" in step_params
+        self._step_accepts_eta = "eta" in step_params
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Default (height, width) of the pipeline's output."""
+        raise NotImplementedError
+
+    # -- 1. prompts ---------------------------------------------------------------------------------
+    def encode(self, prompt: str) -> tuple[PromptEmbedding, bool]:
+        """Embeddings of ``prompt`` and whether a text encoder truncated it; cached (LRU)."""
+        hit = self._cache.get(prompt)
+        if hit is not None:
+            self._cache.move_to_end(prompt)
+            return hit
+        with torch.inference_mode():
+            value = (self._encode(prompt), self.is_truncated(prompt))
+        self._cache[prompt] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def encode_negative(self, negative_prompt: str | None) -> PromptEmbedding:
+        """The unconditional embedding used under guidance (``None`` = the pipeline's own default)."""
+        key = "\x00negative\x00" + (negative_prompt if negative_prompt is not None else "\x00none")
+        hit = self._cache.get(key)
+        if hit is None:
+            with torch.inference_mode():
+                hit = (self._encode_negative(negative_prompt), False)
+            self._cache[key] = hit
+        return hit[0]
+
+    def _encode(self, prompt: str) -> PromptEmbedding:
+        raise NotImplementedError
+
+    def _encode_negative(self, negative_prompt: str | None) -> PromptEmbedding:
+        return self._encode(negative_prompt or "")
+
+    def is_truncated(self, prompt: str) -> bool:
+        """True when the prompt is longer than a text encoder's window (diffusers cuts it there)."""
+        tokenizer = self.pipe.tokenizer
+        return len(tokenizer(prompt, truncation=False, verbose=False).input_ids) > tokenizer.model_max_length
+
+    # -- 2. trajectories ----------------------------------------------------------------------------
+    def does_guidance(self, guidance_scale: float) -> bool:
+        """Whether the pipeline would run classifier-free guidance at this scale."""
+        return guidance_scale > 1.0
+
+    def new_scheduler(self) -> Any:
+        """A fresh scheduler object with the pipeline's configuration (never shared between trajectories)."""
+        scheduler = self.pipe.scheduler
+        return type(scheduler).from_config(scheduler.config)
+
+    def start(
+        self,
+        seed: int,
+        num_inference_steps: int,
+        guidance_scale: float | None = None,
+        negative_prompt: str | None = None,
+    ) -> Trajectory:
+        """Begin a run: a fresh scheduler, a generator seeded with ``seed`` and the starting latents."""
+        raise NotImplementedError
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(int(seed))
+
+    def _step_kwargs(self, traj: Trajectory, eta: float = 0.0) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self._step_accepts_eta:
+            kwargs["eta"] = eta
+        if self._step_accepts_generator:
+            kwargs["generator"] = traj.generator
+        return kwargs
+
+    # -- 3. denoising -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def denoise(
+        self,
+        trajectories: Sequence[Trajectory],
+        embeddings: Sequence[PromptEmbedding],
+        num_steps: Sequence[int],
+    ) -> None:
+        """Advance each trajectory by its ``num_steps`` with its embedding, batching the model calls.
+
+        At every iteration the trajectories that still have steps to do form one batch: one denoiser call
+        (conditional and unconditional halves together under guidance), then each trajectory's own
+        ``scheduler.step``. The x0 estimate is kept after each trajectory's last step of the call.
+        """
+        if not (len(trajectories) == len(embeddings) == len(num_steps)):
+            raise ValueError("denoise needs one embedding and one step count per trajectory.")
+        for traj, n in zip(trajectories, num_steps):
+            if n < 0 or traj.step + n > traj.num_steps:
+                raise ValueError(f"Cannot advance a trajectory at step {traj.step} by {n} of {traj.num_steps}.")
+        for k in range(max(num_steps, default=0)):
+            active = [j for j, n in enumerate(num_steps) if k < n]
+            trajs = [trajectories[j] for j in active]
+            guided = {self.does_guidance(t.guidance_scale) for t in trajs}
+            for flag in sorted(guided):
+                group = [j for j in active if self.does_guidance(trajectories[j].guidance_scale) == flag]
+                self._step_batch(
+                    [trajectories[j] for j in group],
+                    [embeddings[j] for j in group],
+                    want_x0=[k == num_steps[j] - 1 for j in group],
+                    guided=flag,
+                )
+
+    def _step_batch(
+        self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
+    ) -> None:
+        """One denoising step for trajectories that all use guidance, or all do not."""
+        raise NotImplementedError
+
+    # -- 4. decoding --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """The pipeline's own VAE decode and post-processing: ``float32 [B, H, W, 3]`` in [0, 1]."""
+        raise NotImplementedError
+
+    def to_spatial(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents as ``[B, C, h, w]`` in model space (unpacks packed layouts such as FLUX's)."""
+        return latents
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """``float [B, H, W, 3]`` in [0, 1] to ``uint8``, rounding as diffusers' ``numpy_to_pil`` does."""
+    return (images * 255).round().astype(np.uint8)
