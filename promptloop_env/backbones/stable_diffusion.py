@@ -36,6 +36,7 @@ class StableDiffusionBackbone(DiffusersBackbone):
         super().__init__(pipe, **kwargs)
         self.guidance_rescale = guidance_rescale
         self.eta = eta
+        self._last_conditioning: tuple | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -94,10 +95,9 @@ class StableDiffusionBackbone(DiffusersBackbone):
             inputs.append(traj.scheduler.scale_model_input(x, t))
         if guided:  # layout [uncond_1..n, cond_1..n], as the pipeline's torch.cat([negative, positive])
             model_input = torch.cat([x[:1] for x in inputs] + [x[1:] for x in inputs])
-            text = cat_embeddings([t.negative for t in trajs] + list(embeddings))["prompt_embeds"]
         else:
             model_input = torch.cat(inputs)
-            text = cat_embeddings(embeddings)["prompt_embeds"]
+        text = self._conditioning(trajs, embeddings, guided)
         # 2. One UNet call; a scalar timestep when all agree, as the pipeline passes it.
         same_t = all(bool(t == ts[0]) for t in ts)
         if same_t:
@@ -139,6 +139,15 @@ class StableDiffusionBackbone(DiffusersBackbone):
                 if traj.x0 is None:
                     traj.x0 = x0
             traj.step += 1
+
+    def _conditioning(self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], guided: bool) -> torch.Tensor:
+        # Concatenated once per segment, not per step: the last result is kept with the objects it was built
+        # from (holding them keeps their ids unique).
+        parts = ([t.negative for t in trajs] if guided else []) + list(embeddings)
+        key = tuple(id(p) for p in parts)
+        if self._last_conditioning is None or self._last_conditioning[0] != key:
+            self._last_conditioning = (key, parts, cat_embeddings(parts)["prompt_embeds"])
+        return self._last_conditioning[2]
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
