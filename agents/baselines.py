@@ -1,0 +1,98 @@
+"""Baseline agents: identity, static (feed-forward) rewrite and random modifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from promptloop_agents.protocol import Observation
+
+DEFAULT_MODIFIERS = (
+    "highly detailed",
+    "sharp focus",
+    "vivid colors",
+    "high quality",
+    "professional lighting",
+    "4k",
+    "intricate",
+    "award winning",
+)
+DEFAULT_REWRITE_TEMPLATE = "{query}, highly detailed, sharp focus, high quality"
+
+
+class IdentityAgent:
+    """The prompt is always the user's query: plain sampling, the reference every method must beat.
+
+    >>> IdentityAgent().act({"query": "a red circle", "prompt": "x"})
+    'a red circle'
+    """
+
+    def reset(self, seed: int | None = None) -> None:
+        """Nothing to reset."""
+
+    def act(self, observation: Observation) -> str:
+        return str(observation["query"])
+
+
+class StaticRewriteAgent:
+    """One feed-forward rewrite of the query, used for the whole trajectory (the Promptist / RePrompt setting).
+
+    Args:
+        rewriter: ``query -> prompt`` (e.g. an LLM call), or ``None`` to fill ``template``.
+        template: format string with ``{query}``, used when no rewriter is given.
+
+    >>> agent = StaticRewriteAgent(template="{query}, bright")
+    >>> agent.act({"query": "a red circle", "segment": 0})
+    'a red circle, bright'
+    """
+
+    def __init__(self, rewriter: Callable[[str], str] | None = None, template: str = DEFAULT_REWRITE_TEMPLATE) -> None:
+        if rewriter is None and "{query}" not in template:
+            raise ValueError(f"template must contain '{{query}}'; got {template!r}.")
+        self.rewriter, self.template = rewriter, template
+        self._cache: dict[str, str] = {}
+
+    def reset(self, seed: int | None = None) -> None:
+        """The rewrite is a function of the query only: nothing to reset."""
+
+    def rewrite(self, query: str) -> str:
+        """The rewrite of ``query`` (computed once per query and cached)."""
+        if query not in self._cache:
+            self._cache[query] = self.rewriter(query) if self.rewriter else self.template.format(query=query)
+        return self._cache[query]
+
+    def act(self, observation: Observation) -> str:
+        return self.rewrite(str(observation["query"]))
+
+
+class RandomModifierAgent:
+    """Appends a few modifiers drawn at random to the query at every decision (a sanity baseline).
+
+    Args:
+        modifiers: the pool to draw from.
+        max_modifiers: at most this many per prompt (at least one).
+        seed: default seed when ``reset`` gets none.
+
+    >>> agent = RandomModifierAgent(modifiers=["bright"], max_modifiers=1)
+    >>> agent.reset(seed=0)
+    >>> agent.act({"query": "a red circle"})
+    'a red circle, bright'
+    """
+
+    def __init__(self, modifiers: Sequence[str] = DEFAULT_MODIFIERS, max_modifiers: int = 3, seed: int = 0) -> None:
+        if not modifiers:
+            raise ValueError("modifiers must not be empty.")
+        if max_modifiers < 1:
+            raise ValueError(f"max_modifiers must be >= 1; got {max_modifiers}.")
+        self.modifiers, self.max_modifiers = list(modifiers), max_modifiers
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+
+    def act(self, observation: Observation) -> str:
+        count = int(self.rng.integers(1, min(self.max_modifiers, len(self.modifiers)) + 1))
+        chosen = self.rng.choice(len(self.modifiers), size=count, replace=False)
+        return ", ".join([str(observation["query"])] + [self.modifiers[i] for i in sorted(chosen)])

@@ -1,0 +1,40 @@
+"""Fixtures for the agent tests: the tiny backbone and a tiny toy policy, built in-process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptloop_agents.rollout import make_env_batch
+from promptloop_agents.toy_policy import FALLBACK_WORLD_WORDS, build_toy_policy
+
+torch.set_num_threads(1)
+
+TINY_ENV = {
+    "backbone": "tiny",
+    "reward": "jpeg-incompressibility",
+    "num_inference_steps": 4,
+    "num_refinements": 2,
+    "preview_size": 32,
+}
+QUERIES = ["a red circle on the left", "a large blue square", "a small green triangle", "a yellow circle"]
+
+
+@pytest.fixture
+def envs():
+    """Four tiny envs stepped together."""
+    batch = make_env_batch(4, refine_schedule="random", **TINY_ENV)
+    yield batch
+    batch.close()
+
+
+@pytest.fixture
+def policy():
+    """A randomly initialised tiny toy policy (Qwen2.5-VL family)."""
+    return build_toy_policy("tiny", words=FALLBACK_WORLD_WORDS, max_new_tokens=8)
+
+
+@pytest.fixture
+def queries():
+    """A few training queries."""
+    return list(QUERIES)
