@@ -12,11 +12,22 @@ import torch
 from gymnasium import spaces
 
 from promptloop_env.backbones import load_backbone
-from promptloop_env.backbones.base import to_uint8
+from promptloop_env.backbones.base import Trajectory
+from promptloop_env.episode import (
+    Episode,
+    PromptText,
+    advance_episodes,
+    check_action,
+    check_int,
+    check_reset_options,
+    episode_info,
+    episode_observation,
+    start_episodes,
+)
 from promptloop_env.previews import make_preview
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.rewards import RewardSpec, make_reward
-from promptloop_env.schedule import refinement_steps, validate_schedule
+from promptloop_env.schedule import validate_schedule
 
 PROMPT_CHARSET = frozenset(string.ascii_letters + string.digits + string.punctuation + " ")
 """Characters of the ``Text`` spaces: letters, digits, ASCII punctuation and the space (95 in all)."""
@@ -135,9 +146,9 @@ class PromptLoopEnv(gym.Env[dict, str]):
         taesd: Any = None,
         local_files_only: bool = False,
     ) -> None:
-        _check_int("num_inference_steps", num_inference_steps, 1)
-        _check_int("num_refinements", num_refinements, 1)
-        _check_int("preview_size", preview_size, 8)
+        check_int("num_inference_steps", num_inference_steps, 1)
+        check_int("num_refinements", num_refinements, 1)
+        check_int("preview_size", preview_size, 8)
         if num_refinements > num_inference_steps:
             raise ValueError(
                 f"num_refinements={num_refinements} exceeds num_inference_steps={num_inference_steps}: each "
@@ -162,7 +173,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
         self.render_mode = render_mode
         self._preview = make_preview(preview, self.backbone, preview_size, taesd, local_files_only)
 
-        text = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET)
+        text = PromptText(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET)
         self.action_space = text
         self.observation_space = spaces.Dict(
             {
@@ -173,109 +184,38 @@ class PromptLoopEnv(gym.Env[dict, str]):
                 "timestep": spaces.Box(0.0, 1.0, (1,), np.float32),
             }
         )
-        self._traj = None
+        self._episode: Episode | None = None
         self._closed = False
 
     # -- Gymnasium API ------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"query", "noise_seed"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; valid: 'query', 'noise_seed'.")
-        query = options.get("query")
-        if query is None:
-            if not self.queries:
-                raise ValueError("No query: pass options={'query': ...} or give the env prompts=[...].")
-            query = self.queries[int(self.np_random.integers(len(self.queries)))]
-        if not isinstance(query, str):
-            raise TypeError(f"options['query'] must be a str; got {type(query).__name__}.")
-        noise_seed = options.get("noise_seed")
-        if noise_seed is None:
-            noise_seed = int(self.np_random.integers(0, 2**63 - 1))
-        _check_int("options['noise_seed']", noise_seed, 0)
-        self._steps = refinement_steps(self.refine_schedule, self.num_inference_steps, self.num_refinements, self.np_random)
-        self._traj = self.backbone.start(noise_seed, self.num_inference_steps, self.guidance_scale, self.negative_prompt)
-        self._query = query
-        self._prompt = query
-        self._history: list[str] = []
-        self._last_truncated = False
-        self._segment = 0
-        self._image = self._preview(self._traj.latents)[0]
-        return self._observation(), self._info()
+        options = check_reset_options(options)
+        (self._episode,) = start_episodes(self, [self.np_random], [options.get("query")], [options.get("noise_seed")])
+        return episode_observation(self._episode), episode_info(self, self._episode)
 
     def step(self, action: str) -> tuple[dict, float, bool, bool, dict]:
-        if not isinstance(action, str):
-            raise TypeError(
-                f"The action must be a str (the complete prompt); got {type(action).__name__}: {action!r:.80}."
-            )
-        if self._traj is None:
+        check_action(action)
+        if self._episode is None:
             raise RuntimeError("Call reset() before step().")
-        if self._segment >= self.num_refinements:
+        if self._episode.segment >= self.num_refinements:
             raise RuntimeError("The episode has terminated: call reset() before step().")
-        embedding, truncated = self.backbone.encode(action)
-        end = self._steps[self._segment + 1] if self._segment + 1 < self.num_refinements else self._traj.num_steps
-        self.backbone.denoise([self._traj], [embedding], [end - self._traj.step])
-        self._prompt = action
-        self._history.append(action)
-        self._last_truncated = truncated
-        self._segment += 1
-        terminated = self._segment == self.num_refinements
-        info_extra: dict[str, Any] = {}
-        reward = 0.0
-        if terminated:
-            final = to_uint8(self.backbone.decode(self._traj.latents, self._traj.generator))
-            components = self.reward_fn.components(final, [self._query])
-            reward = float(self.reward_fn.combine(components)[0])
-            info_extra = {"final_image": final[0], "reward_components": {k: float(v[0]) for k, v in components.items()}}
-            self._image = _resize_like(final, self) if self.preview == "vae" else self._preview(self._traj.latents)[0]
-        else:
-            self._image = self._preview(self._traj.x0)[0]
-        return self._observation(), reward, terminated, False, {**self._info(), **info_extra}
+        rewards, extras = advance_episodes(self, [self._episode], [action])
+        terminated = self._episode.segment == self.num_refinements
+        info = {**episode_info(self, self._episode), **extras[0]}
+        return episode_observation(self._episode), float(rewards[0]), terminated, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
-            return None if self._traj is None else self._image.copy()
+            return None if self._episode is None else self._episode.image.copy()
         return None
 
     def close(self) -> None:
         # The backbone's weights are shared with other envs: drop our references, free nothing shared.
-        self._traj = None
+        self._episode = None
         self._closed = True
 
-    # -- helpers ------------------------------------------------------------------------------------
-    def _observation(self) -> dict[str, Any]:
-        done = self._traj.step / self._traj.num_steps
-        return {
-            "image": self._image,
-            "query": self._query,
-            "prompt": self._prompt,
-            "segment": self._segment,
-            "timestep": np.array([done], dtype=np.float32),
-        }
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "query": self._query,
-            "prompt": self._prompt,
-            "prompts": list(self._history),
-            "prompt_truncated": self._last_truncated,
-            "timestep": self._traj.step / self._traj.num_steps,
-            "denoise_step": self._traj.step,
-            "refine_steps": list(self._steps),
-            "noise_seed": self._traj.seed,
-            "guidance_scale": self.guidance_scale,
-        }
-
-
-def _resize_like(final: np.ndarray, env: PromptLoopEnv) -> np.ndarray:
-    from promptloop_env.previews import resize_images
-
-    return resize_images(torch.from_numpy(final).permute(0, 3, 1, 2).float() / 255.0, env.preview_size)[0]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    @property
+    def _traj(self) -> Trajectory | None:
+        """The running episode's sampling run (None before ``reset`` and after ``close``)."""
+        return None if self._episode is None else self._episode.traj
