@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ class RewardFn(Protocol):
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> Sequence[float]: ...
 
 
-RewardSpec = Union[str, RewardFn, Mapping[Any, float]]
+RewardSpec = str | RewardFn | Mapping[Any, float]
 
 
 def _component_name(part: Any) -> str:
@@ -76,7 +76,9 @@ class WeightedReward:
         self.parts: list[tuple[str, RewardFn, float]] = []
         for part, weight in parts.items():
             if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise ValueError(f"Reward weight for {_component_name(part)!r} must be a finite number; got {weight!r}.")
+                raise ValueError(
+                    f"Reward weight for {_component_name(part)!r} must be a finite number; got {weight!r}."
+                )
             self.parts.append((_component_name(part), _build_one(part, device, torch_dtype), float(weight)))
 
     def components(self, images: np.ndarray, queries: Sequence[str]) -> dict[str, np.ndarray]:
