@@ -70,6 +70,7 @@ class GRPOConfig:
     lora_r: int = _opt(16, "LoRA rank.")
     lora_alpha: int = _opt(32, "LoRA alpha.")
     refine_schedule: str = _opt("random", "Refinement points in training: random (paper) | uniform.")
+    max_train_seconds: float = _opt(0.0, "Stop after the iteration that passes this wall time (0 = no limit).")
     seed: int = _opt(0, "Seed of queries, env seeds and sampling (each iteration is re-seeded from it).")
     save_every: int = _opt(10, "Checkpoint every this many iterations (and at the end).")
     keep_checkpoints: int = _opt(2, "Checkpoints to keep.")
@@ -86,8 +87,13 @@ class EvalConfig:
     seeds_per_query: int = _opt(2, "Episodes (seeds) per held-out query.")
     max_queries: int = _opt(0, "Use at most this many queries (0 = all).")
     metrics: str = _opt("toy-fidelity,toy-aesthetic", "Comma-separated rewards scored on the final images.")
-    agents: str = _opt("identity,static,policy", "Comma-separated agents: identity, static, random, policy.")
-    static_template: str = _opt("", "Static rewrite template with {query}; empty = the backbone's default.")
+    agents: str = _opt(
+        "identity,static,policy", "Comma-separated agents: identity, static, random, policy, policy-a-priori."
+    )
+    static_template: str = _opt("", "Static rewrite template with {query} (used when no --static-policy is given).")
+    static_policy: str = _opt(
+        "", "Policy folder whose one greedy a-priori rewrite of the query is the static rewrite."
+    )
     seed: int = _opt(1234, "Evaluation seed (same env seeds for every agent).")
     num_envs: int = _opt(32, "Episodes stepped together.")
     progress: bool = _opt(True, "Show progress bars.")

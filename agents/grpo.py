@@ -131,13 +131,20 @@ class GRPOTrainer:
             desc="GRPO",
             disable=not (self.config.progress and self.is_main),
         )
+        start = time.perf_counter()
         while self.iteration < self.config.num_iterations:
             metrics = self.step()
             history.append(metrics)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.4f}")
-            if self.iteration % self.config.save_every == 0 or self.iteration == self.config.num_iterations:
+            out_of_time = 0 < self.config.max_train_seconds < time.perf_counter() - start
+            flag = torch.tensor(float(out_of_time), device=self.accelerator.device)
+            out_of_time = bool(self.accelerator.reduce(flag, "max"))
+            last = self.iteration == self.config.num_iterations or out_of_time
+            if self.iteration % self.config.save_every == 0 or last:
                 self.save()
+            if out_of_time:
+                break
         bar.close()
         return history
 

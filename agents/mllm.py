@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -160,18 +161,21 @@ class MLLMAgent:
             torch.manual_seed(seed)
             self.model = get_peft_model(self.model, config)
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, copy_base: bool | None = None) -> None:
         """Save the policy: adapters (or full weights), processor and settings; loadable by :meth:`from_pretrained`.
 
-        A LoRA policy whose base was built in code (no ``base_name_or_path``) gets its base weights saved in
-        ``path/base``, so the folder is self-contained.
+        Args:
+            path: the folder.
+            copy_base: for a LoRA policy, also save the base weights in ``path/base`` so the folder is
+                self-contained. Default: only when the base was built in code (no ``base_name_or_path``);
+                otherwise the base is referenced by its hub id or folder.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         settings = self.settings()
         if self.has_adapter:
             self.model.save_pretrained(path)
-            if self.base_name_or_path is None:
+            if copy_base or (copy_base is None and self.base_name_or_path is None):
                 base = self.model.get_base_model()
                 state = {
                     key.replace(".base_layer.", "."): value
@@ -252,18 +256,22 @@ class MLLMAgent:
             prompts.append(prompt)
         return prompts
 
-    def render(self, observations: list[dict[str, Any]], with_images: bool) -> tuple[list[str], list | None]:
-        """The chat-formatted input texts and preview images for a batch of observations."""
+    def render(
+        self, observations: list[dict[str, Any]], with_images: bool | Sequence[bool]
+    ) -> tuple[list[str], list[Image.Image] | None]:
+        """Chat-formatted input texts, and the previews of the rows shown one (``None`` when no row is)."""
+        flags = [with_images] * len(observations) if isinstance(with_images, bool) else list(with_images)
         texts = [
             self.processor.apply_chat_template(
-                observation_to_messages(obs, self.state_template, self.system_prompt, with_images),
+                observation_to_messages(obs, self.state_template, self.system_prompt, flag),
                 add_generation_prompt=True,
                 tokenize=False,
             )
-            for obs in observations
+            for obs, flag in zip(observations, flags, strict=True)
         ]
-        images = [preview_to_pil(obs["image"], self.image_size) for obs in observations] if with_images else None
-        return texts, images
+        shown = [obs for obs, flag in zip(observations, flags, strict=True) if flag]
+        images = [preview_to_pil(obs["image"], self.image_size) for obs in shown]
+        return texts, images or None
 
     def build_inputs(self, texts: list[str], images: list | None) -> dict[str, torch.Tensor]:
         """Tokenise (left-padded) and preprocess images, on the model's device."""

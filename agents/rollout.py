@@ -67,7 +67,8 @@ class VectorEnvBatch:
         self.num_envs = vector_env.num_envs
 
     def _split(self, batched: dict[str, Any]) -> list[Observation]:
-        return [{key: value[i] for key, value in batched.items()} for i in range(self.num_envs)]
+        # Copies: a vector env may write its next observation into the same buffers.
+        return [{key: _copy(value[i]) for key, value in batched.items()} for i in range(self.num_envs)]
 
     def _split_infos(self, infos: dict[str, Any]) -> list[dict]:
         out: list[dict] = [{} for _ in range(self.num_envs)]
@@ -91,6 +92,10 @@ class VectorEnvBatch:
 
     def close(self) -> None:
         self.env.close()
+
+
+def _copy(value: Any) -> Any:
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def make_env_batch(

@@ -25,18 +25,28 @@ class SFTExample:
 
     observation: Observation
     target: str
+    with_image: bool = True
 
 
 def collect_examples(
-    envs: EnvBatch, teacher: Callable[[Observation, np.random.Generator], str], queries: Sequence[str], seed: int = 0
+    envs: EnvBatch,
+    teacher: Callable[[Observation, np.random.Generator], str],
+    queries: Sequence[str],
+    seed: int = 0,
+    text_only_fraction: float = 0.2,
 ) -> list[SFTExample]:
-    """Roll the env out with ``teacher`` (one episode per query) and keep every (observation, prompt) pair."""
+    """Roll the env out with ``teacher`` (one episode per query) and keep every (observation, prompt) pair.
+
+    A ``text_only_fraction`` of the examples hides the preview, so that the a-priori mode (no images) is in
+    the warm start's distribution too.
+    """
     rng = np.random.default_rng(seed)
     examples: list[SFTExample] = []
 
     def act(observations: list[Observation]) -> list[str]:
         prompts = [teacher(obs, rng) for obs in observations]
-        examples.extend(SFTExample(dict(obs), p) for obs, p in zip(observations, prompts, strict=True))
+        for obs, prompt in zip(observations, prompts, strict=True):
+            examples.append(SFTExample(dict(obs), prompt, with_image=bool(rng.random() >= text_only_fraction)))
         return prompts
 
     seeds = rng.integers(0, 2**31 - 1, size=len(queries))
@@ -85,11 +95,10 @@ def supervised_finetune(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / max(steps, 1), 1.0)))
     )
     targets = [answer_ids(agent, ex.target) for ex in examples]
-    with_images = agent.mode == "closed-loop"
     losses: list[float] = []
     for _ in tqdm(range(steps), desc="warm start (SFT)", disable=not progress, leave=False):
         rows = rng.choice(len(examples), size=min(batch_size, len(examples)), replace=False)
-        texts, images = agent.render([examples[i].observation for i in rows], with_images)
+        texts, images = agent.render([examples[i].observation for i in rows], [examples[i].with_image for i in rows])
         ids, mask = pad_completions([targets[i] for i in rows], agent.pad_token_id)
         logps = agent.completion_logps(agent.model, agent.build_inputs(texts, images), ids, mask)
         loss = -logps.sum() / mask.sum()
@@ -98,7 +107,7 @@ def supervised_finetune(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     for param in agent.model.parameters():
         param.requires_grad_(False)
     agent.model.eval()
@@ -107,10 +116,10 @@ def supervised_finetune(
 
 def greedy_match_rate(agent: MLLMAgent, examples: Sequence[SFTExample], limit: int = 64) -> float:
     """Fraction of ``examples`` whose greedy answer equals the target (a quick warm-start check)."""
-    chosen = list(examples[:limit])
+    chosen = [ex for ex in examples if ex.with_image][:limit]
     do_sample, agent.do_sample = agent.do_sample, False
     try:
-        prompts = agent.sample([ex.observation for ex in chosen]).prompts
+        prompts = agent.sample([ex.observation for ex in chosen], with_images=True).prompts
     finally:
         agent.do_sample = do_sample
     return float(np.mean([p == ex.target for p, ex in zip(prompts, chosen, strict=True)]))

@@ -89,13 +89,12 @@ TOY_POLICY_SIZES = {
 
 
 def world_words() -> list[str]:
-    """The toy world's words: from its prompt sets when the toy world is installed, else a built-in list."""
+    """The toy world's words (from its diffusion tokenizer's word list), or a built-in list without the toy world."""
     try:
-        from promptloop_env.toy.prompts import TOY_TEST_QUERIES, TOY_TRAIN_QUERIES
+        from promptloop_env.toy.tokenizer import world_words as toy_world_words
     except ImportError:
         return list(FALLBACK_WORLD_WORDS)
-    words = {w for q in [*TOY_TRAIN_QUERIES, *TOY_TEST_QUERIES] for w in q.replace(",", " , ").split()}
-    return sorted(words | set(FALLBACK_WORLD_WORDS))
+    return list(dict.fromkeys([*toy_world_words(), *FALLBACK_WORLD_WORDS]))
 
 
 def build_policy_tokenizer(words: Iterable[str], vocab_size: int = 600):

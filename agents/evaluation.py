@@ -1,0 +1,101 @@
+"""Evaluating agents on held-out queries: the same (query, seed) pairs for every agent, mean and 95% CI."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from promptloop_agents.protocol import Agent, act_batch
+from promptloop_agents.rollout import ActFn, EnvBatch, Episode, run_episodes
+
+# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; the normal 1.96 is used beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T95 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean and two-sided 95% confidence interval of the mean (Student t).
+
+    >>> stats = mean_ci([1.0, 2.0, 3.0])
+    >>> stats["mean"], round(stats["ci_low"], 3), round(stats["ci_high"], 3), stats["n"]
+    (2.0, -0.484, 4.484, 3)
+    """
+    array = np.asarray(values, dtype=np.float64)
+    n = len(array)
+    mean = float(array.mean()) if n else math.nan
+    if n < 2:
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "std": 0.0, "n": n}
+    std = float(array.std(ddof=1))
+    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * std / math.sqrt(n)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "std": std, "n": n}
+
+
+def agent_act_fn(agent: Agent) -> ActFn:
+    """Wrap an :class:`Agent` as the batched ``act`` of :func:`run_episodes` (resetting it on each new episode)."""
+
+    def act(observations: list[dict]) -> list[str]:
+        if int(np.asarray(observations[0]["segment"]).reshape(-1)[0]) == 0:
+            agent.reset()
+        return act_batch(agent, observations)
+
+    return act
+
+
+@dataclass
+class EvalResult:
+    """Episodes of one agent and their scores under every metric."""
+
+    name: str
+    episodes: list[Episode]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """``{metric: {mean, ci_low, ci_high, std, n}}`` plus prompt statistics."""
+        out: dict[str, Any] = {metric: mean_ci(values) for metric, values in self.scores.items()}
+        prompts = [p for e in self.episodes for p in e.prompts]
+        out["prompt_words"] = float(np.mean([len(p.split()) for p in prompts])) if prompts else 0.0
+        out["distinct_prompts"] = len(set(prompts)) / max(len(prompts), 1)
+        return out
+
+
+def evaluate(
+    agents: Mapping[str, Agent | ActFn],
+    envs: EnvBatch,
+    queries: Sequence[str],
+    seeds: Sequence[int],
+    metrics: Mapping[str, Callable],
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, EvalResult]:
+    """Run every agent on the same ``(query, seed)`` episodes and score the final images with ``metrics``.
+
+    Args:
+        agents: name -> an :class:`Agent` or a batched ``act`` function.
+        envs: the batched env (uniform refinement schedule for evaluation).
+        queries, seeds: the episodes, identical for all agents (paired comparison).
+        metrics: name -> batched reward callable ``(images, queries) -> floats`` on the final images.
+        progress: show a progress bar over agents.
+        seed: each agent is reset with it before its episodes (seeds the policies' sampling).
+    """
+    results = {}
+    for name, agent in tqdm(agents.items(), desc="evaluate", disable=not progress, leave=False):
+        if hasattr(agent, "act"):
+            agent.reset(seed=seed)
+            act = agent_act_fn(agent)
+        else:
+            act = agent
+        episodes = run_episodes(envs, act, queries, seeds, keep_images=True)
+        images = np.stack([e.final_image for e in episodes])
+        scores = {m: np.asarray(fn(images, list(queries)), dtype=np.float64) for m, fn in metrics.items()}
+        results[name] = EvalResult(name, episodes, scores)
+    return results
+
+
+def paired_difference(a: EvalResult, b: EvalResult, metric: str) -> dict[str, float]:
+    """Mean and 95% CI of ``a - b`` per episode (the agents ran on the same queries and seeds)."""
+    return mean_ci(a.scores[metric] - b.scores[metric])

@@ -1,0 +1,149 @@
+"""What ``promptloop train`` and ``promptloop eval`` do, as functions: prepare a policy, train it, evaluate agents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptloop_agents.baselines import IdentityAgent, RandomModifierAgent, StaticRewriteAgent
+from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, save_configs
+from promptloop_agents.evaluation import EvalResult, evaluate, paired_difference
+from promptloop_agents.mllm import AGENT_FILE, MLLMAgent
+from promptloop_agents.rollout import EnvBatch, make_env_batch
+
+
+def load_queries(spec: str) -> list[str]:
+    """Queries from a text file (one per line) or a built-in prompt set name (``toy-train``, ``toy-test``, ...)."""
+    path = Path(spec)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    from promptloop_env.prompts import resolve_prompts
+
+    return list(resolve_prompts(spec, None))
+
+
+def prepare_policy(
+    policy: PolicyConfig, envs: EnvBatch, train_queries: list[str], run_dir: Path, seed: int, progress: bool
+) -> MLLMAgent:
+    """Load the policy to train: a saved / hub policy, or the toy policy warm-started on env rollouts.
+
+    The toy warm start is saved in ``run_dir/warm_start`` and reused when the run resumes.
+    """
+    settings = {"temperature": policy.temperature, "max_new_tokens": policy.max_new_tokens, "mode": policy.mode}
+    if policy.policy != "toy":
+        return MLLMAgent.from_pretrained(policy.policy, is_trainable=True, **settings)
+    warm = run_dir / "warm_start"
+    if (warm / AGENT_FILE).exists():
+        return MLLMAgent.from_pretrained(warm, **settings)
+    from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
+    from promptloop_agents.toy_policy import build_toy_policy
+    from promptloop_agents.toy_rewrites import toy_teacher
+
+    agent = build_toy_policy(policy.toy_size, seed=seed, max_new_tokens=policy.max_new_tokens)
+    rng = np.random.default_rng(seed)
+    episodes = -(-policy.warm_start_episodes // envs.num_envs) * envs.num_envs
+    queries = [train_queries[i] for i in rng.integers(len(train_queries), size=episodes)]
+    examples = collect_examples(envs, toy_teacher, queries, seed=seed)
+    losses = supervised_finetune(
+        agent,
+        examples,
+        steps=policy.warm_start_steps,
+        learning_rate=policy.warm_start_lr,
+        seed=seed,
+        progress=progress,
+    )
+    report = {"examples": len(examples), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+    report["greedy_match"] = greedy_match_rate(agent, examples)
+    agent.save_pretrained(warm)
+    (warm / "warm_start.json").write_text(json.dumps(report, indent=2))
+    return MLLMAgent.from_pretrained(warm, **settings)
+
+
+def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: Any = None) -> MLLMAgent:
+    """``promptloop train``: warm start (toy policy) then GRPO; saves the policy in ``output_dir/policy``."""
+    from promptloop_agents.grpo import GRPOTrainer
+
+    run_dir = Path(grpo.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_configs(run_dir / "config.json", env=env, policy=policy, grpo=grpo)
+    envs = make_env_batch(
+        grpo.queries_per_iteration * grpo.group_size, vectorize=env.vectorize, **env.env_kwargs(grpo.refine_schedule)
+    )
+    queries = load_queries(grpo.train_prompts)
+    agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress)
+    trainer = GRPOTrainer(agent, grpo, envs, queries, accelerator=accelerator)
+    trainer.train()
+    if trainer.is_main:
+        agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy")
+        from promptloop_agents.plots import reward_curve
+
+        reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
+    envs.close()
+    return agent
+
+
+def build_agents(names: list[str], policy: MLLMAgent | None, config: EvalConfig) -> dict[str, Any]:
+    """The agents to evaluate, by name: identity, static, random, policy (and policy-a-priori)."""
+    agents: dict[str, Any] = {}
+    for name in names:
+        if name == "identity":
+            agents[name] = IdentityAgent()
+        elif name == "static":
+            if config.static_policy:
+                rewriter = MLLMAgent.from_pretrained(config.static_policy, do_sample=False)
+                agents[name] = StaticRewriteAgent(rewriter=lambda q, r=rewriter: r.plan(q, [0.0])[0])
+            else:
+                agents[name] = StaticRewriteAgent(template=config.static_template or "{query}")
+        elif name == "random":
+            agents[name] = RandomModifierAgent(seed=config.seed)
+        elif name in ("policy", "policy-a-priori"):
+            if policy is None:
+                raise ValueError(f"Agent {name!r} needs --policy.")
+            agents[name] = (
+                policy
+                if name == "policy"
+                else MLLMAgent(policy.model, policy.processor, **{**policy.settings(), "mode": "a-priori"})
+            )
+        else:
+            raise ValueError(f"Unknown agent {name!r}; valid: identity, static, random, policy, policy-a-priori.")
+    return agents
+
+
+def run_evaluation(env: EnvConfig, config: EvalConfig, agents: dict[str, Any]) -> dict[str, EvalResult]:
+    """``promptloop eval``: every agent on the same held-out episodes; writes ``metrics.json``."""
+    from promptloop_env.rewards import make_reward
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    queries = load_queries(config.eval_prompts)
+    if config.max_queries:
+        queries = queries[: config.max_queries]
+    episodes_q = [q for q in queries for _ in range(config.seeds_per_query)]
+    seeds = np.random.default_rng(config.seed).integers(0, 2**31 - 1, size=len(episodes_q))
+    num_envs = min(config.num_envs, len(episodes_q))
+    envs = make_env_batch(num_envs, vectorize=env.vectorize, **env.env_kwargs("uniform"))
+    metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
+    results = evaluate(agents, envs, episodes_q, seeds, metrics, progress=config.progress, seed=config.seed)
+    envs.close()
+    write_metrics(out / "metrics.json", results, config, env)
+    return results
+
+
+def write_metrics(path: Path, results: dict[str, EvalResult], config: EvalConfig, env: EnvConfig, **extra: Any):
+    """``metrics.json``: per agent, mean and 95% CI of every metric; paired differences to identity."""
+    payload: dict[str, Any] = {"agents": {name: r.summary() for name, r in results.items()}}
+    if "identity" in results:
+        payload["paired_vs_identity"] = {
+            name: {m: paired_difference(r, results["identity"], m) for m in r.scores}
+            for name, r in results.items()
+            if name != "identity"
+        }
+    payload["episodes"] = len(next(iter(results.values())).episodes) if results else 0
+    payload["eval"] = {"prompts": config.eval_prompts, "seeds_per_query": config.seeds_per_query, "seed": config.seed}
+    payload["env"] = env.env_kwargs("uniform")
+    payload.update(extra)
+    path.write_text(json.dumps(payload, indent=2))
+    return payload

@@ -1,0 +1,87 @@
+import dataclasses
+import json
+
+import pytest
+
+from promptloop_agents.cli import build_parser, main
+from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig
+from promptloop_agents.demo import DemoConfig
+from promptloop_agents.evaluation import mean_ci
+
+
+@pytest.mark.parametrize(
+    ("command", "configs"),
+    [
+        ("train", (EnvConfig, PolicyConfig, GRPOConfig)),
+        ("eval", (EnvConfig, PolicyConfig, EvalConfig)),
+        ("demo", (DemoConfig,)),
+    ],
+)
+def test_every_option_has_help(command, configs, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    for config in configs:
+        for field in dataclasses.fields(config):
+            assert "--" + field.name.replace("_", "-") in text
+            assert field.metadata["help"]
+
+
+def test_mean_ci_brackets_the_mean():
+    stats = mean_ci([0.0, 1.0] * 50)
+    assert stats["ci_low"] < 0.5 < stats["ci_high"] and stats["n"] == 100
+
+
+def test_train_then_eval_from_the_command_line(tmp_path):
+    env = ["--backbone", "tiny", "--num-inference-steps", "4", "--num-refinements", "2", "--preview-size", "32"]
+    run = tmp_path / "run"
+    main(
+        [
+            "train",
+            *env,
+            "--output-dir",
+            str(run),
+            "--toy-size",
+            "tiny",
+            "--warm-start-episodes",
+            "4",
+            "--warm-start-steps",
+            "3",
+            "--num-iterations",
+            "2",
+            "--queries-per-iteration",
+            "2",
+            "--group-size",
+            "2",
+            "--progress",
+            "false",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
+    assert {"config.json", "metrics.jsonl", "checkpoints", "policy", "warm_start", "reward_curve.png"} <= {
+        p.name for p in run.iterdir()
+    }
+    main(
+        [
+            "eval",
+            *env,
+            "--policy",
+            str(run / "policy"),
+            "--output-dir",
+            str(tmp_path / "eval"),
+            "--max-queries",
+            "4",
+            "--seeds-per-query",
+            "1",
+            "--num-envs",
+            "4",
+            "--agents",
+            "identity,static,random,policy",
+            "--progress",
+            "false",
+        ]
+    )
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["agents"]) == {"identity", "static", "random", "policy"}
+    assert {"mean", "ci_low", "ci_high"} <= set(metrics["agents"]["policy"]["toy-fidelity"])
