@@ -30,7 +30,9 @@ def env_kwargs(**overrides):
 
 
 def make_vec(num_envs=3, **overrides):
-    return gym.make_vec("PromptLoop-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs(**overrides))
+    return gym.make_vec(
+        "PromptLoop-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs(**overrides)
+    )
 
 
 def max_diff(a, b):
@@ -51,7 +53,9 @@ def test_make_vec_builds_the_batched_env_with_batched_spaces():
     assert info["noise_seed"].shape == (2,) and info["_noise_seed"].all()
     obs, reward, terminated, truncated, info = envs.step(["a red circle, bright", "a blue square"])
     assert envs.observation_space.contains(obs)
-    assert obs["prompt"] == ("a red circle, bright", "a blue square") and info["prompts"][0] == ["a red circle, bright"]
+    assert obs["prompt"] == ("a red circle, bright", "a blue square") and info["prompts"][0] == [
+        "a red circle, bright"
+    ]
     assert reward.tolist() == [0.0, 0.0] and not terminated.any() and not truncated.any()
     envs.close()
     envs.close()
@@ -72,7 +76,7 @@ def test_sub_episodes_equal_single_envs_with_seed_plus_i(preview):
         assert list(info["refine_steps"][i]) == single_info["refine_steps"]
         assert max_diff(obs["image"][i], single_obs["image"]) == 0
     # Two full episodes: the second comes from the NEXT_STEP autoreset, continuing each sub-env's rng.
-    for episode in range(2):
+    for _episode in range(2):
         for segment in range(4):
             actions = [f"a red circle {segment}", "a blue square", "a photo of a cat"][: envs.num_envs]
             obs, reward, terminated, _, info = envs.step(actions)
@@ -107,7 +111,9 @@ def test_one_batched_model_call_per_denoising_step(schedule):
         expected = 0
         for _ in range(4):
             segments = [ep.refine_steps + (8,) for ep in envs.unwrapped._episodes]
-            expected += max(s[ep.segment + 1] - s[ep.segment] for s, ep in zip(segments, envs.unwrapped._episodes))
+            expected += max(
+                s[ep.segment + 1] - s[ep.segment] for s, ep in zip(segments, envs.unwrapped._episodes, strict=True)
+            )
             envs.step(["a red circle"] * 4)
     finally:
         handle.remove()
