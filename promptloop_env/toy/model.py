@@ -1,0 +1,129 @@
+"""The toy pipeline's components, built from config (no download), and the latent -> RGB map.
+
+Sizes are set by what one episode may cost on a 2-core CPU (20 steps with classifier-free guidance well
+under 0.5 s) and by what the toy world needs:
+
+- **Text encoder**: ``CLIPTextModel``, hidden 128, 3 layers, 32 positions (the tokenizer's window).
+- **UNet**: ``UNet2DConditionModel`` on 16x16x4 latents, channels (32, 64, 64), one resnet per level,
+  cross-attention at 16x16 (where the object's position is decided) and 8x8, a cross-attention mid block at
+  4x4. v-prediction: its x0 estimate at high noise is a smooth mean image, not an amplified noise guess, so the
+  env's early previews already show colours and layout.
+- **VAE**: ``AutoencoderKL`` 64x64x3 -> 16x16x4, channels (16, 32, 64), ``norm_num_groups=1``. With one
+  channel per group GroupNorm acts as instance norm and erases flat colours (a spike measured it); one group
+  over all channels keeps the channel ratios that encode colour.
+- **Schedulers**: linear betas 1e-4..0.02 over 1000 steps, whose terminal SNR (4e-5) is low enough that the
+  starting noise does not leak the background; sampling with DDIM and ``trailing`` spacing so 20 steps start
+  at t=999.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+PREDICTION_TYPE = "v_prediction"
+TEXT_HIDDEN = 128
+
+
+def build_text_encoder(tokenizer):
+    """A small ``CLIPTextModel`` matching ``tokenizer`` (vocab, window, special tokens)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=4 * TEXT_HIDDEN,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=TEXT_HIDDEN,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet():
+    """The denoiser: 16x16x4 latents, cross-attention at 16x16, 8x8 and the 4x4 mid block."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=32,
+        norm_num_groups=8,
+    )
+
+
+def build_vae():
+    """The autoencoder: 64x64x3 <-> 16x16x4, one normalisation group (see module doc)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        mid_block_add_attention=False,
+        sample_size=64,
+    )
+
+
+def build_train_scheduler():
+    """The DDPM scheduler whose noise levels the UNet is trained on."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULE, prediction_type=PREDICTION_TYPE, clip_sample=False)
+
+
+def build_sample_scheduler():
+    """The DDIM sampling scheduler saved with the pipeline (trailing spacing: step one is at t=999)."""
+    from diffusers import DDIMScheduler
+
+    # steps_offset=1 only silences the pipeline's legacy-config rewrite; trailing spacing ignores it.
+    return DDIMScheduler(
+        **SCHEDULE,
+        prediction_type=PREDICTION_TYPE,
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        timestep_spacing="trailing",
+    )
+
+
+def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> dict:
+    """Least-squares linear map from (scaled) latent pixels to the mean RGB of their image blocks.
+
+    Args:
+        latents: ``[N, 4, h, w]`` latents in the UNet's space (VAE latents times ``scaling_factor``).
+        images: ``[N, 3, H, W]`` the matching images in [0, 1], ``H / h`` pixels per latent pixel.
+
+    Returns:
+        A JSON-ready dict: ``rgb = latent @ weight + bias`` per latent pixel, RGB in [0, 1].
+    """
+    factor = images.shape[-1] // latents.shape[-1]
+    target = torch.nn.functional.avg_pool2d(images.float(), factor)
+    x = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    y = target.permute(0, 2, 3, 1).reshape(-1, 3)
+    x1 = torch.cat([x, torch.ones(len(x), 1, device=x.device)], dim=1)
+    solution = torch.linalg.lstsq(x1.cpu(), y.cpu()).solution  # [5, 3]
+    residual = ((x1.cpu() @ solution - y.cpu()) ** 2).mean().sqrt().item()
+    return {
+        "weight": solution[:-1].tolist(),
+        "bias": solution[-1].tolist(),
+        "input": "latents in the UNet's space (VAE latents times vae.config.scaling_factor), [B, 4, h, w]",
+        "output": "rgb = einsum('bchw,cr->brhw', latents, weight) + bias, in [0, 1], one pixel per latent pixel",
+        "rmse": residual,
+    }

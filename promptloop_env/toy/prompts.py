@@ -1,0 +1,53 @@
+"""Train and held-out test queries of the toy world, split by the attributes they name.
+
+Queries are captions drawn with :func:`~promptloop_env.toy.world.caption` from a fixed-seed
+``random.Random`` (its stream is stable across Python versions), keeping those that name at least two
+attributes. A query goes to the test set when a hash of the attributes it names (not of its wording) falls in
+the test fifth, so no test query shares its set of named attribute values with any train query, and the two
+sets are disjoint by text. Both are deterministic.
+
+>>> len(TOY_TRAIN_QUERIES), len(TOY_TEST_QUERIES)
+(1000, 200)
+>>> set(TOY_TRAIN_QUERIES).isdisjoint(TOY_TEST_QUERIES)
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from promptloop_env.toy.world import caption as make_caption
+from promptloop_env.toy.world import parse_query, random_scene
+
+_SEED = 20261128
+_TEST_FRACTION_BUCKETS = 5  # one bucket of five goes to test
+_MIN_NAMED = 2
+
+
+def query_split(query: str) -> str:
+    """``"train"`` or ``"test"``: which side of the split a query's named attributes fall on."""
+    key = "|".join(f"{k}={v}" for k, v in sorted(parse_query(query).items()))
+    bucket = int(hashlib.sha256(key.encode()).hexdigest(), 16) % _TEST_FRACTION_BUCKETS
+    return "test" if bucket == 0 else "train"
+
+
+def make_query_sets(num_train: int = 1000, num_test: int = 200, seed: int = _SEED) -> tuple[tuple[str, ...], ...]:
+    """Draw ``num_train`` train and ``num_test`` test queries (unique texts), deterministically."""
+    rng = random.Random(seed)
+    sets: dict[str, list[str]] = {"train": [], "test": []}
+    wanted = {"train": num_train, "test": num_test}
+    seen: set[str] = set()
+    while any(len(sets[k]) < wanted[k] for k in sets):
+        query = make_caption(random_scene(rng, jitter=False), rng)
+        if query in seen or len(parse_query(query)) < _MIN_NAMED:
+            continue
+        seen.add(query)
+        side = query_split(query)
+        if len(sets[side]) < wanted[side]:
+            sets[side].append(query)
+    return tuple(sets["train"]), tuple(sets["test"])
+
+
+TOY_TRAIN_QUERIES, TOY_TEST_QUERIES = make_query_sets()
+"""The default sets: 1000 train and 200 held-out test queries (tuples of str)."""

@@ -1,0 +1,393 @@
+"""Train the toy-shapes text-to-image model from scratch and save it as a diffusers pipeline folder.
+
+Run (GPU, about 8 minutes of wall time; the H200 is the intended machine)::
+
+    python -m promptloop_env.toy.train --out runs/toy-shapes --vae-minutes 1.5 --unet-minutes 5
+
+CPU smoke run (about a minute)::
+
+    python -m promptloop_env.toy.train --out /tmp/toy --vae-minutes 0.2 --unet-minutes 0.3 --max-images 256 \
+        --vae-batch-size 8 --batch-size 16 --captions-per-combo 4 --eval-queries 4 --eval-guidance 3
+
+Phases: render every distinct image of the world (60,750) into memory on the device; train the VAE
+(MSE + tiny KL); pre-encode all images to latent means/stds and set ``scaling_factor`` from their std; fit the
+``latent_rgb.json`` preview map; train text encoder + UNet jointly (v-prediction, Min-SNR-5 weights, 10%
+empty captions for classifier-free guidance, EMA) on latents and on a pre-tokenised bank of captions, so no
+step renders or tokenises in Python; save the EMA pipeline (safetensors) and evaluate it with the analyser on
+the held-out queries. Each phase stops at its time budget or step cap. The output folder holds the pipeline
+(``model_index.json`` and one folder per component), ``training_config.json``, ``training_log.jsonl``,
+``latent_rgb.json`` and ``eval.json``; ``checkpoint/`` is the latest periodic checkpoint (same layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptloop_env.toy import model as toy_model
+from promptloop_env.toy.analyser import analyse
+from promptloop_env.toy.prompts import TOY_TEST_QUERIES
+from promptloop_env.toy.rewards import fidelity
+from promptloop_env.toy.tokenizer import build_tokenizer
+from promptloop_env.toy.world import ATTRIBUTES, all_scenes, attribute_combos, caption, parse_query, render
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; each field's ``help`` is its command-line help."""
+
+    out: str = field(default="runs/toy-shapes", metadata={"help": "output folder (the pipeline is saved here)"})
+    vae_minutes: float = field(default=1.5, metadata={"help": "time budget of the VAE phase"})
+    unet_minutes: float = field(default=5.0, metadata={"help": "time budget of the text encoder + UNet phase"})
+    vae_max_steps: int = field(default=20000, metadata={"help": "step cap of the VAE phase"})
+    unet_max_steps: int = field(default=200000, metadata={"help": "step cap of the UNet phase"})
+    vae_batch_size: int = field(default=256, metadata={"help": "VAE batch size"})
+    batch_size: int = field(default=256, metadata={"help": "UNet batch size"})
+    vae_lr: float = field(default=1e-3, metadata={"help": "VAE peak learning rate"})
+    lr: float = field(default=8e-4, metadata={"help": "UNet + text encoder peak learning rate"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear warmup steps of each phase"})
+    kl_weight: float = field(default=1e-6, metadata={"help": "VAE KL weight (per-sample KL sum)"})
+    min_snr_gamma: float = field(default=5.0, metadata={"help": "Min-SNR weighting gamma"})
+    cfg_dropout: float = field(default=0.1, metadata={"help": "fraction of captions replaced by '' (for CFG)"})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of UNet and text encoder weights"})
+    captions_per_combo: int = field(default=64, metadata={"help": "pre-tokenised captions per attribute combo"})
+    max_images: int = field(default=0, metadata={"help": "train on a random subset of the world (0 = all)"})
+    eval_queries: int = field(default=200, metadata={"help": "held-out queries scored at the end"})
+    eval_guidance: str = field(default="2,3,5", metadata={"help": "guidance scales evaluated at the end"})
+    eval_steps: int = field(default=20, metadata={"help": "sampling steps of the evaluation"})
+    checkpoint_minutes: float = field(default=2.0, metadata={"help": "minutes between checkpoints (0 = none)"})
+    log_every: int = field(default=50, metadata={"help": "steps between log lines"})
+    seed: int = field(default=0, metadata={"help": "seed of everything"})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if available), 'cuda' or 'cpu'"})
+    num_threads: int = field(default=1, metadata={"help": "CPU threads (1: the box is shared; see the spike)"})
+
+
+class Logger:
+    """Appends JSON lines to ``training_log.jsonl`` and echoes them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("")
+
+    def __call__(self, **row) -> None:
+        line = json.dumps(row)
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+def _lr_factor(step: int, elapsed: float, budget: float, warmup: int, max_steps: int) -> float:
+    """Linear warmup, then cosine to 10% over whichever ends first: the time budget or the step cap."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max(elapsed / max(budget, 1e-9), step / max(max_steps, 1)))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def prepare_data(cfg: TrainConfig, tokenizer, device: torch.device) -> dict:
+    """Render the world and pre-tokenise the caption bank; everything stays on ``device``."""
+    rng = random.Random(cfg.seed)
+    scenes = list(all_scenes())
+    if cfg.max_images:
+        scenes = rng.sample(scenes, min(cfg.max_images, len(scenes)))
+    combos = attribute_combos()
+    combo_index = {tuple(c.values()): i for i, c in enumerate(combos)}
+    images = torch.from_numpy(np.stack([render(s) for s in scenes])).to(device)  # uint8 [N, 64, 64, 3]
+    scene_combo = torch.tensor([combo_index[tuple(s.attributes().values())] for s in scenes], device=device)
+    texts = [caption(c, rng) for c in combos for _ in range(cfg.captions_per_combo)]
+
+    def tokenize(batch: list[str]) -> torch.Tensor:
+        kwargs = dict(padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+        return tokenizer(batch, return_tensors="pt", **kwargs).input_ids
+
+    bank = tokenize(texts).view(len(combos), cfg.captions_per_combo, -1).to(device)
+    return dict(images=images, scene_combo=scene_combo, bank=bank, empty=tokenize([""]).to(device), examples=texts[:8])
+
+
+def to_model_space(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
+    return images_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_vae(cfg: TrainConfig, vae, data: dict, device: torch.device, autocast, log: Logger) -> None:
+    """Reconstruction (MSE) + ``kl_weight`` x KL, until the VAE budget or step cap."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.01)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    n, budget, start, step = len(data["images"]), cfg.vae_minutes * 60, time.time(), 0
+    vae.train()
+    while step < cfg.vae_max_steps and time.time() - start < budget:
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_factor(
+                step, time.time() - start, budget, cfg.warmup_steps, cfg.vae_max_steps
+            )
+        x = to_model_space(data["images"][torch.randint(n, (cfg.vae_batch_size,), device=device, generator=gen)])
+        with autocast():
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(generator=gen)).sample
+        mse = torch.nn.functional.mse_loss(recon.float(), x)
+        loss = mse + cfg.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == 1:
+            log(phase="vae", step=step, mse=round(mse.item(), 6), seconds=round(time.time() - start, 1))
+    log(phase="vae", step=step, mse=round(mse.item(), 6), seconds=round(time.time() - start, 1), done=True)
+
+
+@torch.no_grad()
+def encode_all(vae, images: torch.Tensor, autocast, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image, stored in bfloat16 on the images' device."""
+    vae.eval()
+    means, stds = [], []
+    for i in range(0, len(images), chunk):
+        with autocast():
+            dist = vae.encode(to_model_space(images[i : i + chunk])).latent_dist
+        means.append(dist.mean.to(torch.bfloat16))
+        stds.append(dist.std.to(torch.bfloat16))
+    return torch.cat(means), torch.cat(stds)
+
+
+class EMA:
+    """Exponential moving average of a list of modules' parameters (warmed-up decay)."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone().float() for p in self.params]
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, modules: list[torch.nn.Module]) -> None:
+        for p, s in zip([p for m in modules for p in m.parameters()], self.shadow, strict=True):
+            p.copy_(s.to(p.dtype))
+
+
+def assemble_pipeline(tokenizer, text_encoder, unet, vae):
+    """The diffusers ``StableDiffusionPipeline`` of the toy world (no safety checker)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=toy_model.build_sample_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_pipeline(pipe, folder: Path, ema: EMA | None = None) -> None:
+    """``save_pretrained`` (safetensors) with the EMA weights swapped in, then the training weights restored."""
+    modules = [pipe.unet, pipe.text_encoder]
+    backup = [p.detach().clone() for m in modules for p in m.parameters()] if ema else []
+    if ema:
+        ema.copy_to(modules)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    if ema:
+        with torch.no_grad():
+            for p, b in zip([p for m in modules for p in m.parameters()], backup, strict=True):
+                p.copy_(b)
+
+
+def train_unet(cfg, pipe, data, latents, device, autocast, log, out: Path) -> EMA:
+    """Text encoder + UNet, v-prediction with Min-SNR weights, on pre-encoded latents and captions."""
+    unet, text_encoder = pipe.unet, pipe.text_encoder
+    scheduler = toy_model.build_train_scheduler()
+    alphas = scheduler.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    # v-prediction's loss weight for Min-SNR: min(snr, gamma) / (snr + 1).
+    weights = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema = EMA([unet, text_encoder], cfg.ema_decay)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 2)
+    means, stds = latents
+    scale = pipe.vae.config.scaling_factor
+    n, bank, per_combo = len(means), data["bank"], data["bank"].shape[1]
+    budget, start, step, last_ckpt = cfg.unet_minutes * 60, time.time(), 0, time.time()
+    unet.train()
+    text_encoder.train()
+    while step < cfg.unet_max_steps and time.time() - start < budget:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, time.time() - start, budget, cfg.warmup_steps, cfg.unet_max_steps)
+        b = cfg.batch_size
+        idx = torch.randint(n, (b,), device=device, generator=gen)
+        eps = torch.randn(means[idx].shape, device=device, generator=gen)
+        x0 = (means[idx].float() + stds[idx].float() * eps) * scale
+        choice = torch.randint(per_combo, (b,), device=device, generator=gen)
+        ids = bank[data["scene_combo"][idx], choice]
+        drop = torch.rand(b, device=device, generator=gen) < cfg.cfg_dropout
+        ids = torch.where(drop[:, None], data["empty"].expand(b, -1), ids)
+        t = torch.randint(scheduler.config.num_train_timesteps, (b,), device=device, generator=gen)
+        noise = torch.randn(x0.shape, device=device, generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t)
+        with autocast():
+            pred = unet(xt, t, text_encoder(ids)[0]).sample
+        per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
+        loss = (per_sample * weights[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update()
+        step += 1
+        if step % cfg.log_every == 0 or step == 1:
+            elapsed = time.time() - start
+            log(
+                phase="unet",
+                step=step,
+                loss=round(loss.item(), 5),
+                v_mse=round(per_sample.mean().item(), 5),
+                lr=round(opt.param_groups[0]["lr"], 7),
+                seconds=round(elapsed, 1),
+                steps_per_s=round(step / elapsed, 2),
+            )
+        if cfg.checkpoint_minutes and time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            save_pipeline(pipe, out / "checkpoint", ema)
+            last_ckpt = time.time()
+            log(phase="unet", step=step, checkpoint=str(out / "checkpoint"))
+    log(phase="unet", step=step, loss=round(loss.item(), 5), seconds=round(time.time() - start, 1), done=True)
+    return ema
+
+
+@torch.no_grad()
+def evaluate(pipe, queries: list[str], guidance: float, steps: int, device: torch.device, seed: int) -> dict:
+    """Sample one image per query (seeded) and score it with the analyser: mean fidelity and per-attribute hits."""
+    images = []
+    for i in range(0, len(queries), 256):
+        gen = torch.Generator(device).manual_seed(seed + i)
+        out = pipe(
+            queries[i : i + 256], num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="np"
+        )
+        images.append((out.images * 255).round().astype(np.uint8))
+    images = np.concatenate(images)
+    hits = {a: [0, 0] for a in ATTRIBUTES}
+    scores, missing = [], 0
+    for image, query in zip(images, queries, strict=True):
+        analysis = analyse(image)
+        scores.append(fidelity(analysis, query))
+        missing += not analysis.found
+        read = analysis.attributes()
+        for name, value in parse_query(query).items():
+            hits[name][0] += read.get(name) == value
+            hits[name][1] += 1
+    accuracy = {a: round(h / max(n, 1), 4) for a, (h, n) in hits.items()}
+    return dict(
+        guidance=guidance,
+        fidelity=round(float(np.mean(scores)), 4),
+        accuracy=accuracy,
+        all_right=round(float(np.mean([s == 1.0 for s in scores])), 4),
+        no_object=missing,
+        n=len(queries),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point; returns the evaluation results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(TrainConfig):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f.metadata["help"]
+        )
+    cfg = TrainConfig(**vars(parser.parse_args(argv)))
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # bf16 autocast on CUDA; fp32 on CPU (this CPU has no bf16 units, autocast there is slower).
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Logger(out / "training_log.jsonl")
+    t0 = time.time()
+
+    tokenizer = build_tokenizer()
+    data = prepare_data(cfg, tokenizer, device)
+    vae = toy_model.build_vae().to(device)
+    pipe = assemble_pipeline(tokenizer, toy_model.build_text_encoder(tokenizer), toy_model.build_unet(), vae)
+    pipe.to(device)
+    sizes = {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("unet", "text_encoder", "vae")}
+    log(
+        phase="data",
+        images=len(data["images"]),
+        captions=int(data["bank"].numel() // data["bank"].shape[-1]),
+        examples=data["examples"],
+        params=sizes,
+        device=str(device),
+        seconds=round(time.time() - t0, 1),
+    )
+
+    train_vae(cfg, vae, data, device, autocast, log)
+    means, stds = encode_all(vae, data["images"], autocast)
+    sample = means.float() + stds.float() * torch.randn(means.shape, device=device)
+    vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+    pick = torch.randperm(len(means), device=device)[:4096]
+    latent_rgb = toy_model.fit_latent_rgb(
+        sample[pick] * vae.config.scaling_factor, data["images"][pick].permute(0, 3, 1, 2).float() / 255
+    )
+    log(phase="latents", scaling_factor=vae.config.scaling_factor, latent_rgb_rmse=round(latent_rgb["rmse"], 4))
+    vae.requires_grad_(False)
+
+    ema = train_unet(cfg, pipe, data, (means, stds), device, autocast, log, out)
+    ema.copy_to([pipe.unet, pipe.text_encoder])
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    pipe.save_pretrained(out, safe_serialization=True)
+    (out / "latent_rgb.json").write_text(json.dumps(latent_rgb, indent=1))
+    record = dict(
+        config=dataclasses.asdict(cfg),
+        params=sizes,
+        device=str(device),
+        torch=torch.__version__,
+        scaling_factor=vae.config.scaling_factor,
+        train_seconds=round(time.time() - t0, 1),
+    )
+    (out / "training_config.json").write_text(json.dumps(record, indent=1))
+
+    # Evaluate the saved folder, reloaded as users load it, on the held-out queries.
+    from diffusers import StableDiffusionPipeline
+
+    reloaded = StableDiffusionPipeline.from_pretrained(out).to(device)
+    reloaded.set_progress_bar_config(disable=True)
+    queries = list(TOY_TEST_QUERIES[: cfg.eval_queries])
+    results = []
+    for g in [float(v) for v in cfg.eval_guidance.split(",") if v]:
+        with autocast():
+            results.append(evaluate(reloaded, queries, g, cfg.eval_steps, device, cfg.seed))
+        log(phase="eval", **results[-1])
+    (out / "eval.json").write_text(json.dumps(results, indent=1))
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the final folder supersedes it; keep what ships small
+    log(phase="done", total_seconds=round(time.time() - t0, 1))
+    return {"eval": results}
+
+
+if __name__ == "__main__":
+    main()
