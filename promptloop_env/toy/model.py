@@ -108,10 +108,11 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> dict:
 
     Args:
         latents: ``[N, 4, h, w]`` latents in the UNet's space (VAE latents times ``scaling_factor``).
-        images: ``[N, 3, H, W]`` the matching images in [0, 1], ``H / h`` pixels per latent pixel.
+        images: ``[N, 3, H, W]`` the matching images in [-1, 1], ``H / h`` pixels per latent pixel.
 
     Returns:
-        A JSON-ready dict: ``rgb = latent @ weight + bias`` per latent pixel, RGB in [0, 1].
+        A JSON-ready dict in the format of :data:`promptloop_env.previews.LATENT_RGB`: ``factors`` (4 rows of
+        RGB) and ``bias``, with ``rgb = latent @ factors + bias`` per latent pixel, RGB in [-1, 1].
     """
     factor = images.shape[-1] // latents.shape[-1]
     target = torch.nn.functional.avg_pool2d(images.float(), factor)
@@ -121,9 +122,9 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> dict:
     solution = torch.linalg.lstsq(x1.cpu(), y.cpu()).solution  # [5, 3]
     residual = ((x1.cpu() @ solution - y.cpu()) ** 2).mean().sqrt().item()
     return {
-        "weight": solution[:-1].tolist(),
+        "factors": solution[:-1].tolist(),
         "bias": solution[-1].tolist(),
         "input": "latents in the UNet's space (VAE latents times vae.config.scaling_factor), [B, 4, h, w]",
-        "output": "rgb = einsum('bchw,cr->brhw', latents, weight) + bias, in [0, 1], one pixel per latent pixel",
+        "output": "rgb = einsum('bchw,cr->brhw', latents, factors) + bias, in [-1, 1], one pixel per latent pixel",
         "rmse": residual,
     }

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     pick = torch.randperm(len(means), device=device)[:4096]
     latent_rgb = toy_model.fit_latent_rgb(
-        sample[pick] * vae.config.scaling_factor, data["images"][pick].permute(0, 3, 1, 2).float() / 255
+        sample[pick] * vae.config.scaling_factor, to_model_space(data["images"][pick])
     )
     log(phase="latents", scaling_factor=vae.config.scaling_factor, latent_rgb_rmse=round(latent_rgb["rmse"], 4))
     vae.requires_grad_(False)

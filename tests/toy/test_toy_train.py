@@ -25,7 +25,7 @@ def test_train_smoke(tmp_path):
         assert (out / name).exists(), name
     assert not (out / "checkpoint").exists()
     latent_rgb = json.loads((out / "latent_rgb.json").read_text())
-    assert np.asarray(latent_rgb["weight"]).shape == (4, 3) and len(latent_rgb["bias"]) == 3
+    assert np.asarray(latent_rgb["factors"]).shape == (4, 3) and len(latent_rgb["bias"]) == 3
     pipe = StableDiffusionPipeline.from_pretrained(out)
     assert pipe.safety_checker is None and pipe.vae.config.scaling_factor != 0.18215
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
