@@ -87,9 +87,14 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         rows += bench_model(name, MODELS[name](), args.previews.split(","), args.repeats, args.steps, args.refinements)
+    write_results(rows, "env_overhead")
+
+
+def write_results(rows: list[dict], stem: str) -> None:
+    """Write ``rows`` to ``benchmarks/results/<stem>.{json,csv}`` and print them as a table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "env_overhead.json").write_text(json.dumps(rows, indent=2))
-    with open(RESULTS / "env_overhead.csv", "w", newline="") as f:
+    (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2))
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -41,6 +41,51 @@ LATENT_RGB: dict[str, dict[str, Any]] = {
         ],
         "bias": [0.1084, -0.0175, -0.0011],
     },
+    # 16-channel flow-matching latents, from ComfyUI's comfy/latent_formats.py (classes SD3 and Flux), which
+    # apply them to latents in model space ((z - shift_factor) * scaling_factor), as the samplers here hold them.
+    # FLUX latents are unpacked (FluxBackbone.to_spatial) before the map applies.
+    "sd3": {
+        "factors": [
+            [-0.0922, -0.0175, 0.0749],
+            [0.0311, 0.0633, 0.0954],
+            [0.1994, 0.0927, 0.0458],
+            [0.0856, 0.0339, 0.0902],
+            [0.0587, 0.0272, -0.0496],
+            [-0.0006, 0.1104, 0.0309],
+            [0.0978, 0.0306, 0.0427],
+            [-0.0042, 0.1038, 0.1358],
+            [-0.0194, 0.0020, 0.0669],
+            [-0.0488, 0.0130, -0.0268],
+            [0.0922, 0.0988, 0.0951],
+            [-0.0278, 0.0524, -0.0542],
+            [0.0332, 0.0456, 0.0895],
+            [-0.0069, -0.0030, -0.0810],
+            [-0.0596, -0.0465, -0.0293],
+            [-0.1448, -0.1463, -0.1189],
+        ],
+        "bias": [0.2394, 0.2135, 0.1925],
+    },
+    "flux": {
+        "factors": [
+            [-0.0346, 0.0244, 0.0681],
+            [0.0034, 0.0210, 0.0687],
+            [0.0275, -0.0668, -0.0433],
+            [-0.0174, 0.0160, 0.0617],
+            [0.0859, 0.0721, 0.0329],
+            [0.0004, 0.0383, 0.0115],
+            [0.0405, 0.0861, 0.0915],
+            [-0.0236, -0.0185, -0.0259],
+            [-0.0245, 0.0250, 0.1180],
+            [0.1008, 0.0755, -0.0421],
+            [-0.0515, 0.0201, 0.0011],
+            [0.0428, -0.0012, -0.0036],
+            [0.0817, 0.0765, 0.0749],
+            [-0.1264, -0.0522, -0.1103],
+            [-0.0280, -0.0881, -0.0499],
+            [-0.1262, -0.0982, -0.0778],
+        ],
+        "bias": [-0.0329, -0.0718, -0.0851],
+    },
 }
 
 PreviewFn = Callable[[torch.Tensor], np.ndarray]
@@ -116,7 +161,9 @@ def make_preview(
     @torch.inference_mode()
     def taesd_preview(latents: torch.Tensor) -> np.ndarray:
         spatial = backbone.to_spatial(latents).to(model.dtype)
-        image = model.decode(spatial / model.config.scaling_factor, return_dict=False)[0]
+        # As a pipeline does with the tiny autoencoder as its vae: taesd3 / taef1 carry their family's shift.
+        shift = getattr(model.config, "shift_factor", None) or 0.0
+        image = model.decode(spatial / model.config.scaling_factor + shift, return_dict=False)[0]
         return resize_images((image.float() / 2 + 0.5), size)
 
     return taesd_preview

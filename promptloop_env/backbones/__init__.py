@@ -53,11 +53,67 @@ BACKBONES: dict[str, BackboneEntry] = {
     "sd21": BackboneEntry(
         "stabilityai/stable-diffusion-2-1", "Stable Diffusion 2.1 (768x768, v-prediction)", {"default_guidance_scale": 7.5}
     ),
+    # Other families. Guidance defaults are each model card's; pass num_inference_steps to the env (the cards
+    # recommend: sdxl 30-50, sdxl-turbo 1-4, sd35-medium 40, sd35-large 28, sd35-large-turbo 4, flux-dev 28-50,
+    # flux-schnell 1-4). Large checkpoints take cpu_offload=True (enable_model_cpu_offload) on small accelerators.
+    "sdxl": BackboneEntry(
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "Stable Diffusion XL base 1.0 (1024x1024)",
+        {"default_guidance_scale": 5.0},
+    ),
+    "sdxl-turbo": BackboneEntry(
+        "stabilityai/sdxl-turbo", "SDXL-Turbo (512x512, 1-4 steps, no guidance)", {"default_guidance_scale": 0.0}
+    ),
+    "sd3-medium": BackboneEntry(
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+        "Stable Diffusion 3 medium (1024x1024)",
+        {"default_guidance_scale": 7.0},
+    ),
+    "sd35-medium": BackboneEntry(
+        "stabilityai/stable-diffusion-3.5-medium",
+        "Stable Diffusion 3.5 medium (1024x1024)",
+        {"default_guidance_scale": 4.5},
+    ),
+    "sd35-large": BackboneEntry(
+        "stabilityai/stable-diffusion-3.5-large",
+        "Stable Diffusion 3.5 large (1024x1024)",
+        {"default_guidance_scale": 3.5},
+    ),
+    "sd35-large-turbo": BackboneEntry(
+        "stabilityai/stable-diffusion-3.5-large-turbo",
+        "Stable Diffusion 3.5 large turbo (1024x1024, 4 steps, no guidance)",
+        {"default_guidance_scale": 0.0},
+    ),
+    "flux-dev": BackboneEntry(
+        "black-forest-labs/FLUX.1-dev",
+        "FLUX.1 [dev] (1024x1024, guidance-distilled, gated on the hub)",
+        {"default_guidance_scale": 3.5},
+    ),
+    "flux-schnell": BackboneEntry(
+        "black-forest-labs/FLUX.1-schnell",
+        "FLUX.1 [schnell] (1024x1024, 1-4 steps, no guidance)",
+        {"default_guidance_scale": 0.0},
+    ),
+    "tiny-sdxl": BackboneEntry(
+        "promptloop_env.backbones.tiny:tiny_stable_diffusion_xl_pipeline",
+        "random-weight StableDiffusionXLPipeline built in-process (64x64), for tests and benchmarks",
+    ),
+    "tiny-sd3": BackboneEntry(
+        "promptloop_env.backbones.tiny:tiny_stable_diffusion_3_pipeline",
+        "random-weight StableDiffusion3Pipeline built in-process (64x64, 16 latent channels), for tests",
+    ),
+    "tiny-flux": BackboneEntry(
+        "promptloop_env.backbones.tiny:tiny_flux_pipeline",
+        "random-weight FluxPipeline built in-process (64x64, 16 latent channels), for tests and benchmarks",
+    ),
 }
 
 # family name -> "module:BackboneClass", matched against the pipeline's class name.
 FAMILIES: dict[str, str] = {
     "StableDiffusionPipeline": "promptloop_env.backbones.stable_diffusion:StableDiffusionBackbone",
+    "StableDiffusionXLPipeline": "promptloop_env.backbones.sdxl:StableDiffusionXLBackbone",
+    "StableDiffusion3Pipeline": "promptloop_env.backbones.sd3:StableDiffusion3Backbone",
+    "FluxPipeline": "promptloop_env.backbones.flux:FluxBackbone",
 }
 
 _LOADED: weakref.WeakValueDictionary[tuple, DiffusersBackbone] = weakref.WeakValueDictionary()

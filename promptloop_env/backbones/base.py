@@ -85,6 +85,8 @@ class DiffusersBackbone:
         taesd: hub id or folder of the family's tiny autoencoder (``preview="taesd"``).
         default_prompts: name of the built-in prompt set used when the env gets ``prompts=None``.
         cache_size: how many prompt embeddings to keep.
+        cpu_offload: call the pipeline's ``enable_model_cpu_offload()`` (needs an accelerator and ``accelerate``):
+            each model sits on the CPU until its turn, for checkpoints larger than the accelerator's memory.
     """
 
     family = "base"
@@ -99,7 +101,10 @@ class DiffusersBackbone:
         default_prompts: str | None = None,
         cache_size: int = 512,
         latent_rgb: dict[str, Any] | None = None,
+        cpu_offload: bool = False,
     ) -> None:
+        if cpu_offload:
+            pipe.enable_model_cpu_offload()
         self.pipe = pipe
         self.default_guidance_scale = float(default_guidance_scale)
         self.latent_family = latent_family or self.family
@@ -247,6 +252,12 @@ class DiffusersBackbone:
     def to_spatial(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents as ``[B, C, h, w]`` in model space (unpacks packed layouts such as FLUX's)."""
         return latents
+
+
+def exceeds_window(tokenizer: Any, prompt: str, max_length: int | None = None) -> bool:
+    """Whether ``prompt`` has more tokens (special ones included) than the window diffusers pads it to."""
+    window = tokenizer.model_max_length if max_length is None else max_length
+    return len(tokenizer(prompt, truncation=False, verbose=False).input_ids) > window
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -135,3 +135,238 @@ def tiny_stable_diffusion_pipeline(
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# -- tiny stand-ins of the other families (SDXL, SD3, FLUX) --------------------------------------------------------
+# Sizes follow diffusers' own ``get_dummy_components`` in spirit, but with the real latent channel counts (16 for
+# SD3 and FLUX) so the community ``latent_rgb`` maps and the tiny autoencoders apply unchanged.
+
+
+def build_t5_tokenizer(words: list[str] | tuple[str, ...], model_max_length: int = 512):
+    """A T5-style Unigram tokenizer built in-process: each word one piece, any other text falls back to letters.
+
+    >>> tok = build_t5_tokenizer(["red", "circle"])
+    >>> tok.convert_ids_to_tokens(tok("red circle").input_ids)
+    ['▁red', '▁circle', '</s>']
+    """
+    from transformers import T5Tokenizer
+
+    # T5's layout: <pad>=0, </s>=1, <unk>=2, then the pieces (log-probability scores: whole words beat letters).
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + w, -1.0) for w in sorted({w.lower() for w in words})]
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()"))
+    pieces += [(c, -8.0) for c in alphabet] + [("\u2581" + c, -8.0) for c in alphabet]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+
+
+def _clip_text_encoder(tokenizer: Any, hidden: int, projection_dim: int, with_projection: bool) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
+
+
+def _t5_encoder(tokenizer: Any, d_model: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=d_model * 2,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def _kl_vae(blocks: tuple[int, ...], latent_channels: int, sample_size: int, **config: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        sample_size=sample_size,
+        **config,
+    ).eval()
+
+
+def tiny_stable_diffusion_xl_pipeline(scheduler: str = "euler", timestep_spacing: str = "leading", seed: int = 0):
+    """A randomly initialised ``StableDiffusionXLPipeline`` (64x64 images), built on CPU from configs.
+
+    Two CLIP text encoders (the second with a projection, whose pooled output feeds the added conditioning),
+    a UNet with ``addition_embed_type="text_time"``. ``scheduler="euler-ancestral", timestep_spacing="trailing"``
+    is the sdxl-turbo setting.
+    """
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = build_clip_tokenizer(TINY_WORDS)
+    tokenizer_2 = build_clip_tokenizer(TINY_WORDS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + pooled projection dim
+            cross_attention_dim=64,  # both encoders' hidden states side by side: 32 + 32
+            norm_num_groups=8,
+        ).eval()
+        vae = _kl_vae((32, 32, 64, 64), 4, 64, scaling_factor=0.13025)
+        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=False)
+        text_encoder_2 = _clip_text_encoder(tokenizer_2, 32, 32, with_projection=True)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=make_scheduler(scheduler, timestep_spacing=timestep_spacing),
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flow_scheduler(**config: Any) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, **config)
+
+
+def tiny_stable_diffusion_3_pipeline(with_t5: bool = True, seed: int = 0):
+    """A randomly initialised ``StableDiffusion3Pipeline`` (64x64 images, 16 latent channels), built from configs.
+
+    Args:
+        with_t5: include the T5 encoder; without it the pipeline uses zeros in its place, as diffusers does.
+        seed: seed of the weight initialisation (the global RNG is saved and restored).
+    """
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer = build_clip_tokenizer(TINY_WORDS)
+    tokenizer_2 = build_clip_tokenizer(TINY_WORDS)
+    tokenizer_3 = build_t5_tokenizer(TINY_WORDS, model_max_length=256) if with_t5 else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=8,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=64,  # T5's width; the two CLIPs (32 + 32) are padded to it
+            caption_projection_dim=32,
+            pooled_projection_dim=64,  # both CLIP projections side by side
+            pos_embed_max_size=16,
+        ).eval()
+        vae = _kl_vae(
+            (32, 32, 64, 64),
+            16,
+            64,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        )
+        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=True)
+        text_encoder_2 = _clip_text_encoder(tokenizer_2, 32, 32, with_projection=True)
+        text_encoder_3 = _t5_encoder(tokenizer_3, 64) if with_t5 else None
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=_flow_scheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+TINY_FLUX_SAMPLE_SIZE = 16
+"""Latent side of the tiny FLUX pipeline. ``FluxPipeline`` hard-codes 128 (4096 image tokens, ~0.35 s a step on
+one CPU thread), so the builder sets ``pipe.default_sample_size`` on the instance; a pipeline reloaded from disk
+gets 128 back unless you set it again."""
+
+
+def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0):
+    """A randomly initialised ``FluxPipeline`` (64x64 images, 16 latent channels packed 2x2), built from configs.
+
+    Args:
+        guidance_embeds: FLUX.1-dev style guidance embedding (True) or FLUX.1-schnell style (False).
+        seed: seed of the weight initialisation (the global RNG is saved and restored).
+    """
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    tokenizer = build_clip_tokenizer(TINY_WORDS)
+    tokenizer_2 = build_t5_tokenizer(TINY_WORDS, model_max_length=512)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,  # 16 latent channels x 2x2 packing
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=64,  # T5's width
+            pooled_projection_dim=32,  # CLIP's pooled output
+            guidance_embeds=guidance_embeds,
+            axes_dims_rope=(4, 4, 8),
+        ).eval()
+        vae = _kl_vae(
+            (32, 32, 64),
+            16,
+            64,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        )
+        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=False)
+        text_encoder_2 = _t5_encoder(tokenizer_2, 64)
+    scheduler = _flow_scheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+    )
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+    pipe.default_sample_size = TINY_FLUX_SAMPLE_SIZE
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
