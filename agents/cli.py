@@ -14,6 +14,7 @@ gloo processes, ``--cpu`` silently starts one):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("promptloop_agents").setLevel(logging.INFO)
     import torch
     from transformers.utils import logging as hf_logging
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +41,17 @@ from promptloop_agents.checkpoint import latest_checkpoint, load_checkpoint, sav
 from promptloop_agents.configs import GRPOConfig
 from promptloop_agents.mllm import MLLMAgent, PolicySample, pad_completions
 from promptloop_agents.rollout import EnvBatch, Episode, RolloutTimes, run_episodes
+
+logger = logging.getLogger(__name__)
+
+
+def make_accelerator() -> Any:
+    """The default ``accelerate.Accelerator``: GPU when there is one, CPU (gloo when multi-process) otherwise."""
+    try:
+        from accelerate import Accelerator
+    except ImportError as err:
+        raise DependencyNotInstalled('Training needs accelerate and peft: pip install "promptloop[agents]"') from err
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def group_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-4) -> np.ndarray:
@@ -84,12 +96,6 @@ class GRPOTrainer:
         queries: Sequence[str],
         accelerator: Any | None = None,
     ) -> None:
-        try:
-            from accelerate import Accelerator
-        except ImportError as err:
-            raise DependencyNotInstalled(
-                'Training needs accelerate and peft: pip install "promptloop[agents]"'
-            ) from err
         episodes = config.queries_per_iteration * config.group_size
         if episodes % envs.num_envs:
             raise ValueError(
@@ -100,7 +106,7 @@ class GRPOTrainer:
         if not queries:
             raise ValueError("No training queries.")
         self.config, self.envs, self.queries = config, envs, list(queries)
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or make_accelerator()
         if not agent.has_adapter:
             agent.add_lora(r=config.lora_r, alpha=config.lora_alpha, seed=config.seed)
         agent.model.to(self.accelerator.device)
@@ -294,6 +300,8 @@ class GRPOTrainer:
         set_peft_model_state_dict(self.agent.model, {k: v.to(device) for k, v in state["adapter"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
+        if self.is_main:
+            logger.info("Resumed from %s (iteration %d).", path, self.iteration)
         if self.is_main and self.metrics_file.exists():
             lines = self.metrics_file.read_text().splitlines()
             kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,33 @@ def load_queries(spec: str) -> list[str]:
 
 
 def prepare_policy(
-    policy: PolicyConfig, envs: EnvBatch, train_queries: list[str], run_dir: Path, seed: int, progress: bool
+    policy: PolicyConfig,
+    envs: EnvBatch,
+    train_queries: list[str],
+    run_dir: Path,
+    seed: int,
+    progress: bool,
+    accelerator: Any,
 ) -> MLLMAgent:
     """Load the policy to train: a saved / hub policy, or the toy policy warm-started on env rollouts.
 
-    The toy warm start is saved in ``run_dir/warm_start`` and reused when the run resumes.
+    The toy warm start runs on the main process only, is saved in ``run_dir/warm_start`` and loaded by every
+    process (identical weights on every rank), and is reused when the run resumes.
     """
     settings = {"temperature": policy.temperature, "max_new_tokens": policy.max_new_tokens, "mode": policy.mode}
     if policy.policy != "toy":
         return MLLMAgent.from_pretrained(policy.policy, is_trainable=True, **settings)
     warm = run_dir / "warm_start"
-    if (warm / AGENT_FILE).exists():
-        return MLLMAgent.from_pretrained(warm, **settings)
+    if not (warm / AGENT_FILE).exists() and accelerator.is_main_process:
+        warm_start_toy_policy(policy, envs, train_queries, warm, seed, progress)
+    accelerator.wait_for_everyone()
+    return MLLMAgent.from_pretrained(warm, **settings)
+
+
+def warm_start_toy_policy(
+    policy: PolicyConfig, envs: EnvBatch, train_queries: list[str], folder: Path, seed: int, progress: bool
+) -> None:
+    """Build the toy policy, fit it to the rewrite teacher on env rollouts and save it (with a report)."""
     from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
     from promptloop_agents.toy_policy import build_toy_policy
     from promptloop_agents.toy_rewrites import toy_teacher
@@ -46,34 +62,32 @@ def prepare_policy(
     rng = np.random.default_rng(seed)
     episodes = -(-policy.warm_start_episodes // envs.num_envs) * envs.num_envs
     queries = [train_queries[i] for i in rng.integers(len(train_queries), size=episodes)]
+    tick = time.perf_counter()
     examples = collect_examples(envs, toy_teacher, queries, seed=seed)
-    losses = supervised_finetune(
-        agent,
-        examples,
-        steps=policy.warm_start_steps,
-        learning_rate=policy.warm_start_lr,
-        seed=seed,
-        progress=progress,
-    )
+    rollout_seconds = time.perf_counter() - tick
+    steps, lr = policy.warm_start_steps, policy.warm_start_lr
+    losses = supervised_finetune(agent, examples, steps=steps, learning_rate=lr, seed=seed, progress=progress)
     report = {"examples": len(examples), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
-    report["greedy_match"] = greedy_match_rate(agent, examples)
-    agent.save_pretrained(warm)
-    (warm / "warm_start.json").write_text(json.dumps(report, indent=2))
-    return MLLMAgent.from_pretrained(warm, **settings)
+    report.update(greedy_match=greedy_match_rate(agent, examples), rollout_seconds=rollout_seconds)
+    report["sft_seconds"] = time.perf_counter() - tick - rollout_seconds
+    agent.save_pretrained(folder)
+    (folder / "warm_start.json").write_text(json.dumps(report, indent=2))
 
 
 def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: Any = None) -> MLLMAgent:
     """``promptloop train``: warm start (toy policy) then GRPO; saves the policy in ``output_dir/policy``."""
-    from promptloop_agents.grpo import GRPOTrainer
+    from promptloop_agents.grpo import GRPOTrainer, make_accelerator
 
+    accelerator = accelerator or make_accelerator()
     run_dir = Path(grpo.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_configs(run_dir / "config.json", env=env, policy=policy, grpo=grpo)
+    if accelerator.is_main_process:
+        save_configs(run_dir / "config.json", env=env, policy=policy, grpo=grpo)
     envs = make_env_batch(
         grpo.queries_per_iteration * grpo.group_size, vectorize=env.vectorize, **env.env_kwargs(grpo.refine_schedule)
     )
     queries = load_queries(grpo.train_prompts)
-    agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress)
+    agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress, accelerator)
     trainer = GRPOTrainer(agent, grpo, envs, queries, accelerator=accelerator)
     trainer.train()
     if trainer.is_main:

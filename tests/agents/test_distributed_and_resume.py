@@ -1,0 +1,145 @@
+"""Slow tier: two-process training through accelerate, and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TRAIN = [
+    "--backbone",
+    "tiny",
+    "--reward",
+    "jpeg-incompressibility",
+    "--num-inference-steps",
+    "4",
+    "--num-refinements",
+    "2",
+    "--preview-size",
+    "32",
+    "--toy-size",
+    "tiny",
+    "--warm-start-episodes",
+    "4",
+    "--warm-start-steps",
+    "3",
+    "--queries-per-iteration",
+    "2",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "6",
+    "--train-prompts",
+    "toy-train",
+    "--progress",
+    "false",
+    "--save-every",
+    "1",
+]
+
+
+def _env():
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from accelerate import Accelerator\n"
+        "from promptloop_agents.cli import build_parser\n"
+        "from promptloop_agents.configs import EnvConfig, GRPOConfig, PolicyConfig, config_from_args\n"
+        "from promptloop_agents import runner\n"
+        "torch.set_num_threads(1)\n"
+        "args = build_parser().parse_args(['train', *sys.argv[1:]])\n"
+        "acc = Accelerator(cpu=True)\n"
+        "agent = runner.train(config_from_args(EnvConfig, args), config_from_args(PolicyConfig, args),\n"
+        "                     config_from_args(GRPOConfig, args), accelerator=acc)\n"
+        "lora = torch.cat([p.detach().flatten() for n, p in agent.model.named_parameters() if 'lora_' in n])\n"
+        "torch.save({'world': acc.num_processes, 'lora': lora}, f'{args.output_dir}/rank{acc.process_index}.pt')\n"
+    )
+    run = tmp_path / "run"
+    # On a CPU-only machine `--cpu` silently starts one process; --multi_gpu without GPUs gives two gloo ones.
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        *TRAIN,
+        "--num-iterations",
+        "2",
+        "--output-dir",
+        str(run),
+    ]
+    subprocess.run(command, check=True, env=_env(), timeout=600, capture_output=True)
+    ranks = [torch.load(run / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert torch.equal(ranks[0]["lora"], ranks[1]["lora"])  # DDP kept the adapters in sync
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [1, 2]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    """A run killed with SIGKILL resumes from its last complete checkpoint and finishes.
+
+    (That the continuation is exact is tested in-process by test_grpo.py::test_resume_continues_exactly; across
+    processes the tiny backbone's in-process-trained tokenizer is not reproducible, so images differ.)
+    """
+    run = tmp_path / "run"
+    cli = [
+        sys.executable,
+        "-m",
+        "promptloop_agents.cli",
+        "train",
+        *TRAIN,
+        "--num-iterations",
+        "5",
+        "--keep-checkpoints",
+        "10",
+        "--output-dir",
+        str(run),
+    ]
+    process = subprocess.Popen(cli, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run / "checkpoints" / "checkpoint-000002.safetensors").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its second checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "policy").exists()
+    done = {p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")}
+    warm = (run / "warm_start" / "model.safetensors").read_bytes()
+    checkpoint = load_file(str(run / "checkpoints" / "checkpoint-000002.safetensors"))
+
+    resumed = subprocess.run(cli, check=True, env=_env(), timeout=600, capture_output=True, text=True)
+    assert "checkpoint-000002.safetensors (iteration 2)" in resumed.stderr
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [1, 2, 3, 4, 5]
+    assert (run / "warm_start" / "model.safetensors").read_bytes() == warm  # the warm start was reused
+    again = load_file(str(run / "checkpoints" / "checkpoint-000002.safetensors"))
+    assert all(torch.equal(checkpoint[k], again[k]) for k in checkpoint)  # not re-run: continued after it
+    last = max(int(p.name[11:17]) for p in (run / "checkpoints").iterdir() if p.suffix == ".safetensors")
+    assert last == 5 and len(done) >= 2
+    adapter = load_file(str(run / "policy" / "adapter_model.safetensors"))
+    assert adapter and all(torch.isfinite(v).all() for v in adapter.values())
