@@ -64,6 +64,7 @@ class GRPOConfig:
     learning_rate: float = _opt(1e-3, "AdamW learning rate of the LoRA adapters.")
     beta: float = _opt(0.04, "KL coefficient to the frozen reference (adapters disabled); 0 turns it off.")
     clip_epsilon: float = _opt(0.2, "PPO clip range of the importance ratio.")
+    malformed_penalty: float = _opt(0.0, "Subtracted from an episode's reward per malformed answer (format penalty).")
     num_epochs: int = _opt(1, "Updates per batch of rollouts (1 = fully on-policy, ratio exactly 1).")
     max_grad_norm: float = _opt(1.0, "Gradient-norm clip.")
     micro_batch_size: int = _opt(0, "Actions per forward in the update; 0 = all actions of one decision point.")

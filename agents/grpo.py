@@ -174,6 +174,8 @@ class GRPOTrainer:
 
         episodes = run_episodes(self.envs, act, queries, seeds, times=times)
         rewards = np.array([e.reward for e in episodes])
+        if config.malformed_penalty:
+            rewards = rewards - config.malformed_penalty * self._malformed_per_episode(samples, len(episodes))
         advantages = group_advantages(rewards, config.group_size)
         tick_update = time.perf_counter()
         stats = self.update(self._micro_batches(samples, advantages))
@@ -191,13 +193,24 @@ class GRPOTrainer:
                 handle.write(json.dumps(metrics) + "\n")
         return metrics
 
+    def _episode_rows(self, samples: list[PolicySample], num_episodes: int) -> list[np.ndarray]:
+        """For each policy call, the episode index of each of its rows (calls go chunk by chunk, K per chunk)."""
+        n = self.envs.num_envs
+        per_chunk = len(samples) // (num_episodes // n)
+        return [(index // per_chunk) * n + np.arange(n) for index in range(len(samples))]
+
+    def _malformed_per_episode(self, samples: list[PolicySample], num_episodes: int) -> np.ndarray:
+        counts = np.zeros(num_episodes)
+        for sample, rows in zip(samples, self._episode_rows(samples, num_episodes), strict=True):
+            counts[rows] += np.asarray(sample.malformed, dtype=np.float64)
+        return counts
+
     def _micro_batches(self, samples: list[PolicySample], advantages: np.ndarray) -> list[MicroBatch]:
         """Split the iteration's actions into micro-batches and cache inputs and reference log-probs."""
-        n, per_chunk = self.envs.num_envs, len(samples) // (len(advantages) // self.envs.num_envs)
+        n = self.envs.num_envs
         size = self.config.micro_batch_size or n
         batches = []
-        for index, sample in enumerate(samples):
-            episode_ids = (index // per_chunk) * n + np.arange(n)
+        for sample, episode_ids in zip(samples, self._episode_rows(samples, len(advantages)), strict=True):
             for start in range(0, n, size):
                 rows = list(range(start, min(start + size, n)))
                 images = [sample.images[r] for r in rows] if sample.images is not None else None

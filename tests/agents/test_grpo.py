@@ -33,7 +33,8 @@ def test_group_advantages_are_normalised_within_groups():
 
 
 def test_on_policy_ratio_is_exactly_one_and_the_policy_moves(policy, envs, queries, tmp_path):
-    trainer = GRPOTrainer(policy, _config(tmp_path, num_epochs=2, num_iterations=1), envs, queries)
+    config = _config(tmp_path, num_epochs=2, num_iterations=1, malformed_penalty=0.1)
+    trainer = GRPOTrainer(policy, config, envs, queries)
     before = _lora(trainer)
     (metrics,) = trainer.train()
     # epoch 0 compares recomputed old log-probs with the current ones: identical computation, ratio == 1.
