@@ -25,7 +25,8 @@ if "PromptLoop-v0" not in gym_registry:
         id="PromptLoop-v0",
         entry_point="promptloop_env.env:PromptLoopEnv",
         vector_entry_point="promptloop_env.vector_env:PromptLoopVectorEnv",
-        kwargs={"backbone": "tiny", "reward": "jpeg-incompressibility"},
+        # JSON-serialisable defaults only; heavy objects (pipelines, callables) are passed at make time.
+        kwargs={"backbone": "toy-shapes", "reward": "toy-fidelity"},
     )
 
 __all__ = ["PROMPT_CHARSET", "PromptLoopEnv", "__version__"]
