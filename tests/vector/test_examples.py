@@ -1,0 +1,45 @@
+"""Smoke tests of the integration examples, each on a tiny budget (the full runs are in the examples' docstrings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sb3_ppo_discrete_runs():
+    pytest.importorskip("stable_baselines3")
+    example = load_example("sb3_ppo_discrete")
+    args = example.Args(
+        num_inference_steps=4, preview_size=36, num_envs=1, total_timesteps=16, n_steps=8, eval_episodes=2
+    )
+    result = example.main(args)
+    assert all(math.isfinite(result[key]) for key in ("ppo", "random_modifiers", "identity"))
+
+
+def test_trl_grpo_environment_runs():
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    example = load_example("trl_grpo_environment")
+    logs = example.main(example.Args(num_inference_steps=4, sft_steps=3, max_steps=1, num_generations=2))
+    assert len(logs) == 1 and math.isfinite(logs[0]["reward"])
+
+
+def test_torchrl_gymenv_runs():
+    pytest.importorskip("torchrl")
+    example = load_example("torchrl_gymenv")
+    result = example.main(example.Args(num_inference_steps=4))
+    assert all(math.isfinite(value) for value in result.values())
