@@ -12,17 +12,7 @@ import torch  # noqa: E402
 # One thread: bit-exact replay needs a fixed thread count, and the CI machine has two shared cores.
 torch.set_num_threads(1)
 
-_PIPES: dict[tuple, object] = {}
-
-
-def tiny_pipe(scheduler: str = "ddim", prediction_type: str = "epsilon", size: str = "tiny"):
-    """A cached tiny StableDiffusionPipeline (weights never mutated by the env)."""
-    from promptloop_env.backbones.tiny import tiny_stable_diffusion_pipeline
-
-    key = (scheduler, prediction_type, size)
-    if key not in _PIPES:
-        _PIPES[key] = tiny_stable_diffusion_pipeline(size=size, scheduler=scheduler, prediction_type=prediction_type)
-    return _PIPES[key]
+from promptloop_env.testing import tiny_pipe  # noqa: E402
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_pipe
 from gymnasium.utils.env_checker import check_env
-from test_replay import run_episode
 
 import promptloop_env
+from promptloop_env.testing import run_episode, tiny_pipe
 
 
 def test_check_env_passes_without_warnings(make_env):

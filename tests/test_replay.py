@@ -5,18 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_pipe
 
-
-def run_episode(env, query, seed, actions=None):
-    obs, info = env.reset(seed=seed, options={"query": query})
-    terminated = False
-    i = 0
-    while not terminated:
-        action = query if actions is None else actions[i]
-        obs, reward, terminated, truncated, info = env.step(action)
-        i += 1
-    return obs, reward, info
+from promptloop_env.testing import run_episode, tiny_pipe
 
 
 def pipeline_image(pipe, query, info, steps, **kwargs):
@@ -93,4 +83,5 @@ def test_local_folder_round_trip(tmp_path, make_env):
     assert list((tmp_path / "tiny-sd" / "unet").glob("*.safetensors"))
     env = make_env(backbone=str(tmp_path / "tiny-sd"), guidance_scale=3.0)
     _, _, info = run_episode(env, "a photo of a dog", seed=2)
-    np.testing.assert_array_equal(info["final_image"], pipeline_image(pipe, "a photo of a dog", info, 8, guidance_scale=3.0))
+    expected = pipeline_image(pipe, "a photo of a dog", info, 8, guidance_scale=3.0)
+    np.testing.assert_array_equal(info["final_image"], expected)
