@@ -42,14 +42,27 @@ def time_call(fn: Callable[[], object]) -> float:
 
 def bench_model(name: str, pipe, previews: list[str], repeats: int, steps: int, refinements: int) -> list[dict]:
     envs = {
-        p: gym.make("PromptLoop-v0", backbone=pipe, reward="jpeg-incompressibility", num_inference_steps=steps,
-                    num_refinements=refinements, guidance_scale=7.5, preview=p, preview_size=256)
+        p: gym.make(
+            "PromptLoop-v0",
+            backbone=pipe,
+            reward="jpeg-incompressibility",
+            num_inference_steps=steps,
+            num_refinements=refinements,
+            guidance_scale=7.5,
+            preview=p,
+            preview_size=256,
+        )
         for p in previews
     }
 
     def plain():
-        pipe(QUERY, num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator().manual_seed(0),
-             output_type="np")
+        pipe(
+            QUERY,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
 
     def episode(env):
         env.reset(seed=0, options={"query": QUERY})
@@ -67,9 +80,17 @@ def bench_model(name: str, pipe, previews: list[str], repeats: int, steps: int, 
             times[p].append(time_call(lambda env=env: episode(env)))
     base = statistics.median(times["pipeline"])
     return [
-        {"model": name, "preview": p, "median_s": statistics.median(times[p]), "pipeline_median_s": base,
-         "ratio": statistics.median(times[p]) / base, "repeats": repeats, "steps": steps, "refinements": refinements,
-         "threads": torch.get_num_threads()}
+        {
+            "model": name,
+            "preview": p,
+            "median_s": statistics.median(times[p]),
+            "pipeline_median_s": base,
+            "ratio": statistics.median(times[p]) / base,
+            "repeats": repeats,
+            "steps": steps,
+            "refinements": refinements,
+            "threads": torch.get_num_threads(),
+        }
         for p in previews
     ]
 
@@ -100,7 +121,9 @@ def write_results(rows: list[dict], stem: str) -> None:
         writer.writerows(rows)
     print(f"{'model':<10}{'preview':<12}{'episode s':>11}{'pipeline s':>12}{'ratio':>8}")
     for r in rows:
-        print(f"{r['model']:<10}{r['preview']:<12}{r['median_s']:>11.4f}{r['pipeline_median_s']:>12.4f}{r['ratio']:>8.3f}")
+        print(
+            f"{r['model']:<10}{r['preview']:<12}{r['median_s']:>11.4f}{r['pipeline_median_s']:>12.4f}{r['ratio']:>8.3f}"
+        )
 
 
 if __name__ == "__main__":

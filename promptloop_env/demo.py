@@ -48,12 +48,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps")
     parser.add_argument("--refinements", type=int, default=5, help="actions per episode")
     args = parser.parse_args(argv)
-    env = gym.make("PromptLoop-v0", backbone=args.backbone, reward=args.reward, num_inference_steps=args.steps,
-                   num_refinements=args.refinements, preview="vae", preview_size=128)
+    env = gym.make(
+        "PromptLoop-v0",
+        backbone=args.backbone,
+        reward=args.reward,
+        num_inference_steps=args.steps,
+        num_refinements=args.refinements,
+        preview="vae",
+        preview_size=128,
+    )
     frames, captions, reward, info = rollout(env, args.query, args.seed)
     out = Path(args.out)
-    path = save_png(filmstrip(frames, captions, title=f"{args.backbone}: {args.query!r}, seed {args.seed}"),
-                    out / "filmstrip.png")
+    path = save_png(
+        filmstrip(frames, captions, title=f"{args.backbone}: {args.query!r}, seed {args.seed}"), out / "filmstrip.png"
+    )
     summary = {"query": args.query, "reward": reward, "prompts": info["prompts"], "noise_seed": info["noise_seed"]}
     (out / "rollout.json").write_text(json.dumps(summary, indent=2))
     print(f"reward {reward:.4f}; filmstrip written to {path}")

@@ -18,7 +18,9 @@ def validate_schedule(schedule: str | Sequence[int], num_steps: int, num_refinem
     """
     if isinstance(schedule, str):
         if schedule not in ("uniform", "random"):
-            raise ValueError(f"refine_schedule must be 'uniform', 'random' or a list of step indices; got {schedule!r}.")
+            raise ValueError(
+                f"refine_schedule must be 'uniform', 'random' or a list of step indices; got {schedule!r}."
+            )
         return schedule
     try:
         steps = tuple(int(s) for s in schedule)
@@ -32,7 +34,10 @@ def validate_schedule(schedule: str | Sequence[int], num_steps: int, num_refinem
             "per action (or set num_refinements to match)."
         )
     if steps[0] != 0:
-        raise ValueError(f"refine_schedule must start at step 0 (the first action's prompt is used from the start); got {list(steps)}.")
+        raise ValueError(
+            "refine_schedule must start at step 0 (the first action's prompt is used from the start); "
+            f"got {list(steps)}."
+        )
     if any(b <= a for a, b in zip(steps, steps[1:])):
         raise ValueError(f"refine_schedule must be strictly increasing; got {list(steps)}.")
     if steps[-1] >= num_steps:

@@ -40,7 +40,9 @@ def build_clip_tokenizer(words: Iterable[str], model_max_length: int = 77, vocab
     )
     bpe.train_from_iterator(corpus * 20, trainer)
     vocab = bpe.get_vocab()
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in json.loads(bpe.to_str())["model"]["merges"]]
+    merges = [
+        tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in json.loads(bpe.to_str())["model"]["merges"]
+    ]
     for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(ch + "</w>", len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)

@@ -38,7 +38,9 @@ def filmstrip(
     120
     """
     if len(frames) != len(captions):
-        raise ValueError(f"filmstrip needs one caption per frame; got {len(frames)} frames and {len(captions)} captions.")
+        raise ValueError(
+            f"filmstrip needs one caption per frame; got {len(frames)} frames and {len(captions)} captions."
+        )
     font = _font()
     wrapped = [textwrap.wrap(c, chars_per_line) or [""] for c in captions]
     line_h = 14

@@ -179,8 +179,10 @@ def test_previews_have_the_declared_shape(make_env, tmp_path, preview):
         from diffusers import AutoencoderTiny
 
         AutoencoderTiny(
-            encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
-            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+            encoder_block_out_channels=(16, 16, 16, 16),
+            decoder_block_out_channels=(16, 16, 16, 16),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
         ).save_pretrained(tmp_path / "taesd")
         kwargs["taesd"] = str(tmp_path / "taesd")
     env = make_env(preview=preview, preview_size=40, render_mode="rgb_array", **kwargs)

@@ -17,8 +17,15 @@ def pipeline_image(pipe, query, info, steps, **kwargs):
 
 @pytest.mark.parametrize(
     ("scheduler", "prediction_type"),
-    [("ddim", "epsilon"), ("euler-ancestral", "epsilon"), ("dpm++", "epsilon"), ("euler", "v_prediction"),
-     ("ddpm", "epsilon"), ("unipc", "epsilon"), ("dpm++-sde", "epsilon")],
+    [
+        ("ddim", "epsilon"),
+        ("euler-ancestral", "epsilon"),
+        ("dpm++", "epsilon"),
+        ("euler", "v_prediction"),
+        ("ddpm", "epsilon"),
+        ("unipc", "epsilon"),
+        ("dpm++-sde", "epsilon"),
+    ],
 )
 @pytest.mark.parametrize("guidance_scale", [1.0, 5.0])
 def test_identity_episode_replays_pipeline(make_env, scheduler, prediction_type, guidance_scale):
@@ -67,8 +74,15 @@ def test_prompt_change_matches_diffusers_callback_swap(make_env, scheduler):
         return {}
 
     generator = torch.Generator("cpu").manual_seed(info["noise_seed"])
-    out = pipe(first, num_inference_steps=steps, guidance_scale=5.0, generator=generator, output_type="np",
-               callback_on_step_end=swap, callback_on_step_end_tensor_inputs=["prompt_embeds"]).images
+    out = pipe(
+        first,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        generator=generator,
+        output_type="np",
+        callback_on_step_end=swap,
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+    ).images
     np.testing.assert_array_equal(info["final_image"], (out * 255).round().astype(np.uint8)[0])
     # And the change had an effect.
     _, _, same = run_episode(env, first, seed=5, actions=[first, first])

@@ -48,10 +48,14 @@ BACKBONES: dict[str, BackboneEntry] = {
         {"default_guidance_scale": 3.0, "default_prompts": "toy-train"},
     ),
     "sd15": BackboneEntry(
-        "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5 (512x512)", {"default_guidance_scale": 7.5}
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "Stable Diffusion 1.5 (512x512)",
+        {"default_guidance_scale": 7.5},
     ),
     "sd21": BackboneEntry(
-        "stabilityai/stable-diffusion-2-1", "Stable Diffusion 2.1 (768x768, v-prediction)", {"default_guidance_scale": 7.5}
+        "stabilityai/stable-diffusion-2-1",
+        "Stable Diffusion 2.1 (768x768, v-prediction)",
+        {"default_guidance_scale": 7.5},
     ),
     # Other families. Guidance defaults are each model card's; pass num_inference_steps to the env (the cards
     # recommend: sdxl 30-50, sdxl-turbo 1-4, sd35-medium 40, sd35-large 28, sd35-large-turbo 4, flux-dev 28-50,
@@ -155,9 +159,7 @@ def wrap_pipeline(pipe: Any, **options: Any) -> DiffusersBackbone:
     for cls in type(pipe).__mro__:
         if cls.__name__ in FAMILIES:
             return resolve(FAMILIES[cls.__name__])(pipe, **options)
-    raise TypeError(
-        f"Unsupported pipeline class {type(pipe).__name__}; supported: {', '.join(sorted(FAMILIES))}."
-    )
+    raise TypeError(f"Unsupported pipeline class {type(pipe).__name__}; supported: {', '.join(sorted(FAMILIES))}.")
 
 
 def load_backbone(

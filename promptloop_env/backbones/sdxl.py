@@ -6,12 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import rescale_noise_cfg, retrieve_timesteps
-from diffusers.utils.torch_utils import randn_tensor
 
 from promptloop_env.backbones.base import DiffusersBackbone, PromptEmbedding, Trajectory, exceeds_window
-from promptloop_env.backbones.batching import ConditioningCache, batch_timesteps, guidance_parts, guide
-from promptloop_env.backbones.x0 import estimate_x0
+from promptloop_env.backbones.batching import ConditioningCache, guidance_parts
+from promptloop_env.backbones.unet_loop import start_unet_trajectory, unet_step
 
 
 class StableDiffusionXLBackbone(DiffusersBackbone):
@@ -89,83 +87,35 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
     ) -> Trajectory:
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-        generator = self._generator(seed)
-        scheduler = self.new_scheduler()
         pipe = self.pipe
-        # 1. Timesteps, then the starting latents drawn exactly as StableDiffusionXLPipeline.prepare_latents.
-        timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, self.device)
+        traj = start_unet_trajectory(
+            self, seed, num_inference_steps, guidance_scale, negative_prompt, self._embed_dtype, self.eta
+        )
         height, width = self.image_size
-        shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-        dtype = self._embed_dtype
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
-        latents = latents * scheduler.init_noise_sigma
-        # 2. The added "time ids": original size, crop corner, target size (the pipeline's defaults).
+        # The added "time ids": original size, crop corner, target size (the pipeline's defaults).
         if pipe.text_encoder_2 is not None:
             projection_dim = pipe.text_encoder_2.config.projection_dim
         else:
             projection_dim = self.encode("")[0]["text_embeds"].shape[-1]
         time_ids = pipe._get_add_time_ids(
-            (height, width), (0, 0), (height, width), dtype=dtype, text_encoder_projection_dim=projection_dim
+            (height, width),
+            (0, 0),
+            (height, width),
+            dtype=self._embed_dtype,
+            text_encoder_projection_dim=projection_dim,
         ).to(self.device)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
-        negative = self.encode_negative(negative_prompt) if self.does_guidance(guidance_scale) else None
-        traj = Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative)
-        traj.extra["step_kwargs"] = self._step_kwargs(traj, self.eta)
+        if hasattr(traj.scheduler, "set_begin_index"):
+            traj.scheduler.set_begin_index(0)
         traj.extra["time_ids"] = time_ids
-        if pipe.unet.config.time_cond_proj_dim is not None:
-            w = torch.tensor(guidance_scale - 1).repeat(1)
-            traj.extra["timestep_cond"] = pipe.get_guidance_scale_embedding(
-                w, embedding_dim=pipe.unet.config.time_cond_proj_dim
-            ).to(device=self.device, dtype=latents.dtype)
         return traj
 
     def _step_batch(
         self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
     ) -> None:
-        ts = [traj.timesteps[traj.step] for traj in trajs]
-        # 1. Scale each trajectory's input with its own scheduler; rows laid out [uncond..., cond...].
-        inputs = [
-            traj.scheduler.scale_model_input(torch.cat([traj.latents] * 2) if guided else traj.latents, t)
-            for traj, t in zip(trajs, ts, strict=True)
-        ]
-        model_input = torch.cat([x[:1] for x in inputs] + [x[1:] for x in inputs]) if guided else torch.cat(inputs)
         text = self._conditioning(guidance_parts(trajs, embeddings, guided))
-        rows = 2 if guided else 1
-        time_ids = torch.cat([traj.extra["time_ids"] for traj in trajs] * rows)
-        # 2. One UNet call; a scalar timestep when all agree, as the pipeline passes it.
-        timestep = ts[0] if all(bool(t == ts[0]) for t in ts) else batch_timesteps(ts, rows).to(self.device)
-        timestep_cond = None
-        if "timestep_cond" in trajs[0].extra:
-            timestep_cond = torch.cat([traj.extra["timestep_cond"] for traj in trajs] * rows)
-        noise_pred = self.pipe.unet(
-            model_input,
-            timestep,
-            encoder_hidden_states=text["prompt_embeds"],
-            timestep_cond=timestep_cond,
-            cross_attention_kwargs=None,
-            added_cond_kwargs={"text_embeds": text["text_embeds"], "time_ids": time_ids},
-            return_dict=False,
-        )[0]
-        # 3. Classifier-free guidance.
-        n = len(trajs)
-        if guided:
-            cond = noise_pred[n:]
-            noise_pred = guide(noise_pred[:n], cond, [traj.guidance_scale for traj in trajs])
-            if self.guidance_rescale > 0.0:
-                noise_pred = rescale_noise_cfg(noise_pred, cond, guidance_rescale=self.guidance_rescale)
-        # 4. Each trajectory steps its own scheduler with its own generator.
-        for j, (traj, t) in enumerate(zip(trajs, ts, strict=True)):
-            eps = noise_pred[j : j + 1]
-            x0 = estimate_x0(traj.scheduler, eps, t, traj.latents) if want_x0[j] else None
-            out = traj.scheduler.step(eps, t, traj.latents, **traj.extra["step_kwargs"], return_dict=True)
-            traj.latents = out.prev_sample
-            if want_x0[j]:
-                traj.x0 = getattr(out, "pred_original_sample", None)
-                if traj.x0 is None:
-                    traj.x0 = x0
-            traj.step += 1
+        time_ids = torch.cat([traj.extra["time_ids"] for traj in trajs] * (2 if guided else 1))
+        added = {"text_embeds": text["text_embeds"], "time_ids": time_ids}
+        unet_step(self, trajs, text["prompt_embeds"], want_x0, guided, self.guidance_rescale, added)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:

@@ -12,11 +12,56 @@ import torch
 
 from promptloop_env.text import build_clip_tokenizer
 
-TINY_WORDS = (
-    "a an the of on in at with and photo picture painting drawing large small big tiny bright dark red green "
-    "blue yellow purple orange white black gray circle square triangle shape left right top bottom center "
-    "background cat dog house tree sky sunset portrait detailed high quality"
-).split()
+TINY_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "on",
+    "in",
+    "at",
+    "with",
+    "and",
+    "photo",
+    "picture",
+    "painting",
+    "drawing",
+    "large",
+    "small",
+    "big",
+    "tiny",
+    "bright",
+    "dark",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white",
+    "black",
+    "gray",
+    "circle",
+    "square",
+    "triangle",
+    "shape",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "center",
+    "background",
+    "cat",
+    "dog",
+    "house",
+    "tree",
+    "sky",
+    "sunset",
+    "portrait",
+    "detailed",
+    "high",
+    "quality",
+]
 
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
@@ -44,9 +89,25 @@ SD_SCHEDULER_CONFIG = {
 
 SIZES: dict[str, dict[str, Any]] = {
     # UNet (32, 64) at 8x8 latents -> 64x64 images: a few ms per step.
-    "tiny": {"blocks": (32, 64), "layers": 1, "xattn": 32, "text_hidden": 32, "text_layers": 2, "vae": (32, 32, 64, 64), "sample": 8},
+    "tiny": {
+        "blocks": (32, 64),
+        "layers": 1,
+        "xattn": 32,
+        "text_hidden": 32,
+        "text_layers": 2,
+        "vae": (32, 32, 64, 64),
+        "sample": 8,
+    },
     # The mid-size model of the benchmarks: UNet (64, 128, 256) at 32x32 latents -> 256x256 images.
-    "mid": {"blocks": (64, 128, 256), "layers": 2, "xattn": 128, "text_hidden": 128, "text_layers": 4, "vae": (32, 64, 128, 128), "sample": 32},
+    "mid": {
+        "blocks": (64, 128, 256),
+        "layers": 2,
+        "xattn": 128,
+        "text_hidden": 128,
+        "text_layers": 4,
+        "vae": (32, 64, 128, 128),
+        "sample": 32,
+    },
 }
 
 

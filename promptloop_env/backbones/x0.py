@@ -16,7 +16,9 @@ def _sigma_based(scheduler: Any) -> bool:
     return hasattr(scheduler, "sigmas") and float(scheduler.init_noise_sigma) != 1.0
 
 
-def estimate_x0(scheduler: Any, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+def estimate_x0(
+    scheduler: Any, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor
+) -> torch.Tensor:
     """The clean-sample estimate implied by ``model_output`` at ``timestep`` for ``sample`` (x_t).
 
     Handles ``epsilon``, ``v_prediction`` and ``sample`` prediction, for sigma-based and

@@ -1,0 +1,107 @@
+"""The UNet sampling loop shared by the SD and SDXL backbones (composition, not a deeper class tree).
+
+Both pipelines prepare timesteps and latents the same way and run the same guided UNet step; SDXL only adds
+its "time ids" and pooled text embeddings to the UNet call. Keeping one copy of that loop here keeps their
+bit-exact replay in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg, retrieve_timesteps
+from diffusers.utils.torch_utils import randn_tensor
+
+from promptloop_env.backbones.base import DiffusersBackbone, Trajectory
+from promptloop_env.backbones.batching import batch_timesteps, guide
+from promptloop_env.backbones.x0 import estimate_x0
+
+
+def start_unet_trajectory(
+    backbone: DiffusersBackbone,
+    seed: int,
+    num_inference_steps: int,
+    guidance_scale: float | None,
+    negative_prompt: str | None,
+    latents_dtype: torch.dtype,
+    eta: float = 0.0,
+) -> Trajectory:
+    """A fresh trajectory whose latents are drawn exactly as the pipelines' ``prepare_latents`` draws them.
+
+    The timesteps are set first: the initial noise scale of sigma-based schedulers depends on them.
+    """
+    pipe = backbone.pipe
+    guidance_scale = backbone.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+    generator = backbone._generator(seed)
+    scheduler = backbone.new_scheduler()
+    timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, backbone.device)
+    height, width = backbone.image_size
+    shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    latents = randn_tensor(shape, generator=generator, device=backbone.device, dtype=latents_dtype)
+    latents = latents * scheduler.init_noise_sigma
+    negative = backbone.encode_negative(negative_prompt) if backbone.does_guidance(guidance_scale) else None
+    traj = Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative)
+    traj.extra["step_kwargs"] = backbone._step_kwargs(traj, eta)
+    if pipe.unet.config.time_cond_proj_dim is not None:  # guidance-distilled UNets (LCM) embed the scale
+        w = torch.tensor(guidance_scale - 1).repeat(1)
+        traj.extra["timestep_cond"] = pipe.get_guidance_scale_embedding(
+            w, embedding_dim=pipe.unet.config.time_cond_proj_dim
+        ).to(device=backbone.device, dtype=latents.dtype)
+    return traj
+
+
+def unet_step(
+    backbone: DiffusersBackbone,
+    trajs: list[Trajectory],
+    encoder_hidden_states: torch.Tensor,
+    want_x0: list[bool],
+    guided: bool,
+    guidance_rescale: float = 0.0,
+    added_cond_kwargs: dict[str, Any] | None = None,
+) -> None:
+    """One denoising step for a batch of trajectories: one UNet call, then each trajectory's own scheduler.
+
+    ``encoder_hidden_states`` (and ``added_cond_kwargs``) are laid out ``[uncond_1..n, cond_1..n]`` under
+    guidance, as the pipelines' ``torch.cat([negative, positive])``.
+    """
+    ts = [traj.timesteps[traj.step] for traj in trajs]
+    # 1. Scale each trajectory's input with its own scheduler (sigma-based ones keep a step index).
+    inputs = [
+        traj.scheduler.scale_model_input(torch.cat([traj.latents] * 2) if guided else traj.latents, t)
+        for traj, t in zip(trajs, ts)
+    ]
+    model_input = torch.cat([x[:1] for x in inputs] + [x[1:] for x in inputs]) if guided else torch.cat(inputs)
+    rows = 2 if guided else 1
+    # 2. One UNet call; a scalar timestep when all agree, as the pipelines pass it.
+    timestep = ts[0] if all(bool(t == ts[0]) for t in ts) else batch_timesteps(ts, rows).to(backbone.device)
+    timestep_cond = None
+    if "timestep_cond" in trajs[0].extra:
+        timestep_cond = torch.cat([traj.extra["timestep_cond"] for traj in trajs] * rows)
+    noise_pred = backbone.pipe.unet(
+        model_input,
+        timestep,
+        encoder_hidden_states=encoder_hidden_states,
+        timestep_cond=timestep_cond,
+        cross_attention_kwargs=None,
+        added_cond_kwargs=added_cond_kwargs,
+        return_dict=False,
+    )[0]
+    # 3. Classifier-free guidance.
+    n = len(trajs)
+    if guided:
+        cond = noise_pred[n:]
+        noise_pred = guide(noise_pred[:n], cond, [traj.guidance_scale for traj in trajs])
+        if guidance_rescale > 0.0:
+            noise_pred = rescale_noise_cfg(noise_pred, cond, guidance_rescale=guidance_rescale)
+    # 4. Each trajectory steps its own scheduler with its own generator; x0 kept where asked.
+    for j, (traj, t) in enumerate(zip(trajs, ts)):
+        eps = noise_pred[j : j + 1]
+        x0 = estimate_x0(traj.scheduler, eps, t, traj.latents) if want_x0[j] else None
+        out = traj.scheduler.step(eps, t, traj.latents, **traj.extra["step_kwargs"], return_dict=True)
+        traj.latents = out.prev_sample
+        if want_x0[j]:
+            traj.x0 = getattr(out, "pred_original_sample", None)
+            if traj.x0 is None:
+                traj.x0 = x0
+        traj.step += 1
