@@ -1,0 +1,114 @@
+"""The shipped toy-shapes model: offline default env, a recorded rollout slice, identity replay, package size."""
+
+from __future__ import annotations
+
+import socket
+import weakref
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import promptloop_env  # noqa: F401
+from promptloop_env import backbones
+from promptloop_env.backbones import BACKBONES, PACKAGE_ROOT
+from promptloop_env.toy.analyser import analyse
+from promptloop_env.toy.prompts import TOY_TRAIN_QUERIES
+from promptloop_env.toy.rewards import ToyFidelity
+
+TOY_FOLDER = PACKAGE_ROOT / BACKBONES["toy-shapes"].source.removeprefix("package:")
+QUERY = "a large red circle on the left, gray background"
+SWITCHED = "a large blue circle on the left, gray background"
+# Pixels [30:33, 14:17] (left of centre) then [46:49, 30:33] (below centre), RGB, of the 64x64 preview after the
+# first action and of the final image, for the rollout of test_seeded_rollout_matches_recorded_slice. Recorded on
+# x86-64 CPU, torch 2.13, one thread; other BLAS builds may differ by a grey level or two.
+PREVIEW_SLICE = [
+    132, 136, 126, 132, 136, 127, 133, 137, 125, 132, 137, 125, 131, 136, 126, 132, 137, 125, 132, 137, 124, 131, 137,
+    124, 132, 137, 123, 216, 43, 36, 214, 43, 38, 213, 44, 39, 214, 44, 37, 211, 44, 39, 211, 45, 41, 211, 46, 41, 209,
+    45, 43, 209, 46, 45,
+]  # fmt: skip
+FINAL_SLICE = [
+    42, 68, 240, 47, 67, 240, 50, 65, 241, 40, 70, 238, 43, 67, 240, 45, 65, 242, 38, 72, 235, 39, 70, 237, 42, 67,
+    241, 127, 128, 127, 128, 127, 126, 127, 129, 128, 125, 129, 129, 127, 129, 127, 128, 130, 127, 126, 128, 130, 127,
+    128, 129, 128, 129, 129,
+]  # fmt: skip
+SLICE_TOLERANCE = 2  # grey levels
+
+
+def image_slice(image: np.ndarray) -> np.ndarray:
+    return np.concatenate([image[30:33, 14:17], image[46:49, 30:33]]).reshape(-1).astype(int)
+
+
+def test_default_env_loads_shipped_model_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted while loading the toy world")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(backbones, "_LOADED", weakref.WeakValueDictionary())  # force a fresh load from disk
+    env = gym.make("PromptLoop-v0")
+    unwrapped = env.unwrapped
+    pipe = unwrapped.backbone.pipe
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert Path(pipe.name_or_path).resolve() == TOY_FOLDER.resolve()
+    assert [(name, type(fn), weight) for name, fn, weight in unwrapped.reward_fn.parts] == [
+        ("toy-fidelity", ToyFidelity, 1.0)
+    ]
+    assert tuple(unwrapped.queries) == tuple(TOY_TRAIN_QUERIES)
+    assert unwrapped.guidance_scale == 3.0
+    assert unwrapped.backbone.latent_rgb is not None  # the fitted latent_rgb.json travels with the model
+    obs, info = env.reset(seed=0)
+    assert obs["image"].shape == (256, 256, 3) and info["query"] in TOY_TRAIN_QUERIES
+    env.close()
+
+
+def test_seeded_rollout_matches_recorded_slice():
+    torch.set_num_threads(1)
+    env = gym.make("PromptLoop-v0", num_inference_steps=6, num_refinements=3, preview_size=64)
+    obs, info = env.reset(seed=0, options={"query": QUERY})
+    assert info["noise_seed"] == 5874934615388537134
+    obs, *_ = env.step(QUERY)
+    preview = obs["image"]
+    env.step(SWITCHED)
+    _, reward, terminated, _, info = env.step(SWITCHED)
+    final = info["final_image"]
+    assert terminated
+    np.testing.assert_allclose(image_slice(preview), PREVIEW_SLICE, atol=SLICE_TOLERANCE)
+    np.testing.assert_allclose(image_slice(final), FINAL_SLICE, atol=SLICE_TOLERANCE)
+    # What the numbers mean: the preview after one third of the steps already shows the query's red circle, and
+    # the prompt switched there turns it blue; the reward scores the final image against the query (4 of 5 right).
+    assert analyse(preview).colour == "red" and analyse(final).colour == "blue"
+    assert reward == pytest.approx(0.8)
+
+
+def test_identity_episode_replays_plain_pipeline():
+    # 8 steps keep the fast tier fast; the code path is the one of the default 20.
+    torch.set_num_threads(1)
+    env = gym.make("PromptLoop-v0", num_inference_steps=8, num_refinements=4, preview="none")
+    obs, info = env.reset(seed=3)
+    query = obs["query"]
+    terminated = False
+    while not terminated:
+        obs, _, terminated, _, info = env.step(query)
+    pipe = env.unwrapped.backbone.pipe
+    image = pipe(
+        query,
+        num_inference_steps=8,
+        guidance_scale=info["guidance_scale"],
+        generator=torch.Generator("cpu").manual_seed(info["noise_seed"]),
+        output_type="np",
+    ).images[0]
+    np.testing.assert_array_equal((image * 255).round().astype(np.uint8), info["final_image"])
+
+
+def test_packaged_model_is_small_and_safetensors_only():
+    files = [p for p in TOY_FOLDER.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    assert total < 40 * 2**20, f"toy-shapes folder is {total / 2**20:.1f} MiB"
+    pickles = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".h5", ".onnx", ".npy", ".npz"}
+    assert not [p.name for p in files if p.suffix in pickles]
+    weights = {p.parent.name for p in files if p.suffix == ".safetensors"}
+    assert weights == {"unet", "vae", "text_encoder"}
+    assert (TOY_FOLDER / "model_index.json").exists()
