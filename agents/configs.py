@@ -18,12 +18,26 @@ def _opt(default: Any, help: str) -> Any:  # noqa: A002  (the argparse word)
     return field(default=default, metadata={"help": help})
 
 
+def parse_reward(text: str) -> str | dict[str, float]:
+    """A reward name, or ``"name:weight,name:weight"`` as the env's ``{name: weight}`` dict.
+
+    >>> parse_reward("toy-fidelity"), parse_reward("toy-fidelity:1,toy-aesthetic:0.5")
+    ('toy-fidelity', {'toy-fidelity': 1.0, 'toy-aesthetic': 0.5})
+    """
+    if ":" not in text and "," not in text:
+        return text
+    parts = [part.partition(":") for part in text.split(",") if part.strip()]
+    return {name.strip(): float(weight or 1.0) for name, _, weight in parts}
+
+
 @dataclass
 class EnvConfig:
     """Which env the agents talk to (all passed to ``gym.make("PromptLoop-v0", ...)``)."""
 
     backbone: str = _opt("toy-shapes", "Diffusion backbone: registry name, hub id or local pipeline folder.")
-    reward: str = _opt("toy-fidelity", "Training reward: registry name (scored against the query).")
+    reward: str = _opt(
+        "toy-fidelity", "Training reward: a registry name, or weighted names 'toy-fidelity:1,toy-aesthetic:0.5'."
+    )
     num_inference_steps: int = _opt(20, "Denoising steps per episode.")
     num_refinements: int = _opt(5, "N_R: how many prompts the agent writes per episode.")
     guidance_scale: float | None = _opt(None, "Classifier-free guidance scale; default: the backbone's.")
@@ -33,7 +47,8 @@ class EnvConfig:
 
     def env_kwargs(self, refine_schedule: str) -> dict[str, Any]:
         """Keyword arguments for ``gym.make`` / :func:`promptloop_agents.rollout.make_env_batch`."""
-        kwargs = {name: getattr(self, name) for name in ("backbone", "reward", "num_inference_steps")}
+        kwargs = {"backbone": self.backbone, "reward": parse_reward(self.reward)}
+        kwargs["num_inference_steps"] = self.num_inference_steps
         kwargs.update(num_refinements=self.num_refinements, guidance_scale=self.guidance_scale, preview=self.preview)
         return {**kwargs, "preview_size": self.preview_size, "refine_schedule": refine_schedule}
 

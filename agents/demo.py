@@ -30,16 +30,19 @@ class DemoConfig:
 
     out: str = _opt("runs/demo", "Run folder.")
     backbone: str = _opt("toy-shapes", "Diffusion backbone (the toy world's model).")
-    num_iterations: int = _opt(120, "GRPO iterations at most.")
-    max_train_seconds: float = _opt(540.0, "Stop GRPO after this wall time.")
-    queries_per_iteration: int = _opt(8, "Queries per GRPO iteration.")
+    reward: str = _opt("toy-fidelity", "Training reward ('name' or 'name:weight,name:weight').")
+    preview: str = _opt("latent_rgb", "Preview shown to the policy: vae | latent_rgb (nearly free) | taesd.")
+    num_iterations: int = _opt(200, "GRPO iterations at most.")
+    max_train_seconds: float = _opt(420.0, "Stop GRPO after this wall time (the warm start is not counted).")
+    learning_rate: float = _opt(5e-4, "LoRA learning rate of GRPO.")
+    queries_per_iteration: int = _opt(4, "Queries per GRPO iteration.")
     group_size: int = _opt(4, "Episodes per query (G).")
-    num_inference_steps: int = _opt(20, "Denoising steps per episode.")
+    num_inference_steps: int = _opt(10, "Denoising steps per episode.")
     num_refinements: int = _opt(5, "Prompts the agent writes per episode.")
     toy_size: str = _opt("small", "Toy policy size: tiny | small.")
-    warm_start_episodes: int = _opt(192, "Episodes rolled out with the teacher for the warm start.")
-    warm_start_steps: int = _opt(400, "Supervised warm-start steps.")
-    eval_queries: int = _opt(200, "Held-out queries (0 = all of toy-test).")
+    warm_start_episodes: int = _opt(64, "Episodes rolled out with the teacher for the warm start.")
+    warm_start_steps: int = _opt(250, "Supervised warm-start steps.")
+    eval_queries: int = _opt(100, "Held-out queries (0 = all of toy-test).")
     seeds_per_query: int = _opt(1, "Evaluation episodes per held-out query.")
     seed: int = _opt(0, "Seed of the whole demo.")
     progress: bool = _opt(True, "Show progress bars.")
@@ -59,10 +62,10 @@ def run_demo(config: DemoConfig) -> dict:
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    reward = "toy-fidelity"
     env = EnvConfig(
         backbone=config.backbone,
-        reward=reward,
+        reward=config.reward,
+        preview=config.preview,
         num_inference_steps=config.num_inference_steps,
         num_refinements=config.num_refinements,
     )
@@ -77,6 +80,7 @@ def run_demo(config: DemoConfig) -> dict:
         max_train_seconds=config.max_train_seconds,
         queries_per_iteration=config.queries_per_iteration,
         group_size=config.group_size,
+        learning_rate=config.learning_rate,
         seed=config.seed,
         progress=config.progress,
     )

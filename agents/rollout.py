@@ -71,14 +71,16 @@ class VectorEnvBatch:
         return [{key: _copy(value[i]) for key, value in batched.items()} for i in range(self.num_envs)]
 
     def _split_infos(self, infos: dict[str, Any]) -> list[dict]:
+        """Per-episode info dicts from a vector env's dict of arrays with ``_key`` presence masks (nested too)."""
         out: list[dict] = [{} for _ in range(self.num_envs)]
         for key, value in infos.items():
             if key.startswith("_"):
                 continue
             present = infos.get(f"_{key}", [True] * self.num_envs)
+            parts = self._split_infos(value) if isinstance(value, dict) else None
             for i in range(self.num_envs):
                 if present[i]:
-                    out[i][key] = self._split(value)[i] if isinstance(value, dict) else value[i]
+                    out[i][key] = parts[i] if parts is not None else _copy(value[i])
         return out
 
     def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]:

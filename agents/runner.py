@@ -63,7 +63,7 @@ def warm_start_toy_policy(
     episodes = -(-policy.warm_start_episodes // envs.num_envs) * envs.num_envs
     queries = [train_queries[i] for i in rng.integers(len(train_queries), size=episodes)]
     tick = time.perf_counter()
-    examples = collect_examples(envs, toy_teacher, queries, seed=seed)
+    examples = collect_examples(envs, toy_teacher, queries, seed=seed, targets_per_observation=3)
     rollout_seconds = time.perf_counter() - tick
     steps, lr = policy.warm_start_steps, policy.warm_start_lr
     losses = supervised_finetune(agent, examples, steps=steps, learning_rate=lr, seed=seed, progress=progress)

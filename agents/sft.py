@@ -34,11 +34,16 @@ def collect_examples(
     queries: Sequence[str],
     seed: int = 0,
     text_only_fraction: float = 0.2,
+    targets_per_observation: int = 1,
 ) -> list[SFTExample]:
     """Roll the env out with ``teacher`` (one episode per query) and keep every (observation, prompt) pair.
 
-    A ``text_only_fraction`` of the examples hides the preview, so that the a-priori mode (no images) is in
-    the warm start's distribution too.
+    Args:
+        envs, teacher, queries, seed: the rollouts; ``teacher(observation, rng) -> prompt``.
+        text_only_fraction: share of examples that hide the preview, so that the a-priori mode (no images)
+            is in the warm start's distribution too.
+        targets_per_observation: teacher prompts kept per observation (the first is the one played); more
+            targets show more of the teacher's variety for the same denoising cost.
     """
     rng = np.random.default_rng(seed)
     examples: list[SFTExample] = []
@@ -46,7 +51,8 @@ def collect_examples(
     def act(observations: list[Observation]) -> list[str]:
         prompts = [teacher(obs, rng) for obs in observations]
         for obs, prompt in zip(observations, prompts, strict=True):
-            examples.append(SFTExample(dict(obs), prompt, with_image=bool(rng.random() >= text_only_fraction)))
+            for target in [prompt] + [teacher(obs, rng) for _ in range(targets_per_observation - 1)]:
+                examples.append(SFTExample(dict(obs), target, with_image=bool(rng.random() >= text_only_fraction)))
         return prompts
 
     seeds = rng.integers(0, 2**31 - 1, size=len(queries))
