@@ -1,6 +1,6 @@
 """Vector env throughput: episodes per second of the batched vector env, of N single envs, and of the pipeline.
 
-Run: ``PYTHONPATH=. python benchmarks/vector_throughput.py [--models tiny,mid] [--num-envs 1,2,4,8] [--repeats 3]``
+Run: ``PYTHONPATH=. python benchmarks/vector_throughput.py [--models toy-shapes,tiny,mid] [--num-envs 1,2,4,8]``
 
 For each model and each N, three ways of producing N finished episodes (``--steps`` denoising steps,
 ``--refinements`` actions, classifier-free guidance at the backbone's default scale, every action equal to the
@@ -140,7 +140,7 @@ def _format_row(row: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,mid", help="comma-separated: tiny, mid, toy-shapes")
+    parser.add_argument("--models", default="toy-shapes,tiny,mid", help="comma-separated: toy-shapes, tiny, mid")
     parser.add_argument("--num-envs", default="1,2,4,8", help="comma-separated batch sizes N")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps per episode")
     parser.add_argument("--refinements", type=int, default=5, help="actions per episode")

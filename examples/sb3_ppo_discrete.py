@@ -1,13 +1,14 @@
 """Stable-Baselines3 PPO on PromptLoop with a discrete action: which modifier to add to the query, per segment.
 
-Run: ``PYTHONPATH=. python examples/sb3_ppo_discrete.py --backbone tiny --total_timesteps 2048``
-(``pip install -e .[sb3]``; ``--backbone toy-shapes`` once the toy world's weights are installed).
+Run: ``PYTHONPATH=. python examples/sb3_ppo_discrete.py --backbone toy-shapes --total_timesteps 2048``
+(``pip install -e .[sb3]``; ``--backbone tiny`` runs on the random-weight test model, with a brightness reward).
 
 SB3 takes no ``Text`` spaces, so the env is wrapped: :class:`~promptloop_env.wrappers.DropTextObservation`
 keeps the preview image, the segment and the progress, and :class:`~promptloop_env.wrappers.DiscretizePrompt`
 turns the action into ``Discrete(K)`` over a bank of modifiers appended to the query ("" keeps the query).
-After training, the deterministic policy and a random-modifier baseline play the same held-out seeds and the
-script prints both mean rewards: PPO should beat random modifiers.
+After training, the deterministic policy, a random-modifier baseline and the query alone play the same
+held-out seeds and the script prints the three mean rewards. PPO has to learn to beat random modifiers; the
+default budget is small (on toy-shapes, 2048 steps were not enough to: PPO 0.81, random 0.82, query 0.84).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from gymnasium.error import DependencyNotInstalled
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_env.wrappers import DiscretizePrompt, DropTextObservation
 
-MODIFIERS = ["", "bright colours", "high contrast", "dark background", "detailed", "minimal, plain"]
+# Some modifiers are harmless, some contradict most queries (a colour, a shape, a background): PPO has to find
+# out which, per observation, from the terminal reward alone.
+MODIFIERS = ["", "bright colours", "high contrast", "black background", "a small red circle", "minimal, plain"]
 
 
 @dataclass
 class Args:
-    backbone: str = field(default="tiny", metadata={"help": "backbone name (tiny, toy-shapes, ...)"})
+    backbone: str = field(default="toy-shapes", metadata={"help": "backbone name (toy-shapes, tiny, ...)"})
     reward: str | None = field(
         default=None, metadata={"help": "reward name; default: toy-fidelity on toy-shapes, mean brightness otherwise"}
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from promptloop_env.testing import tiny_pipe
 from gymnasium.vector import AutoresetMode
 
 import promptloop_env  # noqa: F401
+from promptloop_env.testing import tiny_pipe
 from promptloop_env.vector_env import PromptLoopVectorEnv
 
 
