@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -20,14 +21,22 @@ def load_example(name: str):
     return module
 
 
-def test_sb3_ppo_discrete_runs():
+def test_sb3_ppo_discrete_runs(tmp_path):
     pytest.importorskip("stable_baselines3")
     example = load_example("sb3_ppo_discrete")
+    output = tmp_path / "sb3.json"
     args = example.Args(
-        num_inference_steps=4, preview_size=36, num_envs=1, total_timesteps=16, n_steps=8, eval_episodes=2
+        num_inference_steps=4,
+        preview_size=36,
+        num_envs=1,
+        total_timesteps=16,
+        n_steps=8,
+        eval_episodes=2,
+        output=str(output),
     )
     result = example.main(args)
     assert all(math.isfinite(result[key]) for key in ("ppo", "random_modifiers", "identity"))
+    assert json.loads(output.read_text())["summary"]["ppo"]["mean"] == round(result["ppo"], 4)
 
 
 def test_trl_grpo_environment_runs():
