@@ -35,7 +35,7 @@ def test_sb3_ppo_discrete_runs(tmp_path):
         output=str(output),
     )
     result = example.main(args)
-    assert all(math.isfinite(result[key]) for key in ("ppo", "random_modifiers", "identity"))
+    assert all(math.isfinite(result[key]) for key in ("ppo", "random_arm", "identity"))
     assert json.loads(output.read_text())["summary"]["ppo"]["mean"] == round(result["ppo"], 4)
 
 
