@@ -132,6 +132,11 @@ def evaluate(env: gym.Env, act, episodes: int) -> np.ndarray:
     return returns
 
 
+def label(entry: str) -> str:
+    """A bank entry as shown in the results ("(query only)" for the query itself)."""
+    return entry if entry not in ("", "{query}") else "(query only)"
+
+
 def summary(values: np.ndarray) -> dict[str, float]:
     """Mean and 95% confidence interval (normal approximation)."""
     mean = float(values.mean())
@@ -184,7 +189,7 @@ def main(args: Args) -> dict:
         summary={name: summary(values) for name, values in returns.items()},
         ppo_minus_random=summary(returns["ppo"] - returns["random_arm"]),
         ppo_minus_identity=summary(returns["ppo"] - returns["identity"]),
-        ppo_choices={bank[k] if bank[k] not in ("", "{query}") else "(query only)": chosen.count(k) for k in sorted(set(chosen))},
+        ppo_choices={label(bank[k]): chosen.count(k) for k in sorted(set(chosen))},
         train_episodes=args.total_timesteps // args.num_refinements,
         eval_episodes=args.eval_episodes,
         args=asdict(args),
