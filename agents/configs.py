@@ -59,9 +59,13 @@ class PolicyConfig:
 
     policy: str = _opt("toy", "'toy' (build the toy-world policy and warm-start it), a policy folder or a hub id.")
     toy_size: str = _opt("small", "Toy policy size: tiny | small.")
-    warm_start_episodes: int = _opt(192, "Toy warm start: env episodes rolled out with the rewrite teacher.")
-    warm_start_steps: int = _opt(400, "Toy warm start: supervised steps.")
+    warm_start_episodes: int = _opt(64, "Toy warm start: env episodes rolled out with the rewrite teacher.")
+    warm_start_text_examples: int = _opt(4, "Toy warm start: preview-free examples per training query.")
+    warm_start_steps: int = _opt(600, "Toy warm start: supervised steps (batch 32).")
     warm_start_lr: float = _opt(2e-3, "Toy warm start: learning rate.")
+    warm_start_from: str = _opt(
+        "", "Toy policy: start from this warm-started policy folder ('shipped' = the one in the package) if it exists."
+    )
     temperature: float = _opt(1.0, "Sampling temperature of the policy (training and evaluation).")
     max_new_tokens: int = _opt(24, "Longest answer the policy may write, in tokens.")
     mode: str = _opt("closed-loop", "closed-loop (preview at every refinement) | a-priori (no images).")

@@ -33,15 +33,16 @@ class DemoConfig:
     reward: str = _opt("toy-fidelity", "Training reward ('name' or 'name:weight,name:weight').")
     preview: str = _opt("latent_rgb", "Preview shown to the policy: vae | latent_rgb (nearly free) | taesd.")
     num_iterations: int = _opt(200, "GRPO iterations at most.")
-    max_train_seconds: float = _opt(420.0, "Stop GRPO after this wall time (the warm start is not counted).")
-    learning_rate: float = _opt(5e-4, "LoRA learning rate of GRPO.")
+    max_train_seconds: float = _opt(480.0, "Stop GRPO after this wall time (the warm start is not counted).")
+    learning_rate: float = _opt(1e-3, "LoRA learning rate of GRPO.")
     queries_per_iteration: int = _opt(4, "Queries per GRPO iteration.")
     group_size: int = _opt(4, "Episodes per query (G).")
     num_inference_steps: int = _opt(10, "Denoising steps per episode.")
     num_refinements: int = _opt(5, "Prompts the agent writes per episode.")
     toy_size: str = _opt("small", "Toy policy size: tiny | small.")
     warm_start_episodes: int = _opt(64, "Episodes rolled out with the teacher for the warm start.")
-    warm_start_steps: int = _opt(250, "Supervised warm-start steps.")
+    warm_start_steps: int = _opt(600, "Supervised warm-start steps.")
+    warm_start: str = _opt("shipped", "shipped (the package's warm-started toy policy, if present) | train (now).")
     eval_queries: int = _opt(100, "Held-out queries (0 = all of toy-test).")
     seeds_per_query: int = _opt(1, "Evaluation episodes per held-out query.")
     seed: int = _opt(0, "Seed of the whole demo.")
@@ -73,6 +74,7 @@ def run_demo(config: DemoConfig) -> dict:
         toy_size=config.toy_size,
         warm_start_episodes=config.warm_start_episodes,
         warm_start_steps=config.warm_start_steps,
+        warm_start_from="shipped" if config.warm_start == "shipped" else "",
     )
     grpo = GRPOConfig(
         output_dir=str(out),

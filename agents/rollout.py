@@ -23,9 +23,10 @@ ActFn = Callable[[list[Observation]], list[str]]
 
 
 class EnvBatch(Protocol):
-    """``num_envs`` PromptLoop episodes stepped together."""
+    """``num_envs`` PromptLoop episodes stepped together, each with ``num_refinements`` decisions."""
 
     num_envs: int
+    num_refinements: int
 
     def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]: ...
 
@@ -40,6 +41,7 @@ class ListEnvBatch:
     def __init__(self, envs: Sequence[gym.Env]) -> None:
         self.envs = list(envs)
         self.num_envs = len(self.envs)
+        self.num_refinements = int(self.envs[0].observation_space["segment"].n) - 1
 
     def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]:
         results = [
@@ -65,6 +67,7 @@ class VectorEnvBatch:
     def __init__(self, vector_env: gym.vector.VectorEnv) -> None:
         self.env = vector_env
         self.num_envs = vector_env.num_envs
+        self.num_refinements = int(vector_env.single_observation_space["segment"].n) - 1
 
     def _split(self, batched: dict[str, Any]) -> list[Observation]:
         # Copies: a vector env may write its next observation into the same buffers.

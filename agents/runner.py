@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,13 @@ def prepare_policy(
         return MLLMAgent.from_pretrained(policy.policy, is_trainable=True, **settings)
     warm = run_dir / "warm_start"
     if not (warm / AGENT_FILE).exists() and accelerator.is_main_process:
-        warm_start_toy_policy(policy, envs, train_queries, warm, seed, progress)
+        from promptloop_agents.toy_policy import SHIPPED_TOY_POLICY
+
+        source = SHIPPED_TOY_POLICY if policy.warm_start_from == "shipped" else Path(policy.warm_start_from or "-")
+        if (source / AGENT_FILE).exists():
+            shutil.copytree(source, warm)
+        else:
+            warm_start_toy_policy(policy, envs, train_queries, warm, seed, progress)
     accelerator.wait_for_everyone()
     return MLLMAgent.from_pretrained(warm, **settings)
 
@@ -54,7 +61,7 @@ def warm_start_toy_policy(
     policy: PolicyConfig, envs: EnvBatch, train_queries: list[str], folder: Path, seed: int, progress: bool
 ) -> None:
     """Build the toy policy, fit it to the rewrite teacher on env rollouts and save it (with a report)."""
-    from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
+    from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune, text_only_examples
     from promptloop_agents.toy_policy import build_toy_policy
     from promptloop_agents.toy_rewrites import toy_teacher
 
@@ -65,6 +72,8 @@ def warm_start_toy_policy(
     tick = time.perf_counter()
     examples = collect_examples(envs, toy_teacher, queries, seed=seed, targets_per_observation=3)
     rollout_seconds = time.perf_counter() - tick
+    per_query = policy.warm_start_text_examples
+    examples += text_only_examples(train_queries, toy_teacher, per_query, envs.num_refinements, seed=seed)
     steps, lr = policy.warm_start_steps, policy.warm_start_lr
     losses = supervised_finetune(agent, examples, steps=steps, learning_rate=lr, seed=seed, progress=progress)
     report = {"examples": len(examples), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
@@ -94,7 +103,8 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
         agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy")
         from promptloop_agents.plots import reward_curve
 
-        reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
+        if trainer.metrics_file.exists():
+            reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
     envs.close()
     return agent
 

@@ -60,6 +60,32 @@ def collect_examples(
     return examples
 
 
+def text_only_examples(
+    queries: Sequence[str],
+    teacher: Callable[[Observation, np.random.Generator], str],
+    per_query: int = 4,
+    num_refinements: int = 5,
+    seed: int = 0,
+) -> list[SFTExample]:
+    """Examples without a preview for many queries at no denoising cost (state: query, prompt in force, progress).
+
+    The prompt in force is the query or one of the teacher's rewrites, the progress one of the refinement
+    points. They teach the policy to carry the query's content over for every query of the set; the env
+    rollouts of :func:`collect_examples` add real previews.
+    """
+    rng = np.random.default_rng(seed)
+    examples = []
+    for query in queries:
+        for _ in range(per_query):
+            segment = int(rng.integers(num_refinements))
+            observation = {"query": query, "prompt": query, "segment": segment}
+            observation["timestep"] = np.array([segment / num_refinements], dtype=np.float32)
+            if segment and rng.random() < 0.5:
+                observation["prompt"] = teacher(observation, rng)
+            examples.append(SFTExample(observation, teacher(observation, rng), with_image=False))
+    return examples
+
+
 def answer_ids(agent: MLLMAgent, prompt: str) -> torch.Tensor:
     """The tokens the policy should generate for ``prompt``: the (tagged) prompt and the end-of-answer token."""
     text = f"<{agent.answer_tag}>{prompt}</{agent.answer_tag}>" if agent.answer_tag else prompt

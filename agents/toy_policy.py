@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,6 +33,8 @@ CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+SHIPPED_TOY_POLICY = Path(__file__).parent / "assets" / "toy-policy"
+"""The warm-started toy policy shipped with the package (regenerate: see ``assets/toy-policy/README.md``)."""
 TOY_STATE_TEMPLATE = "query: {query}\nprompt: {prompt}\nprogress: {timestep:.1f}"
 # Words of the policy's own state text, on top of the world's words.
 STATE_WORDS = ("query", "prompt", "progress", ":", ",", ".", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")

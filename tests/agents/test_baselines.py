@@ -47,3 +47,4 @@ def test_baselines_run_episodes_on_the_env(envs):
     assert [e.prompts for e in episodes] == [[q, q] for q in queries]
     assert all(e.final_image is not None and len(e.previews) == 2 for e in episodes)
     assert all(np.isfinite(e.reward) and e.reward_components for e in episodes)
+    assert all(not name.startswith("_") for e in episodes for name in e.reward_components)  # no vector-env masks

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from promptloop_agents.cli import build_parser, main
-from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig
+from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, parse_reward
 from promptloop_agents.demo import DemoConfig
 from promptloop_agents.evaluation import mean_ci
 
@@ -25,6 +25,11 @@ def test_every_option_has_help(command, configs, capsys):
         for field in dataclasses.fields(config):
             assert "--" + field.name.replace("_", "-") in text
             assert field.metadata["help"]
+
+
+def test_weighted_reward_specs():
+    assert parse_reward("toy-fidelity") == "toy-fidelity"
+    assert parse_reward("toy-fidelity:1, toy-aesthetic:0.5") == {"toy-fidelity": 1.0, "toy-aesthetic": 0.5}
 
 
 def test_mean_ci_brackets_the_mean():
