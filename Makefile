@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m promptloop_env.demo --out runs/demo
+	$(VENV)/bin/promptloop demo --out runs/demo
 
 test: install
 	$(PY) -m pytest -q

@@ -92,7 +92,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
         str(run),
     ]
     subprocess.run(command, check=True, env=_env(), timeout=600, capture_output=True)
-    ranks = [torch.load(run / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert torch.equal(ranks[0]["lora"], ranks[1]["lora"])  # DDP kept the adapters in sync
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
