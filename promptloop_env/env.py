@@ -61,7 +61,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
 
     | key | space | meaning |
     |---|---|---|
-    | ``image`` | ``Box(0, 255, (preview_size, preview_size, 3), uint8)`` | preview of the x0 estimate (at reset: of the starting latent) |
+    | ``image`` | ``Box(0, 255, (S, S, 3), uint8)``, S = preview_size | preview of the x0 estimate (at reset: x_T) |
     | ``query`` | ``Text`` | the user's original query |
     | ``prompt`` | ``Text`` | the prompt now in force (at reset: the query) |
     | ``segment`` | ``Discrete(num_refinements + 1)`` | how many actions have been taken |
@@ -161,7 +161,9 @@ class PromptLoopEnv(gym.Env[dict, str]):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
         if isinstance(torch_dtype, str):
             torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
-        self.backbone = load_backbone(backbone, device=device, torch_dtype=torch_dtype, local_files_only=local_files_only)
+        self.backbone = load_backbone(
+            backbone, device=device, torch_dtype=torch_dtype, local_files_only=local_files_only
+        )
         self.reward_fn = make_reward(reward, device=self.backbone.device, torch_dtype=torch_dtype)
         self.queries = resolve_prompts(prompts, self.backbone.default_prompts)
         self.num_inference_steps = num_inference_steps

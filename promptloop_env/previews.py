@@ -108,7 +108,9 @@ def latent_rgb_preview(latents: torch.Tensor, factors: Any, bias: Any, size: int
     weight = torch.as_tensor(factors, dtype=torch.float32, device=latents.device)
     offset = torch.as_tensor(bias, dtype=torch.float32, device=latents.device)
     if weight.shape[0] != latents.shape[1]:
-        raise ValueError(f"latent_rgb factors have {weight.shape[0]} rows but latents have {latents.shape[1]} channels.")
+        raise ValueError(
+            f"latent_rgb factors have {weight.shape[0]} rows but latents have {latents.shape[1]} channels."
+        )
     rgb = torch.einsum("bchw,cr->brhw", latents.float(), weight) + offset.view(1, 3, 1, 1)
     return resize_images((rgb + 1.0) / 2.0, size)
 
@@ -155,7 +157,9 @@ def make_preview(
         )
     source = taesd if taesd is not None else backbone.taesd
     if source is None:
-        raise ValueError(f"preview='taesd' needs a tiny autoencoder: pass taesd=... (no default for {backbone.family}).")
+        raise ValueError(
+            f"preview='taesd' needs a tiny autoencoder: pass taesd=... (no default for {backbone.family})."
+        )
     model = load_taesd(source, backbone.device, backbone.vae.dtype, local_files_only)
 
     @torch.inference_mode()
