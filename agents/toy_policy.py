@@ -16,6 +16,7 @@ import torch
 
 from promptloop_agents.mllm import MLLMAgent
 from promptloop_agents.processing import allow_missing_video_processor
+from promptloop_env.toy.tokenizer import world_words as toy_world_words
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -92,11 +93,7 @@ TOY_POLICY_SIZES = {
 
 
 def world_words() -> list[str]:
-    """The toy world's words (from its diffusion tokenizer's word list), or a built-in list without the toy world."""
-    try:
-        from promptloop_env.toy.tokenizer import world_words as toy_world_words
-    except ImportError:
-        return list(FALLBACK_WORLD_WORDS)
+    """The toy world's words (its diffusion tokenizer's word list) plus words policies write often."""
     return list(dict.fromkeys([*toy_world_words(), *FALLBACK_WORLD_WORDS]))
 
 

@@ -95,10 +95,11 @@ def bench_model(name: str, pipe, previews: list[str], repeats: int, steps: int, 
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(models: dict[str, Callable[[], object]] = MODELS, stem: str = "env_overhead", doc: str = __doc__) -> None:
+    """Parse the command line, benchmark ``models`` and write ``benchmarks/results/<stem>.{json,csv}``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per configuration")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument("--models", default=",".join(models), help=f"comma-separated, from {sorted(models)}")
     parser.add_argument("--previews", default="none,latent_rgb,vae", help="comma-separated previews")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared machine)")
     parser.add_argument("--steps", type=int, default=20)
@@ -107,8 +108,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models.split(","):
-        rows += bench_model(name, MODELS[name](), args.previews.split(","), args.repeats, args.steps, args.refinements)
-    write_results(rows, "env_overhead")
+        rows += bench_model(name, models[name](), args.previews.split(","), args.repeats, args.steps, args.refinements)
+    write_results(rows, stem)
 
 
 def write_results(rows: list[dict], stem: str) -> None:

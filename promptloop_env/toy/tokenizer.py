@@ -1,10 +1,9 @@
 """A CLIP-style byte-level BPE tokenizer over the toy world's words, built locally (no download).
 
-The BPE is trained with ``tokenizers`` on the world's words fed **one word per sequence**: fed sentences,
-byte-level BPE learns only space-prefixed merges and splits "shape" into pieces. Every byte is also added with
-CLIP's ``</w>`` end-of-word suffix, so any unknown word still encodes, as byte pieces. The result is wrapped
-in transformers' ``CLIPTokenizer``, which pads to ``model_max_length`` like every CLIP tokenizer, so the
-diffusers pipeline uses it unchanged.
+Every world word is one token; every byte is also in the vocabulary with CLIP's ``</w>`` end-of-word suffix,
+so any unknown word still encodes, as byte pieces. It is a transformers ``CLIPTokenizer``, which pads to
+``model_max_length`` like every CLIP tokenizer, so the diffusers pipeline uses it unchanged, and it is the same
+in every process.
 
 >>> tok = build_tokenizer()
 >>> tok.tokenize("a large red circle, teal background")
@@ -13,8 +12,7 @@ diffusers pipeline uses it unchanged.
 
 from __future__ import annotations
 
-import json
-
+from promptloop_env.text import build_clip_tokenizer
 from promptloop_env.toy.world import POSITION_PHRASES, VALUES
 
 MAX_LENGTH = 32  # room for refined prompts; the longest caption is 13 tokens
@@ -36,29 +34,9 @@ def world_words() -> list[str]:
 
 
 def build_tokenizer(max_length: int = MAX_LENGTH):
-    """Train the BPE on :func:`world_words` and return it as a ``transformers.CLIPTokenizer``.
+    """The CLIP tokenizer over :func:`world_words` (:func:`promptloop_env.text.build_clip_tokenizer`).
 
     Args:
         max_length: ``model_max_length``; must equal the text encoder's ``max_position_embeddings``.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
-
-    bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    # Repeated so every world word's merges clear min_frequency; one word per sequence (see module doc).
-    bpe.train_from_iterator(world_words() * 50, trainer)
-    vocab = bpe.get_vocab()
-    merges = [
-        tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]
-    ]
-    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab.setdefault(char + "</w>", len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    return build_clip_tokenizer(world_words(), model_max_length=max_length)
