@@ -18,10 +18,15 @@ b. **Prompt sensitivity**: for test queries naming a colour, two actions with ``
    shape on a white background is not part of the world).
 c. **Speed**: median seconds per episode of the single env at the defaults (``gym.make("PromptLoop-v0")``,
    identity actions, queries drawn from ``toy-train``), with ``preview`` ``vae`` (the default),
-   ``latent_rgb`` and ``none``, interleaved with the plain ``pipe(...)`` call at the same settings, after one
-   warm-up each; then where the time goes (UNet, VAE, text encoder, rest, from module hooks), and one UNet
-   call of the shipped model against the same architecture with 32-dim attention heads (random weights:
-   what a retrain with ``attention_head_dim=(1, 2, 2)`` would cost).
+   ``latent_rgb`` and ``none``, and with ``guidance_scale=3`` (what classifier-free guidance would cost),
+   interleaved with the plain ``pipe(...)`` call at the same settings, after one warm-up each, at torch's
+   default thread count (all cores, as a user's process runs); then where the time goes (UNet, VAE, text
+   encoder, rest, from module hooks).
+
+(a) also reports fidelity per wording style of the query (the caption template the model was trained on, and
+the users' wordings of :data:`promptloop_env.toy.world.USER_STYLES`) and, on the same episodes, with every
+action the query rewritten into the caption template (:func:`~promptloop_env.toy.world.canonical_caption`):
+the headroom a prompt rewriter has.
 
 (a) and (b) run on the vector env (``num_envs`` episodes per batched model call), whose images equal the
 single env's within one grey level. Results: ``benchmarks/results/toy_world_quality.json``, the sample grids
@@ -50,8 +55,8 @@ import torch
 import promptloop_env  # noqa: F401
 from promptloop_env.backbones import BACKBONES, load_backbone
 from promptloop_env.toy.analyser import analyse
-from promptloop_env.toy.prompts import TOY_TEST_QUERIES
-from promptloop_env.toy.world import ATTRIBUTES, COLOURS, parse_query
+from promptloop_env.toy.prompts import QUERY_STYLES, TOY_TEST_QUERIES
+from promptloop_env.toy.world import ATTRIBUTES, COLOURS, canonical_caption, parse_query
 from promptloop_env.viz import image_grid, save_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -144,6 +149,11 @@ def identity_quality(num_episodes: int, num_envs: int) -> tuple[dict[str, Any], 
     start = time.perf_counter()
     previews, finals, rewards = run_batched(env_kwargs, queries, seeds, [queries] * refinements, num_envs)
     seconds = time.perf_counter() - start
+    rewritten = [canonical_caption(q) for q in queries]
+    _, _, template_rewards = run_batched(env_kwargs, queries, seeds, [rewritten] * refinements, num_envs)
+    by_style: dict[str, list[int]] = {}
+    for i, query in enumerate(queries):
+        by_style.setdefault(QUERY_STYLES[query], []).append(i)
     hits = {name: [0, 0] for name in ATTRIBUTES}
     all_right = no_object = 0
     for image, query, reward in zip(finals, queries, rewards, strict=True):
@@ -163,6 +173,14 @@ def identity_quality(num_episodes: int, num_envs: int) -> tuple[dict[str, Any], 
         "all_right": rate_ci95(all_right, num_episodes),
         "no_object": no_object,
         "seconds": round(seconds, 1),
+        "fidelity_by_style": {
+            style: {
+                "identity": mean_ci95([rewards[i] for i in idx]),
+                "template_rewrite": mean_ci95([template_rewards[i] for i in idx]),
+            }
+            for style, idx in sorted(by_style.items())
+        },
+        "template_rewrite_fidelity": mean_ci95(template_rewards),
     }
     rows = [[*p, f] for p, f in zip(previews, finals, strict=True)]
     labels = [f"{q} (fidelity {r:.2f})" for q, r in zip(queries, rewards, strict=True)]
@@ -267,39 +285,12 @@ class ModuleTimer:
             handle.remove()
 
 
-def unet_head_dim_what_if(pipe: Any, repeats: int) -> dict[str, float]:
-    """One guided UNet call (batch 2) of the shipped UNet and of its 32-dim-head twin, interleaved."""
-    from diffusers import UNet2DConditionModel
-
-    config = {k: v for k, v in pipe.unet.config.items() if not k.startswith("_")}
-    # diffusers reads attention_head_dim as the number of heads (its issue 2011): (1, 2, 2) is 32 dims per head.
-    config["attention_head_dim"] = (1, 2, 2)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        twin = UNet2DConditionModel.from_config(config).eval()
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 16, 16, generator=generator)
-    text = torch.randn(2, 32, pipe.unet.config.cross_attention_dim, generator=generator)
-    t = torch.tensor(500)
-    times: dict[str, list[float]] = {"shipped": [], "head_dim_32": []}
-    with torch.inference_mode():
-        for model in (pipe.unet, twin):
-            model(x, t, encoder_hidden_states=text)
-        for _ in range(repeats):
-            times["shipped"].append(timed(lambda: pipe.unet(x, t, encoder_hidden_states=text)))
-            times["head_dim_32"].append(timed(lambda: twin(x, t, encoder_hidden_states=text)))
-    heads = {n: m.heads for n, m in pipe.unet.named_modules() if n.endswith("attn1")}
-    return {
-        "shipped_unet_call_ms": round(1000 * statistics.median(times["shipped"]), 2),
-        "head_dim_32_unet_call_ms": round(1000 * statistics.median(times["head_dim_32"]), 2),
-        "shipped_heads_per_attention": sorted(set(heads.values())),
-        "shipped_head_dims": sorted({pipe.unet.get_submodule(n).inner_dim // h for n, h in heads.items()}),
-    }
-
-
-def speed(repeats: int) -> dict[str, Any]:
+def speed(repeats: int, threads: int) -> dict[str, Any]:
     """(c): median seconds per single-env episode per preview, the plain pipeline, and the breakdown."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     envs = {p: gym.make("PromptLoop-v0", preview=p) for p in PREVIEWS}
+    envs["vae_guidance_3"] = gym.make("PromptLoop-v0", guidance_scale=3.0)  # what classifier-free guidance costs
     env = envs["vae"].unwrapped
     pipe = env.backbone.pipe
     queries = env.queries
@@ -313,7 +304,7 @@ def speed(repeats: int) -> dict[str, Any]:
             output_type="np",
         )
 
-    names = [*PREVIEWS, "pipeline"]
+    names = [*envs, "pipeline"]
     runners = {p: (lambda s, e=e: identity_episode(e, s)) for p, e in envs.items()} | {"pipeline": plain}
     load_before = os.getloadavg()
     for k, name in enumerate(names):  # warm-up
@@ -350,12 +341,14 @@ def speed(repeats: int) -> dict[str, Any]:
         "rest_s": round(episode_s - per["unet"] - per["vae"] - per["text_encoder"], 4),
     }
     medians = {name: statistics.median(ts) for name, ts in times.items()}
+    torch.set_num_threads(threads_before)
     return {
         "median_s": {name: round(v, 4) for name, v in medians.items()},
         "min_s": {name: round(min(ts), 4) for name, ts in times.items()},
         "median_cpu_s": {name: round(statistics.median(ts), 4) for name, ts in cpu_times.items()},
         "ratio_to_pipeline": {p: round(medians[p] / medians["pipeline"], 3) for p in PREVIEWS},
         "repeats": repeats,
+        "threads": threads,
         "defaults": {
             "steps": env.num_inference_steps,
             "refinements": env.num_refinements,
@@ -363,7 +356,6 @@ def speed(repeats: int) -> dict[str, Any]:
             "preview_size": env.preview_size,
         },
         "breakdown_vae_preview": breakdown,
-        "unet_attention_what_if": unet_head_dim_what_if(pipe, max(10, 3 * repeats)),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
     }
@@ -397,6 +389,12 @@ def print_table(results: dict[str, Any]) -> None:
         + "  ".join(f"{k} {v['rate']:.3f}" for k, v in a["accuracy"].items())
         + f"  all right {a['all_right']['rate']:.3f}"
     )
+    t = a["template_rewrite_fidelity"]
+    print(f"    the same episodes with the query rewritten into the caption template: {t['mean']:.3f}")
+    print(f"    {'wording':<18}{'n':>5}{'identity':>10}{'template rewrite':>18}")
+    for style, row in a["fidelity_by_style"].items():
+        ident, rewrite = row["identity"], row["template_rewrite"]
+        print(f"    {style:<18}{ident['n']:>5}{ident['mean']:>10.3f}{rewrite['mean']:>18.3f}")
     print(f"\n(b) colour switch, {b['episodes']} episodes per fraction")
     print(f"    {'switch at':<12}{'step':>6}{'final = new':>14}{'final = old':>14}{'preview = old':>16}")
     for fraction, row in b["fractions"].items():
@@ -404,7 +402,10 @@ def print_table(results: dict[str, Any]) -> None:
             f"    {float(fraction):<12.0%}{row['switch_step']:>6}{row['final_new_colour']['rate']:>14.3f}"
             f"{row['final_old_colour']['rate']:>14.3f}{row['preview_shows_old_colour']['rate']:>16.3f}"
         )
-    print(f"\n(c) seconds per episode, 1 thread, median of {c['repeats']} (bar <= {SPEED_BAR_S} s at the defaults)")
+    print(
+        f"\n(c) seconds per episode, {c['threads']} threads, median of {c['repeats']} "
+        f"(bar <= {SPEED_BAR_S} s at the defaults, guidance {c['defaults']['guidance_scale']})"
+    )
     print(f"    {'':<12}{'wall':>8}{'cpu':>8}")
     for name, value in c["median_s"].items():
         ratio = c["ratio_to_pipeline"].get(name)
@@ -414,11 +415,6 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"    breakdown (vae preview): unet {d['unet_s']:.3f} s ({d['unet_calls']} calls), vae {d['vae_s']:.3f} s "
         f"({d['vae_calls']} decodes), text {d['text_encoder_s']:.3f} s, rest {d['rest_s']:.3f} s"
-    )
-    w = c["unet_attention_what_if"]
-    print(
-        f"    one guided UNet call: shipped {w['shipped_unet_call_ms']} ms (heads of dim {w['shipped_head_dims']}), "
-        f"32-dim heads {w['head_dim_32_unet_call_ms']} ms"
     )
     print(f"    load average before {c['loadavg_before']}, after {c['loadavg_after']} on {os.cpu_count()} CPUs")
     print("\nbars: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in results["bars"].items()))
@@ -430,7 +426,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--switch-episodes", type=int, default=40, help="episodes per switch fraction")
     parser.add_argument("--speed-repeats", type=int, default=5, help="timed single-env episodes per configuration")
     parser.add_argument("--num-envs", type=int, default=50, help="episodes per batched call in (a) and (b)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of (a), (b) (1: steadier when shared)")
+    parser.add_argument(
+        "--speed-threads", type=int, default=torch.get_num_threads(), help="torch threads of (c) (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -441,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"(b) {args.switch_episodes} episodes x {len(SWITCH_FRACTIONS)} switch points ...", flush=True)
     switch, switch_rows, switch_labels = switch_sensitivity(args.switch_episodes, args.num_envs)
     print(f"(c) speed, {args.speed_repeats} repeats ...", flush=True)
-    timing = speed(args.speed_repeats)
+    timing = speed(args.speed_repeats, args.speed_threads)
     at25 = switch["fractions"]["0.25"]
     results = {
         "identity": identity,

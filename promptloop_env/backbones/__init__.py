@@ -45,7 +45,7 @@ BACKBONES: dict[str, BackboneEntry] = {
     "toy-shapes": BackboneEntry(
         "package:toy/assets/toy-shapes",
         "the embedded toy world: a small StableDiffusionPipeline trained on procedurally drawn shapes",
-        {"default_guidance_scale": 3.0, "default_prompts": "toy-train"},
+        {"default_guidance_scale": 1.0, "default_prompts": "toy-train"},
     ),
     "sd15": BackboneEntry(
         "stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -1,8 +1,11 @@
 """Train and held-out test queries of the toy world, split by the attributes they name.
 
-Queries are captions drawn with :func:`~promptloop_env.toy.world.caption` from a fixed-seed
+Queries are what users type, drawn with :func:`~promptloop_env.toy.world.user_query` from a fixed-seed
 ``random.Random`` (its stream is stable across Python versions), keeping those that name at least two
-attributes. A query goes to the test set when a hash of the attributes it names (not of its wording) falls in
+attributes: 40% in the template the model was trained on, 60% in four other wordings of the same world words
+(position first, background first, terse lists, noun first; "grey" and "centre" half of the time), which the
+model follows less well. Rewriting a query into the model's own template is the first thing a prompt policy
+can learn here. A query goes to the test set when a hash of the attributes it names (not of its wording) falls in
 the test fifth, so no test query shares its set of named attribute values with any train query, and the two
 sets are disjoint by text. Both are deterministic.
 
@@ -17,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from promptloop_env.toy.world import caption as make_caption
-from promptloop_env.toy.world import parse_query, random_scene
+from promptloop_env.toy.world import parse_query, random_scene, user_query_and_style
 
 _SEED = 20261128
 _TEST_FRACTION_BUCKETS = 5  # one bucket of five goes to test
@@ -32,22 +34,31 @@ def query_split(query: str) -> str:
     return "test" if bucket == 0 else "train"
 
 
-def make_query_sets(num_train: int = 1000, num_test: int = 200, seed: int = _SEED) -> tuple[tuple[str, ...], ...]:
-    """Draw ``num_train`` train and ``num_test`` test queries (unique texts), deterministically."""
+def make_query_sets(
+    num_train: int = 1000, num_test: int = 200, seed: int = _SEED, styles: dict[str, str] | None = None
+) -> tuple[tuple[str, ...], ...]:
+    """Draw ``num_train`` train and ``num_test`` test queries (unique texts), deterministically.
+
+    ``styles``, if given, receives each kept query's wording style (a key of ``USER_STYLES``).
+    """
     rng = random.Random(seed)
     sets: dict[str, list[str]] = {"train": [], "test": []}
     wanted = {"train": num_train, "test": num_test}
     seen: set[str] = set()
     while any(len(sets[k]) < wanted[k] for k in sets):
-        query = make_caption(random_scene(rng, jitter=False), rng)
+        query, style = user_query_and_style(random_scene(rng, jitter=False), rng)
         if query in seen or len(parse_query(query)) < _MIN_NAMED:
             continue
         seen.add(query)
         side = query_split(query)
         if len(sets[side]) < wanted[side]:
             sets[side].append(query)
+            if styles is not None:
+                styles[query] = style
     return tuple(sets["train"]), tuple(sets["test"])
 
 
-TOY_TRAIN_QUERIES, TOY_TEST_QUERIES = make_query_sets()
+QUERY_STYLES: dict[str, str] = {}
+"""The wording style of every query of the default sets (``"caption"`` is the training template)."""
+TOY_TRAIN_QUERIES, TOY_TEST_QUERIES = make_query_sets(styles=QUERY_STYLES)
 """The default sets: 1000 train and 200 held-out test queries (tuples of str)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -183,18 +183,150 @@ def caption(scene: Scene | dict[str, str], rng: RandomSource, omit: dict[str, fl
     >>> caption(Scene("circle", "red", "large", "left", "gray"), random.Random(0), omit={})
     'a large red circle at the left against a gray background'
     """
+    return _caption_of(_named(scene, rng, omit), rng)
+
+
+def _named(scene: Scene | dict[str, str], rng: RandomSource, omit: dict[str, float] | None) -> dict[str, str]:
+    """The attributes a text will name: each one kept unless left out with its ``omit`` probability."""
     attrs = scene.attributes() if isinstance(scene, Scene) else dict(scene)
     omit = OMIT_PROBABILITY if omit is None else omit
-    named = {name: value for name, value in attrs.items() if not rng.random() < omit.get(name, 0.0)}
+    return {name: value for name, value in attrs.items() if not rng.random() < omit.get(name, 0.0)}
+
+
+def _object_phrase(named: dict[str, str], rng: RandomSource) -> str:
     words = [named[name] for name in ("size", "colour") if name in named]
     words.append(named.get("shape") or _pick(rng, ("shape", "object")))
     text = " ".join(words)
-    text = ("an " if text[0] in "aeiou" else "a ") + text
+    return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+def _caption_of(named: dict[str, str], rng: RandomSource) -> str:
+    text = _object_phrase(named, rng)
     if "position" in named:
         text += " " + _pick(rng, POSITION_PHRASES[named["position"]])
     if "background" in named:
         text += _pick(rng, BACKGROUND_PHRASES).format(named["background"])
     return text
+
+
+class _First:
+    """A random source that always draws the first option."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def canonical_caption(query: str) -> str:
+    """``query`` rewritten into the training captions' template, naming the same attributes (a fixed rewrite).
+
+    >>> canonical_caption("grey background with a large red triangle at the centre")
+    'a large red triangle in the center, gray background'
+    """
+    return _caption_of(parse_query(query), _First())
+
+
+# Users' wordings of a scene: the same world words as the captions (plus the aliases parse_query reads), in
+# orders and forms the model never saw in training. Each takes the named attributes and returns the text.
+_USER_ALIASES = {"gray": "grey", "center": "centre"}
+
+
+def _position_phrase(named: dict[str, str], rng: RandomSource) -> str:
+    return _pick(rng, POSITION_PHRASES[named["position"]])
+
+
+def _position_first(named: dict[str, str], rng: RandomSource) -> str:
+    parts = [_position_phrase(named, rng)] if "position" in named else []
+    parts.append(_object_phrase(named, rng))
+    if "background" in named:
+        parts.append(f"{named['background']} background")
+    return ", ".join(parts)
+
+
+def _background_first(named: dict[str, str], rng: RandomSource) -> str:
+    text = _object_phrase(named, rng)
+    if "position" in named:
+        text += " " + _position_phrase(named, rng)
+    return f"{named['background']} background with {text}" if "background" in named else text
+
+
+def _terse(named: dict[str, str], rng: RandomSource) -> str:
+    head = " ".join([named[name] for name in ("colour",) if name in named] + [named.get("shape", "shape")])
+    parts = [head] + [named[name] for name in ("size", "position") if name in named]
+    if "background" in named:
+        parts.append(f"{named['background']} background")
+    return ", ".join(parts)
+
+
+def _noun_first(named: dict[str, str], rng: RandomSource) -> str:
+    shape = named.get("shape", "shape")
+    parts = [f"a {shape}"]
+    described = [named[name] for name in ("size", "colour") if name in named]
+    if described:
+        parts.append(" and ".join(described))
+    if "position" in named:
+        parts.append(_position_phrase(named, rng))
+    if "background" in named:
+        parts.append(f"{named['background']} background")
+    return ", ".join(parts)
+
+
+USER_STYLES: dict[str, tuple[float, Callable[[dict[str, str], RandomSource], str]]] = {
+    "caption": (0.4, _caption_of),  # the training captions' own template
+    "position_first": (0.15, _position_first),  # "on the left, a large red circle, gray background"
+    "background_first": (0.15, _background_first),  # "gray background with a large red circle on the left"
+    "terse": (0.15, _terse),  # "red circle, large, left, gray background"
+    "noun_first": (0.15, _noun_first),  # "a circle, large and red, on the left, gray background"
+}
+"""Style name -> (probability, writer). Probabilities sum to 1."""
+USER_ALIAS_PROBABILITY = 0.5  # of writing "grey" / "centre" in a non-caption style
+
+
+def user_query(
+    scene: Scene | dict[str, str], rng: RandomSource, omit: dict[str, float] | None = None, style: str | None = None
+) -> str:
+    """A query as a user might write it (:func:`user_query_and_style` without the style).
+
+    >>> import random
+    >>> user_query(Scene("circle", "red", "large", "left", "gray"), random.Random(0), omit={}, style="terse")
+    'red circle, large, left, grey background'
+    """
+    return user_query_and_style(scene, rng, omit, style)[0]
+
+
+def user_query_and_style(
+    scene: Scene | dict[str, str], rng: RandomSource, omit: dict[str, float] | None = None, style: str | None = None
+) -> tuple[str, str]:
+    """A query as a user might write it: a style drawn from :data:`USER_STYLES`, attributes left out at random.
+
+    Users do not write in the template the model was trained on; the toy model follows the other wordings less
+    well (see ``benchmarks/toy_world_quality.py``), which is what gives a prompt rewriter a job. Every query
+    names, by :func:`parse_query`, exactly the attributes it was written from.
+
+    Args:
+        scene: a :class:`Scene` or an attribute dict.
+        rng: the random source (``random.Random`` or ``numpy.random.Generator``).
+        omit: as in :func:`caption`.
+        style: one of :data:`USER_STYLES` (default: drawn with the styles' probabilities).
+
+    Returns:
+        The text and the name of its style.
+    """
+    named = _named(scene, rng, omit)
+    if style is None:
+        u, style = rng.random(), "caption"
+        for name, (probability, _) in USER_STYLES.items():
+            if u < probability:
+                style = name
+                break
+            u -= probability
+    if style not in USER_STYLES:
+        raise ValueError(f"style must be one of {sorted(USER_STYLES)}, got {style!r}")
+    text = USER_STYLES[style][1](named, rng)
+    if style != "caption":
+        for word, alias in _USER_ALIASES.items():
+            if re.search(rf"\b{word}\b", text) and rng.random() < USER_ALIAS_PROBABILITY:
+                text = re.sub(rf"\b{word}\b", alias, text)
+    return text, style
 
 
 _ALIASES = {"grey": "gray", "centre": "center", "middle": "center"}

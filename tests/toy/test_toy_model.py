@@ -21,18 +21,18 @@ from promptloop_env.toy.rewards import ToyFidelity
 TOY_FOLDER = PACKAGE_ROOT / BACKBONES["toy-shapes"].source.removeprefix("package:")
 QUERY = "a large red circle on the left, gray background"
 SWITCHED = "a large blue circle on the left, gray background"
-# Pixels [30:33, 14:17] (left of centre) then [46:49, 30:33] (below centre), RGB, of the 64x64 preview after the
-# first action and of the final image, for the rollout of test_seeded_rollout_matches_recorded_slice. Recorded on
+# Pixels [30:33, 14:17] (where a left object sits) then [46:49, 30:33] (below centre, background), RGB, of the
+# 64x64 preview after the first action and of the final image, for the rollout of test_seeded_rollout_matches_recorded_slice. Recorded on
 # x86-64 CPU, torch 2.13, one thread; other BLAS builds may differ by a grey level or two.
 PREVIEW_SLICE = [
-    132, 136, 126, 132, 136, 127, 133, 137, 125, 132, 137, 125, 131, 136, 126, 132, 137, 125, 132, 137, 124, 131, 137,
-    124, 132, 137, 123, 216, 43, 36, 214, 43, 38, 213, 44, 39, 214, 44, 37, 211, 44, 39, 211, 45, 41, 211, 46, 41, 209,
-    45, 43, 209, 46, 45,
+    223, 20, 37, 219, 21, 38, 220, 21, 38, 224, 21, 38, 220, 21, 39, 222, 22, 38, 224, 20, 37, 221, 19, 37, 222, 20,
+    38, 127, 131, 126, 129, 130, 126, 128, 130, 126, 127, 130, 128, 128, 130, 127, 128, 130, 126, 127, 129, 127,
+    128, 129, 127, 128, 129, 126,
 ]  # fmt: skip
 FINAL_SLICE = [
-    42, 68, 240, 47, 67, 240, 50, 65, 241, 40, 70, 238, 43, 67, 240, 45, 65, 242, 38, 72, 235, 39, 70, 237, 42, 67,
-    241, 127, 128, 127, 128, 127, 126, 127, 129, 128, 125, 129, 129, 127, 129, 127, 128, 130, 127, 126, 128, 130, 127,
-    128, 129, 128, 129, 129,
+    31, 66, 232, 33, 67, 232, 36, 67, 233, 30, 68, 232, 31, 68, 231, 34, 67, 233, 28, 70, 228, 29, 69, 230, 32, 69,
+    233, 126, 130, 128, 127, 127, 127, 128, 128, 128, 126, 129, 129, 127, 129, 127, 128, 129, 127, 126, 127, 129,
+    128, 128, 128, 129, 129, 127,
 ]  # fmt: skip
 SLICE_TOLERANCE = 2  # grey levels
 
@@ -57,7 +57,7 @@ def test_default_env_loads_shipped_model_without_network(monkeypatch):
         ("toy-fidelity", ToyFidelity, 1.0)
     ]
     assert tuple(unwrapped.queries) == tuple(TOY_TRAIN_QUERIES)
-    assert unwrapped.guidance_scale == 3.0
+    assert unwrapped.guidance_scale == 1.0
     assert unwrapped.backbone.latent_rgb is not None  # the fitted latent_rgb.json travels with the model
     obs, info = env.reset(seed=0)
     assert obs["image"].shape == (256, 256, 3) and info["query"] in TOY_TRAIN_QUERIES
@@ -80,6 +80,7 @@ def test_seeded_rollout_matches_recorded_slice():
     # What the numbers mean: the preview after one third of the steps already shows the query's red circle, and
     # the prompt switched there turns it blue; the reward scores the final image against the query (4 of 5 right).
     assert analyse(preview).colour == "red" and analyse(final).colour == "blue"
+    assert analyse(preview).position == analyse(final).position == "left"
     assert reward == pytest.approx(0.8)
 
 

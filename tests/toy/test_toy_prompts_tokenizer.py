@@ -35,3 +35,56 @@ def test_tokenizer_world_words_are_single_tokens_and_round_trip(tmp_path):
         assert len(ids) == 32
     assert again.model_max_length == tok.model_max_length == 32
     assert tok.decode(tok("a red circle").input_ids, skip_special_tokens=True) == "a red circle"
+
+
+def test_user_queries_name_exactly_their_attributes_in_every_style():
+    import random
+
+    import pytest
+
+    from promptloop_env.toy.world import USER_STYLES, random_scene, user_query
+
+    rng = random.Random(0)
+    for _ in range(400):
+        scene = random_scene(rng, jitter=False)
+        for style in USER_STYLES:
+            for omit in ({}, None):
+                state = rng.getstate()
+                text = user_query(scene, rng, omit=omit, style=style)
+                rng.setstate(state)  # the same draws again give the named attributes the text was written from
+                named = user_query.__globals__["_named"](scene, rng, omit)
+                assert parse_query(text) == {
+                    k: named[k] for k in ("colour", "shape", "size", "position", "background") if k in named
+                }, text  # noqa: E501
+    with pytest.raises(ValueError, match="style must be one of"):
+        user_query(scene, rng, style="shouting")
+    assert abs(sum(p for p, _ in USER_STYLES.values()) - 1) < 1e-9
+
+
+def test_user_query_styles_follow_their_probabilities(monkeypatch):
+    import random
+
+    from promptloop_env.toy import world
+
+    counts = dict.fromkeys(world.USER_STYLES, 0)
+
+    def counting(name, writer):
+        def wrapped(named, rng):
+            counts[name] += 1
+            return writer(named, rng)
+
+        return wrapped
+
+    patched = {name: (p, counting(name, writer)) for name, (p, writer) in world.USER_STYLES.items()}
+    monkeypatch.setattr(world, "USER_STYLES", patched)
+    rng = random.Random(1)
+    for _ in range(4000):
+        world.user_query(world.random_scene(rng, jitter=False), rng)
+    for name, (probability, _) in patched.items():
+        assert abs(counts[name] / 4000 - probability) < 0.03, (name, counts[name])
+
+
+def test_query_sets_hold_user_wordings():
+    assert any(q.startswith(("on the", "at the", "to the", "in the")) for q in TOY_TEST_QUERIES)
+    assert any(" background with " in q for q in TOY_TEST_QUERIES)
+    assert any("grey" in q or "centre" in q for q in TOY_TEST_QUERIES)
