@@ -22,8 +22,9 @@ TOY_FOLDER = PACKAGE_ROOT / BACKBONES["toy-shapes"].source.removeprefix("package
 QUERY = "a large red circle on the left, gray background"
 SWITCHED = "a large blue circle on the left, gray background"
 # Pixels [30:33, 14:17] (where a left object sits) then [46:49, 30:33] (below centre, background), RGB, of the
-# 64x64 preview after the first action and of the final image, for the rollout of test_seeded_rollout_matches_recorded_slice. Recorded on
-# x86-64 CPU, torch 2.13, one thread; other BLAS builds may differ by a grey level or two.
+# 64x64 preview after the first action and of the final image, for the rollout of
+# test_seeded_rollout_matches_recorded_slice. Recorded on x86-64 CPU, torch 2.13, one thread; other BLAS builds
+# may differ by a grey level or two.
 PREVIEW_SLICE = [
     223, 20, 37, 219, 21, 38, 220, 21, 38, 224, 21, 38, 220, 21, 39, 222, 22, 38, 224, 20, 37, 221, 19, 37, 222, 20,
     38, 127, 131, 126, 129, 130, 126, 128, 130, 126, 127, 130, 128, 128, 130, 127, 128, 130, 126, 127, 129, 127,
