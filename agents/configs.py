@@ -76,7 +76,9 @@ class GRPOConfig:
     """GRPO hyper-parameters and run bookkeeping."""
 
     output_dir: str = _opt("runs/promptloop", "Run folder: config, metrics log, checkpoints, policy, pictures.")
-    train_prompts: str = _opt("toy-train", "Training queries: a built-in set name or a text file (one per line).")
+    train_prompts: str = _opt(
+        "toy-user-train", "Training queries: a built-in set name or a text file (one per line)."
+    )
     num_iterations: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then one update).")
     queries_per_iteration: int = _opt(8, "Queries per iteration and process; each gets a group of episodes.")
     group_size: int = _opt(4, "G: episodes per query, differing in seed and sampled prompts.")
@@ -103,7 +105,7 @@ class EvalConfig:
     """Evaluation on held-out queries."""
 
     output_dir: str = _opt("runs/eval", "Folder for metrics.json and pictures.")
-    eval_prompts: str = _opt("toy-test", "Held-out queries: a built-in set name or a text file.")
+    eval_prompts: str = _opt("toy-user-test", "Held-out queries: a built-in set name or a text file.")
     seeds_per_query: int = _opt(2, "Episodes (seeds) per held-out query.")
     max_queries: int = _opt(0, "Use at most this many queries (0 = all).")
     metrics: str = _opt("toy-fidelity,toy-aesthetic", "Comma-separated rewards scored on the final images.")

@@ -43,7 +43,9 @@ class DemoConfig:
     warm_start_episodes: int = _opt(64, "Episodes rolled out with the teacher for the warm start.")
     warm_start_steps: int = _opt(600, "Supervised warm-start steps.")
     warm_start: str = _opt("shipped", "shipped (the package's warm-started toy policy, if present) | train (now).")
-    eval_queries: int = _opt(100, "Held-out queries (0 = all of toy-test).")
+    train_prompts: str = _opt("toy-user-train", "Training queries (users' wordings of the toy world).")
+    eval_prompts: str = _opt("toy-user-test", "Held-out queries (the same wordings, other attribute combinations).")
+    eval_queries: int = _opt(100, "Held-out queries used (0 = all of eval_prompts).")
     seeds_per_query: int = _opt(1, "Evaluation episodes per held-out query.")
     seed: int = _opt(0, "Seed of the whole demo.")
     progress: bool = _opt(True, "Show progress bars.")
@@ -78,6 +80,7 @@ def run_demo(config: DemoConfig) -> dict:
     )
     grpo = GRPOConfig(
         output_dir=str(out),
+        train_prompts=config.train_prompts,
         num_iterations=config.num_iterations,
         max_train_seconds=config.max_train_seconds,
         queries_per_iteration=config.queries_per_iteration,
@@ -88,6 +91,7 @@ def run_demo(config: DemoConfig) -> dict:
     )
     evaluation = EvalConfig(
         output_dir=str(out),
+        eval_prompts=config.eval_prompts,
         max_queries=config.eval_queries,
         seeds_per_query=config.seeds_per_query,
         seed=config.seed + 1,

@@ -23,10 +23,10 @@ c. **Speed**: median seconds per episode of the single env at the defaults (``gy
    default thread count (all cores, as a user's process runs); then where the time goes (UNet, VAE, text
    encoder, rest, from module hooks).
 
-(a) also reports fidelity per wording style of the query (the caption template the model was trained on, and
-the users' wordings of :data:`promptloop_env.toy.world.USER_STYLES`) and, on the same episodes, with every
-action the query rewritten into the caption template (:func:`~promptloop_env.toy.world.canonical_caption`):
-the headroom a prompt rewriter has.
+(a') The identity agent on the users' held-out queries (``toy-user-test``), per wording style
+(:data:`promptloop_env.toy.world.USER_STYLES`), and the same episodes with every action the query rewritten
+into the caption template (:func:`~promptloop_env.toy.world.canonical_caption`): the headroom a prompt
+rewriter has.
 
 (a) and (b) run on the vector env (``num_envs`` episodes per batched model call), whose images equal the
 single env's within one grey level. Results: ``benchmarks/results/toy_world_quality.json``, the sample grids
@@ -55,7 +55,7 @@ import torch
 import promptloop_env  # noqa: F401
 from promptloop_env.backbones import BACKBONES, load_backbone
 from promptloop_env.toy.analyser import analyse
-from promptloop_env.toy.prompts import QUERY_STYLES, TOY_TEST_QUERIES
+from promptloop_env.toy.prompts import QUERY_STYLES, TOY_TEST_QUERIES, TOY_USER_TEST_QUERIES
 from promptloop_env.toy.world import ATTRIBUTES, COLOURS, canonical_caption, parse_query
 from promptloop_env.viz import image_grid, save_png
 
@@ -149,11 +149,7 @@ def identity_quality(num_episodes: int, num_envs: int) -> tuple[dict[str, Any], 
     start = time.perf_counter()
     previews, finals, rewards = run_batched(env_kwargs, queries, seeds, [queries] * refinements, num_envs)
     seconds = time.perf_counter() - start
-    rewritten = [canonical_caption(q) for q in queries]
-    _, _, template_rewards = run_batched(env_kwargs, queries, seeds, [rewritten] * refinements, num_envs)
-    by_style: dict[str, list[int]] = {}
-    for i, query in enumerate(queries):
-        by_style.setdefault(QUERY_STYLES[query], []).append(i)
+
     hits = {name: [0, 0] for name in ATTRIBUTES}
     all_right = no_object = 0
     for image, query, reward in zip(finals, queries, rewards, strict=True):
@@ -173,18 +169,36 @@ def identity_quality(num_episodes: int, num_envs: int) -> tuple[dict[str, Any], 
         "all_right": rate_ci95(all_right, num_episodes),
         "no_object": no_object,
         "seconds": round(seconds, 1),
-        "fidelity_by_style": {
-            style: {
-                "identity": mean_ci95([rewards[i] for i in idx]),
-                "template_rewrite": mean_ci95([template_rewards[i] for i in idx]),
-            }
-            for style, idx in sorted(by_style.items())
-        },
-        "template_rewrite_fidelity": mean_ci95(template_rewards),
     }
     rows = [[*p, f] for p, f in zip(previews, finals, strict=True)]
     labels = [f"{q} (fidelity {r:.2f})" for q, r in zip(queries, rewards, strict=True)]
     return result, rows, labels
+
+
+def user_wordings(num_episodes: int, num_envs: int) -> dict[str, Any]:
+    """(a'): identity and the fixed caption-template rewrite on the users' held-out queries, per wording style."""
+    queries = [TOY_USER_TEST_QUERIES[i % len(TOY_USER_TEST_QUERIES)] for i in range(num_episodes)]
+    seeds = list(range(num_episodes))
+    refinements = 5
+    env_kwargs = dict(num_inference_steps=STEPS, num_refinements=refinements, preview="none")
+    _, _, identity = run_batched(env_kwargs, queries, seeds, [queries] * refinements, num_envs)
+    rewritten = [canonical_caption(q) for q in queries]
+    _, _, template = run_batched(env_kwargs, queries, seeds, [rewritten] * refinements, num_envs)
+    by_style: dict[str, list[int]] = {}
+    for i, query in enumerate(queries):
+        by_style.setdefault(QUERY_STYLES[query], []).append(i)
+    return {
+        "episodes": num_episodes,
+        "identity": mean_ci95(identity),
+        "template_rewrite": mean_ci95(template),
+        "by_style": {
+            style: {
+                "identity": mean_ci95([identity[i] for i in idx]),
+                "template_rewrite": mean_ci95([template[i] for i in idx]),
+            }
+            for style, idx in sorted(by_style.items())
+        },
+    }
 
 
 def recolour(query: str, old: str, new: str) -> str:
@@ -389,10 +403,12 @@ def print_table(results: dict[str, Any]) -> None:
         + "  ".join(f"{k} {v['rate']:.3f}" for k, v in a["accuracy"].items())
         + f"  all right {a['all_right']['rate']:.3f}"
     )
-    t = a["template_rewrite_fidelity"]
-    print(f"    the same episodes with the query rewritten into the caption template: {t['mean']:.3f}")
+    u = results["user_wordings"]
+    print(f"\n(a') users' wordings (toy-user-test), {u['episodes']} episodes: toy-fidelity of the identity agent")
+    print("     and of the same episodes with every action the query rewritten into the caption template")
     print(f"    {'wording':<18}{'n':>5}{'identity':>10}{'template rewrite':>18}")
-    for style, row in a["fidelity_by_style"].items():
+    print(f"    {'all':<18}{u['episodes']:>5}{u['identity']['mean']:>10.3f}{u['template_rewrite']['mean']:>18.3f}")
+    for style, row in u["by_style"].items():
         ident, rewrite = row["identity"], row["template_rewrite"]
         print(f"    {style:<18}{ident['n']:>5}{ident['mean']:>10.3f}{rewrite['mean']:>18.3f}")
     print(f"\n(b) colour switch, {b['episodes']} episodes per fraction")
@@ -437,6 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     print(f"(a) {args.episodes} identity episodes ...", flush=True)
     identity, sample_rows, sample_labels = identity_quality(args.episodes, args.num_envs)
+    print(f"(a') {args.episodes} episodes x 2 on users' wordings ...", flush=True)
+    users = user_wordings(args.episodes, args.num_envs)
     print(f"(b) {args.switch_episodes} episodes x {len(SWITCH_FRACTIONS)} switch points ...", flush=True)
     switch, switch_rows, switch_labels = switch_sensitivity(args.switch_episodes, args.num_envs)
     print(f"(c) speed, {args.speed_repeats} repeats ...", flush=True)
@@ -444,6 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     at25 = switch["fractions"]["0.25"]
     results = {
         "identity": identity,
+        "user_wordings": users,
         "switch": switch,
         "speed": timing,
         "bars": {

@@ -20,6 +20,8 @@ PROMPT_SETS: dict[str, str] = {
     "simple-animals": "promptloop_env.prompts:SIMPLE_ANIMALS",
     "toy-train": "promptloop_env.toy.prompts:TOY_TRAIN_QUERIES",
     "toy-test": "promptloop_env.toy.prompts:TOY_TEST_QUERIES",
+    "toy-user-train": "promptloop_env.toy.prompts:TOY_USER_TRAIN_QUERIES",
+    "toy-user-test": "promptloop_env.toy.prompts:TOY_USER_TEST_QUERIES",
 }
 
 

@@ -1,24 +1,46 @@
 """Prompt sets and the tokenizer."""
 
-from promptloop_env.toy.prompts import TOY_TEST_QUERIES, TOY_TRAIN_QUERIES, make_query_sets, query_split
+import pytest
+
+from promptloop_env.toy.prompts import (
+    QUERY_STYLES,
+    TOY_TEST_QUERIES,
+    TOY_TRAIN_QUERIES,
+    TOY_USER_TEST_QUERIES,
+    TOY_USER_TRAIN_QUERIES,
+    make_query_sets,
+    query_split,
+)
 from promptloop_env.toy.tokenizer import build_tokenizer, world_words
-from promptloop_env.toy.world import parse_query
+from promptloop_env.toy.world import USER_STYLES, parse_query
+
+SETS = [(TOY_TRAIN_QUERIES, TOY_TEST_QUERIES, False), (TOY_USER_TRAIN_QUERIES, TOY_USER_TEST_QUERIES, True)]
 
 
-def test_prompt_sets_disjoint_and_deterministic():
-    assert len(TOY_TRAIN_QUERIES) == 1000 and len(TOY_TEST_QUERIES) == 200
-    assert isinstance(TOY_TRAIN_QUERIES, tuple) and all(isinstance(q, str) for q in TOY_TEST_QUERIES)
-    assert len(set(TOY_TRAIN_QUERIES)) == 1000 and len(set(TOY_TEST_QUERIES)) == 200
-    assert set(TOY_TRAIN_QUERIES).isdisjoint(TOY_TEST_QUERIES)
-    assert make_query_sets() == (TOY_TRAIN_QUERIES, TOY_TEST_QUERIES)
+@pytest.mark.parametrize("train, test, users", SETS, ids=["captions", "users"])
+def test_prompt_sets_disjoint_and_deterministic(train, test, users):
+    assert len(train) == 1000 and len(test) == 200
+    assert isinstance(train, tuple) and all(isinstance(q, str) for q in test)
+    assert len(set(train)) == 1000 and len(set(test)) == 200
+    assert set(train).isdisjoint(test)
+    assert make_query_sets(users=users) == (train, test)
 
 
-def test_prompt_sets_split_by_named_attributes():
-    train_keys = {tuple(sorted(parse_query(q).items())) for q in TOY_TRAIN_QUERIES}
-    test_keys = {tuple(sorted(parse_query(q).items())) for q in TOY_TEST_QUERIES}
+@pytest.mark.parametrize("train, test, users", SETS, ids=["captions", "users"])
+def test_prompt_sets_split_by_named_attributes(train, test, users):
+    train_keys = {tuple(sorted(parse_query(q).items())) for q in train}
+    test_keys = {tuple(sorted(parse_query(q).items())) for q in test}
     assert train_keys.isdisjoint(test_keys)
-    assert all(query_split(q) == "test" for q in TOY_TEST_QUERIES)
-    assert all(len(parse_query(q)) >= 2 for q in TOY_TRAIN_QUERIES + TOY_TEST_QUERIES)
+    assert all(query_split(q) == "test" for q in test)
+    assert all(len(parse_query(q)) >= 2 for q in train + test)
+
+
+def test_prompt_sets_are_registered():
+    from promptloop_env.prompts import resolve_prompts
+
+    assert resolve_prompts("toy-user-test", None) == TOY_USER_TEST_QUERIES
+    assert resolve_prompts("toy-test", None) == TOY_TEST_QUERIES
+    assert set(QUERY_STYLES) == set(TOY_USER_TRAIN_QUERIES + TOY_USER_TEST_QUERIES)
 
 
 def test_tokenizer_world_words_are_single_tokens_and_round_trip(tmp_path):
@@ -84,7 +106,9 @@ def test_user_query_styles_follow_their_probabilities(monkeypatch):
         assert abs(counts[name] / 4000 - probability) < 0.03, (name, counts[name])
 
 
-def test_query_sets_hold_user_wordings():
-    assert any(q.startswith(("on the", "at the", "to the", "in the")) for q in TOY_TEST_QUERIES)
-    assert any(" background with " in q for q in TOY_TEST_QUERIES)
-    assert any("grey" in q or "centre" in q for q in TOY_TEST_QUERIES)
+def test_user_query_sets_hold_user_wordings():
+    assert any(q.startswith(("on the", "at the", "to the", "in the")) for q in TOY_USER_TEST_QUERIES)
+    assert any(" background with " in q for q in TOY_USER_TEST_QUERIES)
+    assert any("grey" in q or "centre" in q for q in TOY_USER_TEST_QUERIES)
+    assert {QUERY_STYLES[q] for q in TOY_USER_TEST_QUERIES} == set(USER_STYLES)
+    assert not any("grey" in q or "centre" in q for q in TOY_TEST_QUERIES)  # the caption sets use no aliases
