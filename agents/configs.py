@@ -76,9 +76,7 @@ class GRPOConfig:
     """GRPO hyper-parameters and run bookkeeping."""
 
     output_dir: str = _opt("runs/promptloop", "Run folder: config, metrics log, checkpoints, policy, pictures.")
-    train_prompts: str = _opt(
-        "toy-user-train", "Training queries: a built-in set name or a text file (one per line)."
-    )
+    train_prompts: str = _opt("toy-user-train", "Training queries: a built-in set name or a text file (one per line).")
     num_iterations: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then one update).")
     queries_per_iteration: int = _opt(8, "Queries per iteration and process; each gets a group of episodes.")
     group_size: int = _opt(4, "G: episodes per query, differing in seed and sampled prompts.")

@@ -18,7 +18,7 @@ from promptloop_agents.rollout import EnvBatch, make_env_batch
 
 
 def load_queries(spec: str) -> list[str]:
-    """Queries from a text file (one per line) or a built-in prompt set name (``toy-user-train``, ``toy-test``, ...)."""
+    """Queries from a text file (one per line) or a built-in prompt set name (``toy-user-train``, ...)."""
     path = Path(spec)
     if path.is_file():
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
