@@ -27,7 +27,7 @@ from promptloop_agents.sft import collect_examples, supervised_finetune
 from promptloop_agents.toy_policy import build_toy_policy
 from promptloop_agents.toy_rewrites import toy_teacher
 from promptloop_env.rewards import make_reward
-from promptloop_env.toy.prompts import TOY_TEST_QUERIES, TOY_TRAIN_QUERIES
+from promptloop_env.toy.prompts import TOY_USER_TEST_QUERIES, TOY_USER_TRAIN_QUERIES
 
 
 @dataclass
@@ -54,15 +54,15 @@ def main() -> None:
     # 1. Warm start: imitate a varied teacher on real previews, so RL starts from a sensible prompt writer.
     train_envs = make_env_batch(config.queries_per_iteration * config.group_size, refine_schedule="random", **env)
     policy = build_toy_policy("small")
-    examples = collect_examples(train_envs, toy_teacher, list(TOY_TRAIN_QUERIES[: 2 * train_envs.num_envs]))
+    examples = collect_examples(train_envs, toy_teacher, list(TOY_USER_TRAIN_QUERIES[: 2 * train_envs.num_envs]))
     supervised_finetune(policy, examples, steps=args.warm_start_steps)
 
     # 2. GRPO: groups of episodes per query, group-normalised terminal reward, clipped ratio, KL anchor.
-    GRPOTrainer(policy, config, train_envs, list(TOY_TRAIN_QUERIES)).train()
+    GRPOTrainer(policy, config, train_envs, list(TOY_USER_TRAIN_QUERIES)).train()
 
     # 3. Held-out evaluation, the same (query, seed) episodes for both agents, uniform refinement points.
     eval_envs = make_env_batch(16, refine_schedule="uniform", **env)
-    queries = list(TOY_TEST_QUERIES[: args.eval_episodes])
+    queries = list(TOY_USER_TEST_QUERIES[: args.eval_episodes])
     seeds = np.arange(len(queries))
     results = evaluate({"identity": IdentityAgent(), "policy": policy}, eval_envs, queries, seeds,
                        {reward: make_reward(reward)})  # fmt: skip
