@@ -9,21 +9,20 @@ keeps the preview image, the segment and the progress, and :class:`~promptloop_e
 turns the action into ``Discrete(K)`` over a bank of complete prompts (``{query}`` is the episode's query) or
 of modifiers appended to the query.
 
-The default is a setting where the action matters and the run is cheap on a CPU: toy-shapes with the
-``toy-aesthetic`` reward (large, centred, high-contrast objects, whatever the query), one action per episode
-(``num_refinements=1``, a bandit), 10 denoising steps at guidance 3.0 and a small latent-RGB preview (about
-0.65 s an episode on one CPU thread), and the ``aesthetic-prompts`` bank: the query alone, large objects on a
-contrasting background, small ones on a dull background. After training (on the ``toy-train`` queries), the
-deterministic policy, uniformly random arms and the query alone play the same held-out seeds on the
-``toy-test`` queries; the script prints their mean rewards with 95% confidence intervals (normal
-approximation), and the paired differences.
+The default is a setting where the action matters and the run is cheap on a CPU: toy-shapes with the ``toy-
+aesthetic`` reward (large, centred, high-contrast objects, whatever the query), one action per episode
+(``num_refinements=1``, a bandit), 10 denoising steps at the backbone's default guidance (1.0) and a small latent-
+RGB preview (about 0.3 s an episode on one CPU thread), and the ``aesthetic-prompts`` bank: the query alone, large
+objects on a contrasting background, small ones on a dull background. After training (on the ``toy-train``
+queries), the deterministic policy, uniformly random arms and the query alone play the same held-out seeds on the
+``toy-test`` queries; the script prints their mean rewards with 95% confidence intervals (normal approximation),
+and the paired differences.
 
 Measured (default arguments: 640 training episodes, 64 held-out episodes per policy, one CPU thread on the
-shared 2-core machine; trained 445 s, evaluated 134 s; ``benchmarks/results/sb3_ppo_discrete.json``):
-PPO 0.716 [0.683, 0.749], random arms 0.497 [0.454, 0.539], query alone 0.458 [0.421, 0.495]; paired
-PPO - random +0.220. PPO learned to write "a large white square, black background" for every query. With a
-bank of modifiers appended after a comma the gaps are much smaller (the toy model ignores size words placed
-there; background words work) and 640 one-step episodes did not single out the best arm.
+shared 2-core machine; trained 198 s, evaluated 62 s; ``benchmarks/results/sb3_ppo_discrete.json``):
+PPO 0.729 [0.694, 0.763], random arms 0.492 [0.449, 0.535], query alone 0.500 [0.455, 0.546]; paired
+PPO - random +0.237. PPO learned to write "a large white square, black background" for every query. (With the
+earlier toy model, a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
 from __future__ import annotations
