@@ -6,8 +6,8 @@ earlier architecture and Min-SNR weights, see below; this version's recipe has n
     python -m promptloop_env.toy.train --out runs/toy-shapes --vae-minutes 1.0 --unet-minutes 3.9 \
         --batch-size 512 --vae-batch-size 256 --eval-queries 200 --eval-guidance 1,3
 
-Fine-tune a saved pipeline (keeps its tokenizer, text encoder and VAE; the UNet weights are loaded into this
-version's architecture), e.g. on this repository's 2-core CPU, 0.7 steps/s at batch 128::
+Fine-tune a saved pipeline (its tokenizer and VAE stay fixed; its text encoder and UNet train on, the UNet
+weights loaded into this version's architecture), e.g. on this repository's 2-core CPU, 0.7 steps/s at batch 128::
 
     python -m promptloop_env.toy.train --out runs/toy-ft --init-from promptloop_env/toy/assets/toy-shapes \
         --unet-minutes 35 --batch-size 128 --lr 4e-4 --warmup-steps 50 --num-threads 2 --eval-guidance 1,3
