@@ -39,40 +39,6 @@ SHIPPED_TOY_POLICY = Path(__file__).parent / "assets" / "toy-policy"
 TOY_STATE_TEMPLATE = "query: {query}\nprompt: {prompt}\nprogress: {timestep:.1f}"
 # Words of the policy's own state text, on top of the world's words.
 STATE_WORDS = ("query", "prompt", "progress", ":", ",", ".", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
-FALLBACK_WORLD_WORDS = [
-    "a",
-    "an",
-    "the",
-    "large",
-    "small",
-    "big",
-    "tiny",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "purple",
-    "orange",
-    "white",
-    "black",
-    "gray",
-    "grey",
-    "pink",
-    "circle",
-    "square",
-    "triangle",
-    "shape",
-    "on",
-    "in",
-    "at",
-    "left",
-    "right",
-    "top",
-    "bottom",
-    "center",
-    "middle",
-    "background",
-]
 
 
 @dataclass
@@ -93,8 +59,8 @@ TOY_POLICY_SIZES = {
 
 
 def world_words() -> list[str]:
-    """The toy world's words (its diffusion tokenizer's word list) plus words policies write often."""
-    return list(dict.fromkeys([*toy_world_words(), *FALLBACK_WORLD_WORDS]))
+    """The toy world's words: its diffusion tokenizer's word list."""
+    return toy_world_words()
 
 
 def build_policy_tokenizer(words: Iterable[str], vocab_size: int = 600):

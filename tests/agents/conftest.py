@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from promptloop_agents.rollout import make_env_batch
-from promptloop_agents.toy_policy import FALLBACK_WORLD_WORDS, build_toy_policy
+from promptloop_agents.toy_policy import build_toy_policy, world_words
 
 torch.set_num_threads(1)
 
@@ -31,7 +31,7 @@ def envs():
 @pytest.fixture
 def policy():
     """A randomly initialised tiny toy policy (Qwen2.5-VL family)."""
-    return build_toy_policy("tiny", words=FALLBACK_WORLD_WORDS, max_new_tokens=8)
+    return build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
 
 
 @pytest.fixture

@@ -47,13 +47,13 @@ def test_on_policy_ratio_is_exactly_one_and_the_policy_moves(policy, envs, queri
 
 
 def test_resume_continues_exactly(policy, envs, queries, tmp_path):
-    from promptloop_agents.toy_policy import FALLBACK_WORLD_WORDS, build_toy_policy
+    from promptloop_agents.toy_policy import build_toy_policy, world_words
 
     straight = GRPOTrainer(policy, _config(tmp_path / "a", num_iterations=3), envs, queries)
     straight.train()
-    first = build_toy_policy("tiny", words=FALLBACK_WORLD_WORDS, max_new_tokens=8)
+    first = build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
     GRPOTrainer(first, _config(tmp_path / "b", num_iterations=2), envs, queries).train()
-    again = build_toy_policy("tiny", words=FALLBACK_WORLD_WORDS, max_new_tokens=8)
+    again = build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
     resumed = GRPOTrainer(again, _config(tmp_path / "b", num_iterations=3), envs, queries)
     history = resumed.train()
     assert [m["iteration"] for m in history] == [3]
