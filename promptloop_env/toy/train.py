@@ -226,12 +226,35 @@ def assemble_pipeline(tokenizer, text_encoder, unet, vae):
     )
 
 
+def align_levels(state: dict, saved_levels: int, new_levels: int) -> dict:
+    """A saved UNet's ``state`` renamed for a UNet with ``new_levels`` <= ``saved_levels`` resolution levels.
+
+    Up block ``j`` of the saved UNet becomes up block ``j - (saved_levels - new_levels)``: the up path runs from
+    the lowest resolution to the highest, so the blocks the two share are the last ones. Down blocks keep their
+    indices. Parameters of the dropped levels keep names the new UNet lacks and so are dropped when loading.
+    """
+    if new_levels > saved_levels:
+        raise ValueError(f"cannot add resolution levels: the saved UNet has {saved_levels}, this one {new_levels}")
+    shift = saved_levels - new_levels
+    if shift == 0:
+        return dict(state)
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("up_blocks."):
+            index, rest = key[len("up_blocks.") :].split(".", 1)
+            key = f"up_blocks.{int(index) - shift}.{rest}" if int(index) >= shift else f"dropped.{key}"
+        renamed[key] = value
+    return renamed
+
+
 def load_initial_pipeline(folder: str):
     """A saved toy pipeline to fine-tune, its UNet weights loaded into :func:`toy_model.build_unet`'s architecture.
 
     Every parameter of the new architecture must be in the saved UNet with the same shape; settings that change no
     shape (the number of attention heads) may differ, and saved modules the new architecture lacks (an attention
-    block removed) are dropped.
+    block, the mid block) are dropped. Where the new UNet has fewer resolution levels, the saved one's lowest
+    levels are dropped: down blocks keep their indices, up blocks are counted from the full-resolution end (see
+    :func:`align_levels`).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizerFast
@@ -242,7 +265,9 @@ def load_initial_pipeline(folder: str):
     unet = toy_model.build_unet()
     saved = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True)
     try:
-        missing, _dropped = unet.load_state_dict(saved.state_dict(), strict=False)
+        levels = len(saved.config.block_out_channels), len(unet.config.block_out_channels)
+        state = align_levels(saved.state_dict(), *levels)
+        missing, _dropped = unet.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise ValueError(f"--init-from {folder!r}: its UNet's parameter shapes differ from this version's") from err
     if missing:

@@ -39,23 +39,27 @@ def test_fine_tune_from_a_saved_pipeline(tmp_path):
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    from promptloop_env.toy.train import main
+    from promptloop_env.toy.train import align_levels, main
 
     torch.set_num_threads(1)
     source = Path(__file__).resolve().parents[2] / "promptloop_env/toy/assets/toy-shapes"
+    saved_levels = len(json.loads((source / "unet/config.json").read_text())["block_out_channels"])
     out = tmp_path / "ft"
     common = ["--max-images", "32", "--batch-size", "4", "--captions-per-combo", "2", "--eval-queries", "2",
               "--eval-guidance", "1", "--eval-steps", "2", "--device", "cpu"]  # fmt: skip
     main(["--out", str(out), "--init-from", str(source), "--unet-max-steps", "0", *common])
     for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         before, after = load_file(source / part), load_file(out / part)
+        if part.startswith("unet"):
+            tuned_levels = len(json.loads((out / "unet/config.json").read_text())["block_out_channels"])
+            before = align_levels(before, saved_levels, tuned_levels)
         assert after.keys() <= before.keys()
         for key in after:
             torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=f"{part}: {key}")
     original, tuned = StableDiffusionPipeline.from_pretrained(source), StableDiffusionPipeline.from_pretrained(out)
     assert tuned.vae.config.scaling_factor == original.vae.config.scaling_factor
     assert tuned.tokenizer.get_vocab() == original.tokenizer.get_vocab()
-    assert tuned.unet.config.attention_head_dim == [1, 2, 2]  # this version's architecture, the old weights
+    assert tuned.unet.config.attention_head_dim == [1, 2]  # this version's architecture, the old weights
 
     # Two real steps with the plain v-loss change the UNet.
     main(["--out", str(tmp_path / "ft2"), "--init-from", str(source), "--unet-max-steps", "2", "--lr", "1e-3",
@@ -69,3 +73,32 @@ def test_fine_tune_from_a_saved_pipeline(tmp_path):
         main(["--out", str(tmp_path / "bad"), "--init-from", str(tmp_path), *common])
     with pytest.raises(ValueError, match="loss_weighting"):
         main(["--out", str(tmp_path / "bad2"), "--init-from", str(source), "--loss-weighting", "eps", *common])
+
+
+def test_align_levels_drops_the_lowest_level():
+    """A 3-level UNet's weights load into a 2-level one: down blocks by index, up blocks from the top."""
+    import pytest
+    from diffusers import UNet2DConditionModel
+
+    from promptloop_env.toy.train import align_levels
+
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, cross_attention_dim=16,
+                  norm_num_groups=8, attention_head_dim=1)  # fmt: skip
+    three = UNet2DConditionModel(
+        block_out_channels=(8, 16, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), **common,
+    )  # fmt: skip
+    two = UNet2DConditionModel(
+        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), mid_block_type=None, **common,
+    )  # fmt: skip
+    missing, unexpected = two.load_state_dict(align_levels(three.state_dict(), 3, 2), strict=False)
+    assert missing == []
+    assert any(k.startswith("mid_block.") for k in unexpected)
+    assert any(k.startswith("down_blocks.2.") for k in unexpected)
+    for new, old in ((two.up_blocks[0], three.up_blocks[1]), (two.up_blocks[1], three.up_blocks[2])):
+        for (name, a), (_, b) in zip(new.state_dict().items(), old.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
+    assert torch.equal(two.down_blocks[1].resnets[0].conv1.weight, three.down_blocks[1].resnets[0].conv1.weight)
+    with pytest.raises(ValueError, match="cannot add resolution levels"):
+        align_levels(two.state_dict(), 2, 3)
