@@ -59,7 +59,7 @@ def test_fine_tune_from_a_saved_pipeline(tmp_path):
     original, tuned = StableDiffusionPipeline.from_pretrained(source), StableDiffusionPipeline.from_pretrained(out)
     assert tuned.vae.config.scaling_factor == original.vae.config.scaling_factor
     assert tuned.tokenizer.get_vocab() == original.tokenizer.get_vocab()
-    assert tuned.unet.config.attention_head_dim == [1, 2]  # this version's architecture, the old weights
+    assert tuned.unet.config.attention_head_dim == [1, 2, 2]  # this version's architecture, the old weights
 
     # Two real steps with the plain v-loss change the UNet.
     main(["--out", str(tmp_path / "ft2"), "--init-from", str(source), "--unet-max-steps", "2", "--lr", "1e-3",
