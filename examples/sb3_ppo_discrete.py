@@ -19,9 +19,9 @@ queries), the deterministic policy, uniformly random arms and the query alone pl
 and the paired differences.
 
 Measured (default arguments: 640 training episodes, 64 held-out episodes per policy, one CPU thread on the
-shared 2-core machine; trained 198 s, evaluated 62 s; ``benchmarks/results/sb3_ppo_discrete.json``):
-PPO 0.729 [0.694, 0.763], random arms 0.492 [0.449, 0.535], query alone 0.500 [0.455, 0.546]; paired
-PPO - random +0.237. PPO learned to write "a large white square, black background" for every query. (With the
+shared 2-core machine; trained 171 s, evaluated 43 s; ``benchmarks/results/sb3_ppo_discrete.json``):
+PPO 0.729 [0.692, 0.765], random arms 0.498 [0.453, 0.542], query alone 0.509 [0.467, 0.552]; paired
+PPO - random +0.231. PPO learned to write "a large white square, black background" for every query. (With the
 earlier toy model, a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
