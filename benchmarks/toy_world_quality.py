@@ -451,8 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     backbone = load_backbone("toy-shapes")  # held for the whole run: every env below shares it
     start = time.perf_counter()
-    # (c) first: measured after (a) and (b), whose 50-episode batches leave the process's allocator and caches
-    # warm for other shapes, every op ran about 15% slower (UNet 17 ms a call against 15 ms in a fresh process).
+    # (c) first, as in a user's fresh process: measured after the 50-episode batches of (a) and (b), the same
+    # code ran about 15% slower (UNet 17 ms a call against 15 ms); the cause was not isolated.
     print(f"(c) speed, {args.speed_repeats} repeats ...", flush=True)
     timing = speed(args.speed_repeats, args.speed_threads)
     torch.set_num_threads(args.threads)
