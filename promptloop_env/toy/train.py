@@ -236,8 +236,6 @@ def align_levels(state: dict, saved_levels: int, new_levels: int) -> dict:
     if new_levels > saved_levels:
         raise ValueError(f"cannot add resolution levels: the saved UNet has {saved_levels}, this one {new_levels}")
     shift = saved_levels - new_levels
-    if shift == 0:
-        return dict(state)
     renamed = {}
     for key, value in state.items():
         if key.startswith("up_blocks."):

@@ -200,10 +200,14 @@ def _object_phrase(named: dict[str, str], rng: RandomSource) -> str:
     return ("an " if text[0] in "aeiou" else "a ") + text
 
 
+def _position_phrase(named: dict[str, str], rng: RandomSource) -> str:
+    return _pick(rng, POSITION_PHRASES[named["position"]])
+
+
 def _caption_of(named: dict[str, str], rng: RandomSource) -> str:
     text = _object_phrase(named, rng)
     if "position" in named:
-        text += " " + _pick(rng, POSITION_PHRASES[named["position"]])
+        text += " " + _position_phrase(named, rng)
     if "background" in named:
         text += _pick(rng, BACKGROUND_PHRASES).format(named["background"])
     return text
@@ -230,10 +234,6 @@ def canonical_caption(query: str) -> str:
 _USER_ALIASES = {"gray": "grey", "center": "centre"}
 
 
-def _position_phrase(named: dict[str, str], rng: RandomSource) -> str:
-    return _pick(rng, POSITION_PHRASES[named["position"]])
-
-
 def _position_first(named: dict[str, str], rng: RandomSource) -> str:
     parts = [_position_phrase(named, rng)] if "position" in named else []
     parts.append(_object_phrase(named, rng))
@@ -243,9 +243,7 @@ def _position_first(named: dict[str, str], rng: RandomSource) -> str:
 
 
 def _background_first(named: dict[str, str], rng: RandomSource) -> str:
-    text = _object_phrase(named, rng)
-    if "position" in named:
-        text += " " + _position_phrase(named, rng)
+    text = _caption_of({name: value for name, value in named.items() if name != "background"}, rng)
     return f"{named['background']} background with {text}" if "background" in named else text
 
 
