@@ -11,9 +11,16 @@ import promptloop_env  # noqa: F401
 from promptloop_env.testing import tiny_pipe
 from promptloop_env.vector_env import PromptLoopVectorEnv
 
+# Grey levels by which an image of a sub-episode may differ from the same episode run alone. Batched and single
+# calls go through kernels chosen per shape (oneDNN / BLAS blocking, vectorised tails), which sum in other orders:
+# float results differ in the last bits and, after rounding to uint8, by one grey level on some CPUs (AMD EPYC does
+# so for a batched VAE decode, every run). Bit-exactness holds only within one process layout (same batch
+# composition, same thread count), which is what the replay tests assert.
+BATCH_TOLERANCE = 1
+
 
 def mean_brightness(images, queries):
-    # A smooth reward: one grey level of batching noise moves it by at most 1/255.
+    # A smooth reward: BATCH_TOLERANCE grey levels of batching noise move it by at most BATCH_TOLERANCE / 255.
     return [float(image.mean()) / 255.0 for image in images]
 
 
@@ -74,7 +81,7 @@ def test_sub_episodes_equal_single_envs_with_seed_plus_i(preview):
         assert obs["query"][i] == single_obs["query"]
         assert info["noise_seed"][i] == single_info["noise_seed"]
         assert list(info["refine_steps"][i]) == single_info["refine_steps"]
-        assert max_diff(obs["image"][i], single_obs["image"]) == 0
+        assert max_diff(obs["image"][i], single_obs["image"]) <= BATCH_TOLERANCE
     # Two full episodes: the second comes from the NEXT_STEP autoreset, continuing each sub-env's rng.
     for _episode in range(2):
         for segment in range(4):
@@ -82,18 +89,18 @@ def test_sub_episodes_equal_single_envs_with_seed_plus_i(preview):
             obs, reward, terminated, _, info = envs.step(actions)
             for i, env in enumerate(singles):
                 single_obs, single_reward, single_terminated, _, single_info = env.step(actions[i])
-                assert max_diff(obs["image"][i], single_obs["image"]) <= 1
+                assert max_diff(obs["image"][i], single_obs["image"]) <= BATCH_TOLERANCE
                 assert terminated[i] == single_terminated and obs["segment"][i] == single_obs["segment"]
-                assert reward[i] == pytest.approx(single_reward, abs=1.01 / 255)
+                assert reward[i] == pytest.approx(single_reward, abs=(BATCH_TOLERANCE + 0.01) / 255)
                 if single_terminated:
-                    assert max_diff(info["final_image"][i], single_info["final_image"]) <= 1
+                    assert max_diff(info["final_image"][i], single_info["final_image"]) <= BATCH_TOLERANCE
         assert terminated.all()
         obs, reward, terminated, _, info = envs.step(["ignored"] * 3)
         for i, env in enumerate(singles):
             single_obs, single_info = env.reset()
             assert obs["query"][i] == single_obs["query"] and obs["segment"][i] == 0 and reward[i] == 0.0
             assert info["noise_seed"][i] == single_info["noise_seed"]
-            assert max_diff(obs["image"][i], single_obs["image"]) == 0
+            assert max_diff(obs["image"][i], single_obs["image"]) <= BATCH_TOLERANCE
 
 
 def count_unet_calls(backbone):
@@ -207,12 +214,12 @@ def test_sync_vector_env_equals_the_batched_env():
     assert isinstance(sync, gym.vector.SyncVectorEnv)
     a, _ = envs.reset(seed=1, options={"query": "a cat"})
     b, _ = sync.reset(seed=1, options={"query": "a cat"})
-    assert a["query"] == b["query"] and max_diff(a["image"], b["image"]) == 0
+    assert a["query"] == b["query"] and max_diff(a["image"], b["image"]) <= BATCH_TOLERANCE
     for _ in range(2):
         a, ra, ta, _, _ = envs.step(("a cat", "a dog"))
         b, rb, tb, _, _ = sync.step(("a cat", "a dog"))
-        assert max_diff(a["image"], b["image"]) <= 1 and (ta == tb).all()
-        np.testing.assert_allclose(ra, rb, atol=1.01 / 255)
+        assert max_diff(a["image"], b["image"]) <= BATCH_TOLERANCE and (ta == tb).all()
+        np.testing.assert_allclose(ra, rb, atol=(BATCH_TOLERANCE + 0.01) / 255)
 
 
 def test_async_with_shared_memory_is_refused_and_works_without():
