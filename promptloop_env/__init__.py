@@ -16,7 +16,9 @@ from __future__ import annotations
 from gymnasium.envs.registration import register
 from gymnasium.envs.registration import registry as gym_registry
 
-from promptloop_env.env import PROMPT_CHARSET, PromptLoopEnv
+from promptloop_env.core import PromptLoopCore
+from promptloop_env.env import PromptLoopEnv
+from promptloop_env.spaces import PROMPT_CHARSET
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,4 @@ if "PromptLoop-v0" not in gym_registry:
         kwargs={"backbone": "toy-shapes", "reward": "toy-fidelity"},
     )
 
-__all__ = ["PROMPT_CHARSET", "PromptLoopEnv", "__version__"]
+__all__ = ["PROMPT_CHARSET", "PromptLoopCore", "PromptLoopEnv", "__version__"]

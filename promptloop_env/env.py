@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 
-from promptloop_env.backbones import load_backbone
 from promptloop_env.backbones.base import Trajectory
-from promptloop_env.episode import (
-    Episode,
-    PromptText,
-    advance_episodes,
-    check_action,
-    check_int,
-    check_reset_options,
-    episode_info,
-    episode_observation,
-    start_episodes,
-)
-from promptloop_env.previews import make_preview
-from promptloop_env.prompts import resolve_prompts
-from promptloop_env.rewards import RewardSpec, make_reward
-from promptloop_env.schedule import validate_schedule
+from promptloop_env.core import Episode, PromptLoopCore
+from promptloop_env.rewards import RewardSpec
+from promptloop_env.spaces import PROMPT_CHARSET
+from promptloop_env.validators import RENDER_MODES, check_action, check_render_mode, check_reset_options
 
-PROMPT_CHARSET = frozenset(string.ascii_letters + string.digits + string.punctuation + " ")
-"""Characters of the ``Text`` spaces: letters, digits, ASCII punctuation and the space (95 in all)."""
 
-MAX_PROMPT_CHARS = 1000
-"""``max_length`` of the ``Text`` spaces. Longer strings are still accepted as actions."""
+def _from_core(name: str) -> property:
+    """A read-only attribute of the env that is its core's attribute ``name``."""
+    return property(lambda env: getattr(env.core, name), doc=f"The core's ``{name}`` (see :class:`PromptLoopCore`).")
 
 
 class PromptLoopEnv(gym.Env[dict, str]):
@@ -102,7 +87,8 @@ class PromptLoopEnv(gym.Env[dict, str]):
     gym.make("PromptLoop-v0", backbone="toy-shapes", reward="toy-fidelity", prompts=None,
              num_inference_steps=20, num_refinements=5, refine_schedule="uniform",
              guidance_scale=None, negative_prompt=None, preview="vae", preview_size=256,
-             device=None, torch_dtype=None, render_mode=None)
+             device=None, torch_dtype=None, render_mode=None, taesd=None, local_files_only=False,
+             cpu_offload=False)
     ```
 
     * ``backbone``: registry name (``promptloop_env.backbones.BACKBONES``), local folder or hub id of a
@@ -119,14 +105,33 @@ class PromptLoopEnv(gym.Env[dict, str]):
       ``AutoencoderTiny`` to use.
     * ``preview_size``: side of the preview image.
     * ``device``, ``torch_dtype``: where and in which precision the backbone runs.
+    * ``render_mode``: None or ``"rgb_array"`` (``render()`` returns the latest preview).
     * ``local_files_only``: forwarded to ``from_pretrained``.
+    * ``cpu_offload``: keep each model on the CPU until its turn on the accelerator (diffusers'
+      ``enable_model_cpu_offload``), for checkpoints larger than the accelerator's memory. Needs an accelerator:
+      without one (or with ``device="cpu"``) it raises a ``ValueError``.
+
+    The validated configuration, backbone, reward, preview and schedule live in ``self.core``
+    (:class:`~promptloop_env.core.PromptLoopCore`, which the batched vector env holds too); ``backbone``,
+    ``reward_fn``, ``queries``, ``guidance_scale`` and the other settings are read-only views of it.
 
     ## Version History
 
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 2}
+
+    backbone = _from_core("backbone")
+    reward_fn = _from_core("reward_fn")
+    queries = _from_core("queries")
+    num_inference_steps = _from_core("num_inference_steps")
+    num_refinements = _from_core("num_refinements")
+    refine_schedule = _from_core("refine_schedule")
+    guidance_scale = _from_core("guidance_scale")
+    negative_prompt = _from_core("negative_prompt")
+    preview = _from_core("preview")
+    preview_size = _from_core("preview_size")
 
     def __init__(
         self,
@@ -145,67 +150,46 @@ class PromptLoopEnv(gym.Env[dict, str]):
         render_mode: str | None = None,
         taesd: Any = None,
         local_files_only: bool = False,
+        cpu_offload: bool = False,
     ) -> None:
-        check_int("num_inference_steps", num_inference_steps, 1)
-        check_int("num_refinements", num_refinements, 1)
-        check_int("preview_size", preview_size, 8)
-        if num_refinements > num_inference_steps:
-            raise ValueError(
-                f"num_refinements={num_refinements} exceeds num_inference_steps={num_inference_steps}: each "
-                "action needs at least one denoising step."
-            )
-        self.refine_schedule = validate_schedule(refine_schedule, num_inference_steps, num_refinements)
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise TypeError(f"negative_prompt must be a str or None; got {type(negative_prompt).__name__}.")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}.")
-        if isinstance(torch_dtype, str):
-            torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
-        self.backbone = load_backbone(
-            backbone, device=device, torch_dtype=torch_dtype, local_files_only=local_files_only
+        self.render_mode = check_render_mode(render_mode)
+        self.core = PromptLoopCore(
+            backbone=backbone,
+            reward=reward,
+            prompts=prompts,
+            num_inference_steps=num_inference_steps,
+            num_refinements=num_refinements,
+            refine_schedule=refine_schedule,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            preview=preview,
+            preview_size=preview_size,
+            device=device,
+            torch_dtype=torch_dtype,
+            taesd=taesd,
+            local_files_only=local_files_only,
+            cpu_offload=cpu_offload,
         )
-        self.reward_fn = make_reward(reward, device=self.backbone.device, torch_dtype=torch_dtype)
-        self.queries = resolve_prompts(prompts, self.backbone.default_prompts)
-        self.num_inference_steps = num_inference_steps
-        self.num_refinements = num_refinements
-        self.guidance_scale = self.backbone.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-        self.negative_prompt = negative_prompt
-        self.preview = preview
-        self.preview_size = preview_size
-        self.render_mode = render_mode
-        self._preview = make_preview(preview, self.backbone, preview_size, taesd, local_files_only)
-
-        text = PromptText(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET)
-        self.action_space = text
-        self.observation_space = spaces.Dict(
-            {
-                "image": spaces.Box(0, 255, (preview_size, preview_size, 3), np.uint8),
-                "query": text,
-                "prompt": text,
-                "segment": spaces.Discrete(num_refinements + 1),
-                "timestep": spaces.Box(0.0, 1.0, (1,), np.float32),
-            }
-        )
+        self.action_space = self.core.action_space
+        self.observation_space = self.core.observation_space
         self._episode: Episode | None = None
-        self._closed = False
 
     # -- Gymnasium API ------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         options = check_reset_options(options)
-        (self._episode,) = start_episodes(self, [self.np_random], [options.get("query")], [options.get("noise_seed")])
-        return episode_observation(self._episode), episode_info(self, self._episode)
+        (self._episode,) = self.core.start([self.np_random], [options.get("query")], [options.get("noise_seed")])
+        return self.core.observation(self._episode), self.core.info(self._episode)
 
     def step(self, action: str) -> tuple[dict, float, bool, bool, dict]:
         check_action(action)
         if self._episode is None:
             raise RuntimeError("Call reset() before step().")
-        if self._episode.segment >= self.num_refinements:
+        if self._episode.terminated:
             raise RuntimeError("The episode has terminated: call reset() before step().")
-        rewards, extras = advance_episodes(self, [self._episode], [action])
-        terminated = self._episode.segment == self.num_refinements
-        info = {**episode_info(self, self._episode), **extras[0]}
-        return episode_observation(self._episode), float(rewards[0]), terminated, False, info
+        (reward,) = self.core.advance([self._episode], [action])
+        episode = self._episode
+        return self.core.observation(episode), float(reward), episode.terminated, False, self.core.info(episode)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
@@ -215,9 +199,11 @@ class PromptLoopEnv(gym.Env[dict, str]):
     def close(self) -> None:
         # The backbone's weights are shared with other envs: drop our references, free nothing shared.
         self._episode = None
-        self._closed = True
 
     @property
     def _traj(self) -> Trajectory | None:
         """The running episode's sampling run (None before ``reset`` and after ``close``)."""
         return None if self._episode is None else self._episode.traj
+
+
+__all__ = ["PROMPT_CHARSET", "PromptLoopEnv"]

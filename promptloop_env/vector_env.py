@@ -10,17 +10,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from promptloop_env.core import Episode, PromptLoopCore
 from promptloop_env.env import PromptLoopEnv
-from promptloop_env.episode import (
-    Episode,
-    advance_episodes,
-    check_action,
-    check_int,
-    check_reset_options,
-    episode_info,
-    episode_observation,
-    start_episodes,
-)
+from promptloop_env.validators import check_action, check_int, check_render_mode, check_reset_options
 
 
 class PromptLoopVectorEnv(VectorEnv):
@@ -67,30 +59,33 @@ class PromptLoopVectorEnv(VectorEnv):
     Args:
         num_envs: number of episodes stepped together.
         autoreset_mode: a ``gymnasium.vector.AutoresetMode`` (or its value as a str).
-        **env_kwargs: the arguments of :class:`PromptLoopEnv` (``backbone``, ``reward``, ``prompts``, ...).
+        render_mode: None or ``"rgb_array"`` (``render()`` returns each sub-env's latest preview).
+        **env_kwargs: the other arguments of :class:`PromptLoopEnv` (``backbone``, ``reward``, ``prompts``, ...),
+            which configure this env's :class:`~promptloop_env.core.PromptLoopCore` (``self.core``).
     """
 
     metadata = {**PromptLoopEnv.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
-        self, num_envs: int = 1, autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any
+        self,
+        num_envs: int = 1,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+        **env_kwargs: Any,
     ) -> None:
-        check_int("num_envs", num_envs, 1)
+        self.num_envs = check_int("num_envs", num_envs, 1)
         try:
             autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError as err:
             valid = ", ".join(repr(mode.value) for mode in AutoresetMode)
             raise ValueError(f"autoreset_mode must be one of {valid}; got {autoreset_mode!r}.") from err
         env_kwargs.pop("max_episode_steps", None)  # make_vec forwards a spec's limit; episodes have a fixed length
-        # One PromptLoopEnv holds the validated configuration, the shared backbone, reward and preview; the
-        # episodes themselves live in self._episodes.
-        self.env = PromptLoopEnv(**env_kwargs)
-        self.num_envs = int(num_envs)
+        self.render_mode = check_render_mode(render_mode)
+        self.core = PromptLoopCore(**env_kwargs)
         self.autoreset_mode = autoreset_mode
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
-        self.render_mode = self.env.render_mode
-        self.single_observation_space = self.env.observation_space
-        self.single_action_space = self.env.action_space
+        self.single_observation_space = self.core.observation_space
+        self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
@@ -141,20 +136,18 @@ class PromptLoopVectorEnv(VectorEnv):
             check_action(actions[i])
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
-        infos = self._start(to_reset, [None] * len(to_reset), [None] * len(to_reset))
         stepped = [self._episodes[i] for i in to_step]
-        sub_infos: dict[int, dict[str, Any]] = {}
         if stepped:
-            step_rewards, extras = advance_episodes(self.env, stepped, [actions[i] for i in to_step])
-            for j, i in enumerate(to_step):
-                rewards[i] = step_rewards[j]
-                terminated[i] = stepped[j].segment == self.env.num_refinements
-                sub_infos[i] = {**episode_info(self.env, stepped[j]), **extras[j]}
+            rewards[to_step] = self.core.advance(stepped, [actions[i] for i in to_step])
+        terminated[to_step] = [ep.terminated for ep in stepped]
+        sub_infos = {i: self.core.info(ep) for i, ep in zip(to_step, stepped, strict=True)}
+        infos: dict[str, Any] = {}
         ended = np.flatnonzero(terminated).tolist() if self.autoreset_mode == AutoresetMode.SAME_STEP else []
         for i in ended:  # as SyncVectorEnv: the terminal step goes to final_obs / final_info, then the reset
-            final = {"final_obs": episode_observation(self._episodes[i]), "final_info": sub_infos.pop(i)}
+            final = {"final_obs": self.core.observation(self._episodes[i]), "final_info": sub_infos.pop(i)}
             infos = self._add_info(infos, final, i)
-        infos = self._start(ended, [None] * len(ended), [None] * len(ended), infos)
+        # NEXT_STEP resets the sub-envs that ended at the last step, SAME_STEP those that end now.
+        infos = self._start(to_reset + ended, infos=infos)
         for i, info in sub_infos.items():
             infos = self._add_info(infos, info, i)
         self._ended = terminated & (self.autoreset_mode != AutoresetMode.SAME_STEP)
@@ -168,31 +161,34 @@ class PromptLoopVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._episodes = [None] * self.num_envs
-        self.env.close()
 
     # -- helpers ------------------------------------------------------------------------------------
     def _start(
         self,
         indices: list[int],
-        queries: list[str | None],
-        noise_seeds: list[int | None],
+        queries: list[str | None] | None = None,
+        noise_seeds: list[int | None] | None = None,
         infos: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Begin episodes for the sub-envs ``indices`` (one batched preview) and add their reset infos."""
+        """Begin episodes for the sub-envs ``indices`` (one batched preview) and add their reset infos.
+
+        ``queries`` and ``noise_seeds`` hold one entry per index; None (or a None entry) draws it.
+        """
         infos = {} if infos is None else infos
         if not indices:
             return infos
         for i in indices:
             if self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random()
-        episodes = start_episodes(self.env, [self._rngs[i] for i in indices], queries, noise_seeds)
+        drawn = [None] * len(indices)
+        episodes = self.core.start([self._rngs[i] for i in indices], queries or drawn, noise_seeds or drawn)
         for i, ep in zip(indices, episodes, strict=True):
             self._episodes[i] = ep
-            infos = self._add_info(infos, episode_info(self.env, ep), i)
+            infos = self._add_info(infos, self.core.info(ep), i)
         return infos
 
     def _observations(self) -> dict[str, Any]:
-        obs = [episode_observation(ep) for ep in self._episodes]
+        obs = [self.core.observation(ep) for ep in self._episodes]
         return {
             "image": np.stack([o["image"] for o in obs]),
             "query": tuple(o["query"] for o in obs),

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from promptloop_env.env import PROMPT_CHARSET
+from promptloop_env.spaces import PROMPT_CHARSET
 
 MODIFIER_TEMPLATE = "{query}, {modifier}"
 """How :class:`DiscretizePrompt` applies a modifier to the query (an empty modifier keeps the query)."""

@@ -99,3 +99,26 @@ def test_local_folder_round_trip(tmp_path, make_env):
     _, _, info = run_episode(env, "a photo of a dog", seed=2)
     expected = pipeline_image(pipe, "a photo of a dog", info, 8, guidance_scale=3.0)
     np.testing.assert_array_equal(info["final_image"], expected)
+
+
+@pytest.mark.parametrize("preview", ["vae", "taesd"])
+def test_replay_holds_with_decoding_previews(make_env, tmp_path, preview):
+    """Previews that decode (the default ``vae``, ``taesd``) leave the trajectory and its generator untouched."""
+    kwargs = {}
+    if preview == "taesd":
+        from diffusers import AutoencoderTiny
+
+        AutoencoderTiny(
+            encoder_block_out_channels=(16, 16, 16, 16),
+            decoder_block_out_channels=(16, 16, 16, 16),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+        ).save_pretrained(tmp_path / "taesd")
+        kwargs["taesd"] = str(tmp_path / "taesd")
+    pipe = tiny_pipe("euler-ancestral")  # a stochastic sampler: any extra draw from the generator would show
+    env = make_env(backbone=pipe, preview=preview, guidance_scale=5.0, refine_schedule="random", **kwargs)
+    obs, _, info = run_episode(env, "a red circle on the left", seed=4)
+    expected = pipeline_image(pipe, "a red circle on the left", info, 8, guidance_scale=5.0)
+    np.testing.assert_array_equal(info["final_image"], expected)
+    if preview == "vae":  # the last preview is the final image, resized
+        assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 0

@@ -140,7 +140,11 @@ def _load_pipeline(source: str, device: Any, torch_dtype: torch.dtype | None, lo
     else:
         # safetensors only, and never trust_remote_code: a hub folder with only pickles fails here.
         pipe = DiffusionPipeline.from_pretrained(
-            source, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=local_files_only
+            source,
+            torch_dtype=torch_dtype,
+            use_safetensors=True,
+            local_files_only=local_files_only,
+            **absent_components(source, local_files_only),
         )
         pipe.set_progress_bar_config(disable=True)
     if torch_dtype is not None:
@@ -148,6 +152,23 @@ def _load_pipeline(source: str, device: Any, torch_dtype: torch.dtype | None, lo
     if device is not None:
         pipe = pipe.to(device)
     return pipe
+
+
+def absent_components(source: str, local_files_only: bool = False) -> dict[str, None]:
+    """``{name: None}`` for each component that a pipeline folder or hub id records as absent.
+
+    A pipeline saved without an optional model (an SD3 folder without T5: ``text_encoder_3``, ``tokenizer_3``)
+    lists it as ``[null, null]`` in ``model_index.json``; ``from_pretrained`` loads such a folder only when told
+    ``name=None`` for each of them.
+    """
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(source, local_files_only=local_files_only)
+    return {
+        name: None
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, (list, tuple)) and list(value) == [None, None]
+    }
 
 
 def wrap_pipeline(pipe: Any, **options: Any) -> DiffusersBackbone:

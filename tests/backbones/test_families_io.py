@@ -70,18 +70,16 @@ def test_flux_to_spatial_inverts_packing():
     assert torch.equal(backbone.to_spatial(packed), spatial)
 
 
-@pytest.mark.parametrize("case", ["sdxl", "sd3", "flux-dev"])
+@pytest.mark.parametrize("case", ["sdxl", "sd3", "sd3-no-t5", "flux-dev"])
 def test_local_folder_round_trip(case, tmp_path):
-    """Save the tiny pipeline (safetensors) and load it back by path, as users do.
-
-    (A folder saved without T5 needs ``from_pretrained(..., text_encoder_3=None, tokenizer_3=None)``: load such
-    pipelines yourself and pass the instance.)
-    """
+    """Save the tiny pipeline (safetensors) and load it back by path, as users do (an SD3 folder without T5 too)."""
     pipe = family_pipe(case)
     folder = tmp_path / case
     pipe.save_pretrained(folder, safe_serialization=True)
     backbone = load_backbone(str(folder), local_files_only=True)
     assert type(backbone) is type(wrap_pipeline(pipe))
+    if case == "sd3-no-t5":
+        assert backbone.pipe.text_encoder_3 is None and backbone.pipe.tokenizer_3 is None
     if case.startswith("flux"):  # FluxPipeline hard-codes its default size; the tiny one sets it per instance
         backbone.pipe.default_sample_size = TINY_FLUX_SAMPLE_SIZE
     env = make_family_env(backbone, guidance_scale=guidance(case))
@@ -139,3 +137,21 @@ def test_cpu_offload_option_calls_the_pipeline(monkeypatch):
     monkeypatch.setattr(pipe, "enable_model_cpu_offload", lambda *a, **k: calls.append((a, k)), raising=False)
     wrap_pipeline(pipe, cpu_offload=True)
     assert calls == [((), {})]
+
+
+def test_env_forwards_cpu_offload_where_an_accelerator_is_available(monkeypatch):
+    pipe = family_pipe("sd3")
+    calls = []
+    monkeypatch.setattr(pipe, "enable_model_cpu_offload", lambda *a, **k: calls.append((a, k)), raising=False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    env = make_family_env(pipe, cpu_offload=True)
+    assert calls == [((), {})] and env.unwrapped.backbone.pipe is pipe
+
+
+def test_env_refuses_cpu_offload_without_an_accelerator(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no accelerator"):
+        make_family_env(family_pipe("sd3"), cpu_offload=True)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="device='cpu'"):
+        make_family_env(family_pipe("sd3"), cpu_offload=True, device="cpu")

@@ -113,7 +113,7 @@ def count_unet_calls(backbone):
 def test_one_batched_model_call_per_denoising_step(schedule):
     envs = make_vec(4, refine_schedule=schedule, guidance_scale=3.0)
     envs.reset(seed=0)
-    calls, handle = count_unet_calls(envs.unwrapped.env.backbone)
+    calls, handle = count_unet_calls(envs.unwrapped.core.backbone)
     try:
         expected = 0
         for _ in range(4):
@@ -146,7 +146,7 @@ def test_reward_is_one_batched_call_per_step():
 def test_per_env_reset_options_and_seed_list():
     envs = make_vec(2)
     obs, info = envs.reset(seed=[3, None], options={"query": ["a red circle", None], "noise_seed": [11, 12]})
-    assert obs["query"][0] == "a red circle" and obs["query"][1] in envs.unwrapped.env.queries
+    assert obs["query"][0] == "a red circle" and obs["query"][1] in envs.unwrapped.core.queries
     assert info["noise_seed"].tolist() == [11, 12]
     obs, info = envs.reset(options={"query": "a cat", "noise_seed": 5})
     assert obs["query"] == ("a cat", "a cat") and info["noise_seed"].tolist() == [5, 5]
