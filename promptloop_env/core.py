@@ -18,7 +18,7 @@ import torch
 
 from promptloop_env.backbones import load_backbone
 from promptloop_env.backbones.base import Trajectory, to_uint8
-from promptloop_env.previews import make_preview, resize_images
+from promptloop_env.previews import make_preview
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.rewards import RewardSpec, make_reward
 from promptloop_env.schedule import refinement_steps, validate_schedule
@@ -192,10 +192,7 @@ class PromptLoopCore:
             final = to_uint8(self.backbone.decode(latents, generator))
             components = self.reward_fn.components(final, [episodes[i].query for i in done])
             values = self.reward_fn.combine(components)
-            if self.preview == "vae":  # the final image is the last preview: no second decode
-                images = resize_images(torch.from_numpy(final).permute(0, 3, 1, 2).float() / 255.0, self.preview_size)
-            else:
-                images = self._preview(latents)
+            images = self._preview.of_final(latents, final)
             for j, i in enumerate(done):
                 rewards[i] = float(values[j])
                 episodes[i].image = images[j]

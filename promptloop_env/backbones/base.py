@@ -14,16 +14,20 @@ bit for bit. The phases are:
 
 Weights are shared between every env that uses the backbone; schedulers and generators never are.
 Families differ only in how they encode prompts, prepare latents and call their denoiser; that is what
-subclasses of :class:`DiffusersBackbone` override.
+subclasses of :class:`DiffusersBackbone` override. Each family class also declares its own facts (the diffusers
+pipeline class it runs, its latent-to-RGB map, its tiny autoencoder and its default guidance scale) and registers
+itself in :data:`FAMILIES` with :func:`register_family`.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -32,8 +36,49 @@ PromptEmbedding = dict[str, torch.Tensor]
 """Family-specific text conditioning for one prompt, batch dimension 1 (e.g. ``{"prompt_embeds": ...}``)."""
 
 
+@dataclass(frozen=True)
+class LatentRGB:
+    """A linear map from model-space latents (what the sampler holds) to RGB in [-1, 1], for previews.
+
+    ``rgb = einsum("bchw,cr->brhw", latents, factors) + bias``: one row of ``factors`` per latent channel. Each
+    family declares the approximation the community uses for live previews (e.g. ComfyUI's latent formats); a
+    backbone folder may carry its own fitted map as ``latent_rgb.json`` (``{"factors": ..., "bias": ...}``).
+
+    >>> LatentRGB(((1.0, 0.0, 0.0),)).to_rgb(torch.ones(1, 1, 2, 2))[0, :, 0, 0].tolist()
+    [1.0, 0.0, 0.0]
+    """
+
+    factors: tuple[tuple[float, float, float], ...]
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @classmethod
+    def from_dict(cls, coefficients: Mapping[str, Any]) -> LatentRGB:
+        """From ``{"factors": rows, "bias": rgb}`` (``bias`` optional; other keys ignored)."""
+        factors = tuple(tuple(float(v) for v in row) for row in coefficients["factors"])
+        bias = tuple(float(v) for v in coefficients.get("bias", (0.0, 0.0, 0.0)))
+        return cls(factors, bias)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LatentRGB:
+        """From a ``latent_rgb.json`` file."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_rgb(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w]`` latents to ``float32 [B, 3, h, w]`` RGB in [-1, 1] (not clamped)."""
+        weight = torch.as_tensor(self.factors, dtype=torch.float32, device=latents.device)
+        offset = torch.as_tensor(self.bias, dtype=torch.float32, device=latents.device)
+        if weight.shape[0] != latents.shape[1]:
+            raise ValueError(
+                f"latent_rgb factors have {weight.shape[0]} rows but latents have {latents.shape[1]} channels."
+            )
+        return torch.einsum("bchw,cr->brhw", latents.float(), weight) + offset.view(1, 3, 1, 1)
+
+
+StateT = TypeVar("StateT")
+
+
 @dataclass
-class Trajectory:
+class Trajectory(Generic[StateT]):
     """The whole state of one sampling run: resumable at any step.
 
     Attributes:
@@ -44,9 +89,9 @@ class Trajectory:
         latents: the current latents ``x_t``, batch dimension 1, in the pipeline's own layout.
         guidance_scale: classifier-free guidance weight.
         negative: embedding of the negative prompt (used when guidance is on).
+        state: the family's own per-run state, a dataclass of the family (e.g. image ids, step kwargs), or None.
         step: number of denoising steps done.
         x0: the latest estimate of the clean latents (Tweedie / x0-prediction), or None before any step.
-        extra: family-specific state (e.g. image ids, guidance embeddings, step kwargs).
     """
 
     seed: int
@@ -56,9 +101,9 @@ class Trajectory:
     latents: torch.Tensor
     guidance_scale: float
     negative: PromptEmbedding | None
+    state: StateT
     step: int = 0
     x0: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_steps(self) -> int:
@@ -78,40 +123,49 @@ def cat_embeddings(embeddings: Sequence[PromptEmbedding]) -> PromptEmbedding:
 class DiffusersBackbone:
     """Shared machinery of the backbones; one subclass per pipeline family.
 
+    A family class declares its facts as class attributes: ``family`` (its name), ``pipeline_class`` (the
+    diffusers pipeline class it runs, subclasses included), ``default_latent_rgb`` (its :class:`LatentRGB`),
+    ``default_taesd`` (hub id of its ``AutoencoderTiny``) and ``default_guidance_scale`` (its pipeline's
+    ``__call__`` default); it implements the phases and is decorated with :func:`register_family`.
+
     Args:
         pipe: a loaded diffusers pipeline of the family.
-        default_guidance_scale: what ``guidance_scale=None`` means for this backbone.
-        latent_family: key of the ``latent_rgb`` preview coefficients (see :mod:`promptloop_env.previews`).
-        taesd: hub id or folder of the family's tiny autoencoder (``preview="taesd"``).
+        default_guidance_scale: what ``guidance_scale=None`` means for this backbone; None keeps the family's.
+        taesd: hub id or folder of the tiny autoencoder of ``preview="taesd"``; None keeps the family's.
+        latent_rgb: the map of ``preview="latent_rgb"`` (a :class:`LatentRGB` or its dict); None keeps the family's.
         default_prompts: name of the built-in prompt set used when the env gets ``prompts=None``.
         cache_size: how many prompt embeddings to keep.
         cpu_offload: call the pipeline's ``enable_model_cpu_offload()`` (needs an accelerator and ``accelerate``):
             each model sits on the CPU until its turn, for checkpoints larger than the accelerator's memory.
     """
 
-    family = "base"
-    default_taesd: str | None = None
+    family: ClassVar[str]
+    pipeline_class: ClassVar[type]
+    default_latent_rgb: ClassVar[LatentRGB]
+    default_taesd: ClassVar[str | None] = None
+    default_guidance_scale: float
 
     def __init__(
         self,
         pipe: Any,
-        default_guidance_scale: float = 7.5,
-        latent_family: str | None = None,
+        default_guidance_scale: float | None = None,
         taesd: str | None = None,
+        latent_rgb: LatentRGB | Mapping[str, Any] | None = None,
         default_prompts: str | None = None,
         cache_size: int = 512,
-        latent_rgb: dict[str, Any] | None = None,
         cpu_offload: bool = False,
     ) -> None:
         if cpu_offload:
             pipe.enable_model_cpu_offload()
         self.pipe = pipe
         self._device: torch.device | None = None
-        self.default_guidance_scale = float(default_guidance_scale)
-        self.latent_family = latent_family or self.family
+        if default_guidance_scale is not None:
+            self.default_guidance_scale = float(default_guidance_scale)
         self.taesd = taesd or self.default_taesd
+        if latent_rgb is not None and not isinstance(latent_rgb, LatentRGB):
+            latent_rgb = LatentRGB.from_dict(latent_rgb)
+        self.latent_rgb = latent_rgb or self.default_latent_rgb
         self.default_prompts = default_prompts
-        self.latent_rgb = latent_rgb
         self._cache: OrderedDict[str, tuple[PromptEmbedding, bool]] = OrderedDict()
         self._cache_size = cache_size
         step_params = set(inspect.signature(pipe.scheduler.step).parameters)
@@ -189,6 +243,10 @@ class DiffusersBackbone:
         scheduler = self.pipe.scheduler
         return type(scheduler).from_config(scheduler.config)
 
+    def resolve_guidance(self, guidance_scale: float | None) -> float:
+        """``guidance_scale`` as a float; None means this backbone's default."""
+        return self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+
     def start(
         self,
         seed: int,
@@ -197,17 +255,30 @@ class DiffusersBackbone:
         negative_prompt: str | None = None,
     ) -> Trajectory:
         """Begin a run: a fresh scheduler, a generator seeded with ``seed`` and the starting latents."""
+        guidance_scale = self.resolve_guidance(guidance_scale)
+        generator = torch.Generator(self.device).manual_seed(int(seed))
+        scheduler = self.new_scheduler()
+        timesteps, latents, state = self._prepare(scheduler, generator, num_inference_steps, guidance_scale)
+        negative = self._negative(negative_prompt, guidance_scale)
+        return Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative, state)
+
+    def _prepare(
+        self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The family's part of :meth:`start`: timesteps, starting latents and family state, as its pipeline."""
         raise NotImplementedError
 
-    def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(self.device).manual_seed(int(seed))
+    def _negative(self, negative_prompt: str | None, guidance_scale: float) -> PromptEmbedding | None:
+        """The unconditional embedding of a run, when its guidance needs one."""
+        return self.encode_negative(negative_prompt) if self.does_guidance(guidance_scale) else None
 
-    def _step_kwargs(self, traj: Trajectory, eta: float = 0.0) -> dict[str, Any]:
+    def _step_kwargs(self, generator: torch.Generator, eta: float = 0.0) -> dict[str, Any]:
+        """The extra arguments of ``scheduler.step`` that this scheduler accepts, as the pipelines pass them."""
         kwargs: dict[str, Any] = {}
         if self._step_accepts_eta:
             kwargs["eta"] = eta
         if self._step_accepts_generator:
-            kwargs["generator"] = traj.generator
+            kwargs["generator"] = generator
         return kwargs
 
     # -- 3. denoising -------------------------------------------------------------------------------
@@ -257,6 +328,20 @@ class DiffusersBackbone:
     def to_spatial(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents as ``[B, C, h, w]`` in model space (unpacks packed layouts such as FLUX's)."""
         return latents
+
+
+FAMILIES: dict[str, type[DiffusersBackbone]] = {}
+"""The registered backbone families, by name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux"``)."""
+
+BackboneT = TypeVar("BackboneT", bound=type[DiffusersBackbone])
+
+
+def register_family(cls: BackboneT) -> BackboneT:
+    """Class decorator: register a backbone family in :data:`FAMILIES` under its ``family`` name."""
+    if cls.family in FAMILIES and FAMILIES[cls.family] is not cls:
+        raise ValueError(f"Backbone family {cls.family!r} is registered twice ({FAMILIES[cls.family].__name__}).")
+    FAMILIES[cls.family] = cls
+    return cls
 
 
 def exceeds_window(tokenizer: Any, prompt: str, max_length: int | None = None) -> bool:

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
-from promptloop_env.backbones.base import DiffusersBackbone, PromptEmbedding, Trajectory, exceeds_window
+from promptloop_env.backbones.base import (
+    DiffusersBackbone,
+    LatentRGB,
+    PromptEmbedding,
+    Trajectory,
+    exceeds_window,
+    register_family,
+)
 from promptloop_env.backbones.batching import ConditioningCache, batch_timesteps, flow_match_step, guide
 
 
+@dataclass
+class FluxState:
+    """Per-run state of the FLUX family.
+
+    Attributes:
+        image_ids: the packed latents' position ids, from the pipeline's ``prepare_latents``.
+        text_ids: the text tokens' position ids (zeros, as the pipeline's).
+        guidance: FLUX.1-dev's guidance embedding input, ``[1]``; None for models without one (schnell).
+    """
+
+    image_ids: torch.Tensor
+    text_ids: torch.Tensor
+    guidance: torch.Tensor | None
+
+
+@register_family
 class FluxBackbone(DiffusersBackbone):
     """The flow-matching transformer loop of ``FluxPipeline.__call__``, in resumable phases.
 
@@ -40,10 +65,33 @@ class FluxBackbone(DiffusersBackbone):
     """
 
     family = "flux"
+    pipeline_class = FluxPipeline
+    # From ComfyUI's comfy/latent_formats.py (class Flux), applied to unpacked latents in model space (to_spatial).
+    default_latent_rgb = LatentRGB(
+        (
+            (-0.0346, 0.0244, 0.0681),
+            (0.0034, 0.0210, 0.0687),
+            (0.0275, -0.0668, -0.0433),
+            (-0.0174, 0.0160, 0.0617),
+            (0.0859, 0.0721, 0.0329),
+            (0.0004, 0.0383, 0.0115),
+            (0.0405, 0.0861, 0.0915),
+            (-0.0236, -0.0185, -0.0259),
+            (-0.0245, 0.0250, 0.1180),
+            (0.1008, 0.0755, -0.0421),
+            (-0.0515, 0.0201, 0.0011),
+            (0.0428, -0.0012, -0.0036),
+            (0.0817, 0.0765, 0.0749),
+            (-0.1264, -0.0522, -0.1103),
+            (-0.0280, -0.0881, -0.0499),
+            (-0.1262, -0.0982, -0.0778),
+        ),
+        (-0.0329, -0.0718, -0.0851),
+    )
     default_taesd = "madebyollin/taef1"
+    default_guidance_scale = 3.5  # FluxPipeline.__call__'s default
 
     def __init__(self, pipe: Any, max_sequence_length: int = 512, true_cfg_scale: float = 1.0, **kwargs: Any) -> None:
-        kwargs.setdefault("default_guidance_scale", 3.5)  # FluxPipeline.__call__'s default
         super().__init__(pipe, **kwargs)
         self.max_sequence_length = max_sequence_length
         self.true_cfg_scale = float(true_cfg_scale)
@@ -75,17 +123,10 @@ class FluxBackbone(DiffusersBackbone):
         # The guidance embedding is not classifier-free guidance: all trajectories share one batch.
         return False
 
-    def start(
-        self,
-        seed: int,
-        num_inference_steps: int,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-    ) -> Trajectory:
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+    def _prepare(
+        self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, FluxState]:
         pipe = self.pipe
-        generator = self._generator(seed)
-        scheduler = self.new_scheduler()
         # 1. Packed starting latents and their image ids, from the pipeline's own prepare_latents.
         height, width = self.image_size
         dtype = pipe.text_encoder_2.dtype  # encode_prompt's dtype, which the pipeline gives the latents
@@ -105,22 +146,23 @@ class FluxBackbone(DiffusersBackbone):
         )
         timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, self.device, sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
-        # 3. True CFG only with a negative prompt, as the pipeline's do_true_cfg.
-        negative = None
-        if self.true_cfg_scale > 1.0 and negative_prompt is not None:
-            negative = self.encode(negative_prompt)[0]
-        traj = Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative)
-        traj.extra["image_ids"] = image_ids
         text_dtype = pipe.text_encoder.dtype if pipe.text_encoder is not None else pipe.transformer.dtype
-        traj.extra["text_ids"] = torch.zeros(self.max_sequence_length, 3).to(device=self.device, dtype=text_dtype)
+        guidance = None
         if pipe.transformer.config.guidance_embeds:
-            traj.extra["guidance"] = torch.full([1], guidance_scale, device=self.device, dtype=torch.float32)
-        return traj
+            guidance = torch.full([1], guidance_scale, device=self.device, dtype=torch.float32)
+        text_ids = torch.zeros(self.max_sequence_length, 3).to(device=self.device, dtype=text_dtype)
+        return timesteps, latents, FluxState(image_ids, text_ids, guidance)
 
-    def _transformer(self, trajs: list[Trajectory], text: PromptEmbedding, context: str) -> torch.Tensor:
+    def _negative(self, negative_prompt: str | None, guidance_scale: float) -> PromptEmbedding | None:
+        # True CFG only with a negative prompt, as the pipeline's do_true_cfg.
+        if self.true_cfg_scale > 1.0 and negative_prompt is not None:
+            return self.encode(negative_prompt)[0]
+        return None
+
+    def _transformer(self, trajs: list[Trajectory[FluxState]], text: PromptEmbedding, context: str) -> torch.Tensor:
         ts = [traj.timesteps[traj.step] for traj in trajs]
         latents = torch.cat([traj.latents for traj in trajs])
-        guidance = torch.cat([traj.extra["guidance"] for traj in trajs]) if "guidance" in trajs[0].extra else None
+        guidance = None if trajs[0].state.guidance is None else torch.cat([traj.state.guidance for traj in trajs])
         with self.pipe.transformer.cache_context(context):
             return self.pipe.transformer(
                 hidden_states=latents,
@@ -128,14 +170,14 @@ class FluxBackbone(DiffusersBackbone):
                 guidance=guidance,
                 pooled_projections=text["pooled_prompt_embeds"],
                 encoder_hidden_states=text["prompt_embeds"],
-                txt_ids=trajs[0].extra["text_ids"],
-                img_ids=trajs[0].extra["image_ids"],
+                txt_ids=trajs[0].state.text_ids,
+                img_ids=trajs[0].state.image_ids,
                 joint_attention_kwargs={},
                 return_dict=False,
             )[0]
 
     def _step_batch(
-        self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
+        self, trajs: list[Trajectory[FluxState]], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
     ) -> None:
         # 1. The conditional pass for every trajectory in one call.
         velocity = self._transformer(trajs, self._conditioning(embeddings), "cond")

@@ -6,9 +6,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 
-from promptloop_env.backbones.base import DiffusersBackbone, PromptEmbedding, Trajectory, exceeds_window
+from promptloop_env.backbones.base import (
+    DiffusersBackbone,
+    LatentRGB,
+    PromptEmbedding,
+    Trajectory,
+    exceeds_window,
+    register_family,
+)
 from promptloop_env.backbones.batching import (
     ConditioningCache,
     batch_timesteps,
@@ -18,6 +26,7 @@ from promptloop_env.backbones.batching import (
 )
 
 
+@register_family
 class StableDiffusion3Backbone(DiffusersBackbone):
     """The MMDiT flow-matching loop of ``StableDiffusion3Pipeline.__call__``, in resumable phases.
 
@@ -41,10 +50,34 @@ class StableDiffusion3Backbone(DiffusersBackbone):
     """
 
     family = "sd3"
+    pipeline_class = StableDiffusion3Pipeline
+    # From ComfyUI's comfy/latent_formats.py (class SD3), which applies it to latents in model space
+    # ((z - shift_factor) * scaling_factor), as the sampler here holds them. Rows = the 16 latent channels.
+    default_latent_rgb = LatentRGB(
+        (
+            (-0.0922, -0.0175, 0.0749),
+            (0.0311, 0.0633, 0.0954),
+            (0.1994, 0.0927, 0.0458),
+            (0.0856, 0.0339, 0.0902),
+            (0.0587, 0.0272, -0.0496),
+            (-0.0006, 0.1104, 0.0309),
+            (0.0978, 0.0306, 0.0427),
+            (-0.0042, 0.1038, 0.1358),
+            (-0.0194, 0.0020, 0.0669),
+            (-0.0488, 0.0130, -0.0268),
+            (0.0922, 0.0988, 0.0951),
+            (-0.0278, 0.0524, -0.0542),
+            (0.0332, 0.0456, 0.0895),
+            (-0.0069, -0.0030, -0.0810),
+            (-0.0596, -0.0465, -0.0293),
+            (-0.1448, -0.1463, -0.1189),
+        ),
+        (0.2394, 0.2135, 0.1925),
+    )
     default_taesd = "madebyollin/taesd3"
+    default_guidance_scale = 7.0  # StableDiffusion3Pipeline.__call__'s default
 
     def __init__(self, pipe: Any, max_sequence_length: int = 256, **kwargs: Any) -> None:
-        kwargs.setdefault("default_guidance_scale", 7.0)  # StableDiffusion3Pipeline.__call__'s default
         super().__init__(pipe, **kwargs)
         self.max_sequence_length = max_sequence_length
         self._conditioning = ConditioningCache()
@@ -97,17 +130,10 @@ class StableDiffusion3Backbone(DiffusersBackbone):
         dtype = pipe.text_encoder.dtype if pipe.text_encoder is not None else pipe.transformer.dtype
         return torch.promote_types(dtype, pipe.text_encoder_3.dtype) if pipe.text_encoder_3 is not None else dtype
 
-    def start(
-        self,
-        seed: int,
-        num_inference_steps: int,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-    ) -> Trajectory:
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+    def _prepare(
+        self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
         pipe = self.pipe
-        generator = self._generator(seed)
-        scheduler = self.new_scheduler()
         # 1. Starting latents first (this pipeline draws them before setting the timesteps).
         height, width = self.image_size
         latents = pipe.prepare_latents(
@@ -125,11 +151,10 @@ class StableDiffusion3Backbone(DiffusersBackbone):
                 scheduler.config.get("max_shift", 1.16),
             )
         timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, self.device, **scheduler_kwargs)
-        negative = self.encode_negative(negative_prompt) if self.does_guidance(guidance_scale) else None
-        return Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative)
+        return timesteps, latents, None
 
     def _step_batch(
-        self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
+        self, trajs: list[Trajectory[None]], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
     ) -> None:
         ts = [traj.timesteps[traj.step] for traj in trajs]
         rows = 2 if guided else 1

@@ -6,12 +6,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import StableDiffusionXLPipeline
 
-from promptloop_env.backbones.base import DiffusersBackbone, PromptEmbedding, Trajectory, exceeds_window
+from promptloop_env.backbones.base import (
+    DiffusersBackbone,
+    LatentRGB,
+    PromptEmbedding,
+    Trajectory,
+    exceeds_window,
+    register_family,
+)
 from promptloop_env.backbones.batching import ConditioningCache, guidance_parts
-from promptloop_env.backbones.unet_loop import start_unet_trajectory, unet_step
+from promptloop_env.backbones.unet_loop import UNetState, prepare_unet_run, unet_step
 
 
+@register_family
 class StableDiffusionXLBackbone(DiffusersBackbone):
     """The UNet denoising loop of ``StableDiffusionXLPipeline.__call__``, in resumable phases.
 
@@ -36,10 +45,21 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
     """
 
     family = "sdxl"
+    pipeline_class = StableDiffusionXLPipeline
+    # The community's preview map for SDXL latents (ComfyUI's latent formats), rows = latent channels.
+    default_latent_rgb = LatentRGB(
+        (
+            (0.3651, 0.4232, 0.4341),
+            (-0.2533, -0.0042, 0.1068),
+            (0.1076, 0.1111, -0.0362),
+            (-0.3165, -0.2492, -0.2188),
+        ),
+        (0.1084, -0.0175, -0.0011),
+    )
     default_taesd = "madebyollin/taesdxl"
+    default_guidance_scale = 5.0  # StableDiffusionXLPipeline.__call__'s default
 
     def __init__(self, pipe: Any, guidance_rescale: float = 0.0, eta: float = 0.0, **kwargs: Any) -> None:
-        kwargs.setdefault("default_guidance_scale", 5.0)  # StableDiffusionXLPipeline.__call__'s default
         super().__init__(pipe, **kwargs)
         self.guidance_rescale = guidance_rescale
         self.eta = eta
@@ -80,16 +100,12 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
         # Same rule as StableDiffusionXLPipeline.do_classifier_free_guidance.
         return guidance_scale > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
-    def start(
-        self,
-        seed: int,
-        num_inference_steps: int,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-    ) -> Trajectory:
+    def _prepare(
+        self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, UNetState]:
         pipe = self.pipe
-        traj = start_unet_trajectory(
-            self, seed, num_inference_steps, guidance_scale, negative_prompt, self._embed_dtype, self.eta
+        timesteps, latents, state = prepare_unet_run(
+            self, scheduler, generator, num_inference_steps, guidance_scale, self._embed_dtype, self.eta
         )
         height, width = self.image_size
         # The added "time ids": original size, crop corner, target size (the pipeline's defaults).
@@ -97,23 +113,22 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
             projection_dim = pipe.text_encoder_2.config.projection_dim
         else:
             projection_dim = self.encode("")[0]["text_embeds"].shape[-1]
-        time_ids = pipe._get_add_time_ids(
+        state.time_ids = pipe._get_add_time_ids(
             (height, width),
             (0, 0),
             (height, width),
             dtype=self._embed_dtype,
             text_encoder_projection_dim=projection_dim,
         ).to(self.device)
-        if hasattr(traj.scheduler, "set_begin_index"):
-            traj.scheduler.set_begin_index(0)
-        traj.extra["time_ids"] = time_ids
-        return traj
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        return timesteps, latents, state
 
     def _step_batch(
-        self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
+        self, trajs: list[Trajectory[UNetState]], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
     ) -> None:
         text = self._conditioning(guidance_parts(trajs, embeddings, guided))
-        time_ids = torch.cat([traj.extra["time_ids"] for traj in trajs] * (2 if guided else 1))
+        time_ids = torch.cat([traj.state.time_ids for traj in trajs] * (2 if guided else 1))
         added = {"text_embeds": text["text_embeds"], "time_ids": time_ids}
         unet_step(self, trajs, text["prompt_embeds"], want_x0, guided, self.guidance_rescale, added)
 

@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import StableDiffusionPipeline
 
-from promptloop_env.backbones.base import DiffusersBackbone, PromptEmbedding, Trajectory
+from promptloop_env.backbones.base import DiffusersBackbone, LatentRGB, PromptEmbedding, Trajectory, register_family
 from promptloop_env.backbones.batching import ConditioningCache, guidance_parts
-from promptloop_env.backbones.unet_loop import start_unet_trajectory, unet_step
+from promptloop_env.backbones.unet_loop import UNetState, prepare_unet_run, unet_step
 
 
+@register_family
 class StableDiffusionBackbone(DiffusersBackbone):
     """The UNet denoising loop of ``StableDiffusionPipeline.__call__``, in resumable phases.
 
@@ -29,7 +31,18 @@ class StableDiffusionBackbone(DiffusersBackbone):
     """
 
     family = "sd"
+    pipeline_class = StableDiffusionPipeline
+    # The community's preview map for SD 1.x/2.x latents (ComfyUI's latent formats), rows = latent channels.
+    default_latent_rgb = LatentRGB(
+        (
+            (0.3512, 0.2297, 0.3227),
+            (0.3250, 0.4974, 0.2350),
+            (-0.2829, 0.1762, 0.2721),
+            (-0.2120, -0.2616, -0.7177),
+        )
+    )
     default_taesd = "madebyollin/taesd"
+    default_guidance_scale = 7.5  # StableDiffusionPipeline.__call__'s default
 
     def __init__(self, pipe: Any, guidance_rescale: float = 0.0, eta: float = 0.0, **kwargs: Any) -> None:
         super().__init__(pipe, **kwargs)
@@ -50,18 +63,14 @@ class StableDiffusionBackbone(DiffusersBackbone):
         # Same rule as StableDiffusionPipeline.do_classifier_free_guidance.
         return guidance_scale > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
-    def start(
-        self,
-        seed: int,
-        num_inference_steps: int,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-    ) -> Trajectory:
+    def _prepare(
+        self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, UNetState]:
         dtype = self.pipe.text_encoder.dtype if self.pipe.text_encoder is not None else self.dtype
-        return start_unet_trajectory(self, seed, num_inference_steps, guidance_scale, negative_prompt, dtype, self.eta)
+        return prepare_unet_run(self, scheduler, generator, num_inference_steps, guidance_scale, dtype, self.eta)
 
     def _step_batch(
-        self, trajs: list[Trajectory], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
+        self, trajs: list[Trajectory[UNetState]], embeddings: list[PromptEmbedding], want_x0: list[bool], guided: bool
     ) -> None:
         text = self._conditioning(guidance_parts(trajs, embeddings, guided))["prompt_embeds"]
         unet_step(self, trajs, text, want_x0, guided, self.guidance_rescale)

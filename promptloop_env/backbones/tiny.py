@@ -12,56 +12,12 @@ import torch
 
 from promptloop_env.text import build_clip_tokenizer
 
-TINY_WORDS = [
-    "a",
-    "an",
-    "the",
-    "of",
-    "on",
-    "in",
-    "at",
-    "with",
-    "and",
-    "photo",
-    "picture",
-    "painting",
-    "drawing",
-    "large",
-    "small",
-    "big",
-    "tiny",
-    "bright",
-    "dark",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "purple",
-    "orange",
-    "white",
-    "black",
-    "gray",
-    "circle",
-    "square",
-    "triangle",
-    "shape",
-    "left",
-    "right",
-    "top",
-    "bottom",
-    "center",
-    "background",
-    "cat",
-    "dog",
-    "house",
-    "tree",
-    "sky",
-    "sunset",
-    "portrait",
-    "detailed",
-    "high",
-    "quality",
-]
+TINY_WORDS = (
+    "a an the of on in at with and photo picture painting drawing large small big tiny bright dark red green blue "
+    "yellow purple orange white black gray circle square triangle shape left right top bottom center background cat "
+    "dog house tree sky sunset portrait detailed high quality"
+).split()
+"""The tiny pipelines' vocabulary: each word is one token of their tokenizers."""
 
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),

@@ -7,6 +7,7 @@ bit-exact replay in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,42 +19,52 @@ from promptloop_env.backbones.batching import batch_timesteps, guide
 from promptloop_env.backbones.x0 import estimate_x0
 
 
-def start_unet_trajectory(
+@dataclass
+class UNetState:
+    """Per-run state of the UNet families.
+
+    Attributes:
+        step_kwargs: the extra arguments of this run's ``scheduler.step`` (``eta``, ``generator``).
+        timestep_cond: guidance-distilled UNets' (LCM) embedding of the guidance scale, else None.
+        time_ids: SDXL's added "time ids" (original size, crop corner, target size), else None.
+    """
+
+    step_kwargs: dict[str, Any]
+    timestep_cond: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
+
+
+def prepare_unet_run(
     backbone: DiffusersBackbone,
-    seed: int,
+    scheduler: Any,
+    generator: torch.Generator,
     num_inference_steps: int,
-    guidance_scale: float | None,
-    negative_prompt: str | None,
+    guidance_scale: float,
     latents_dtype: torch.dtype,
     eta: float = 0.0,
-) -> Trajectory:
-    """A fresh trajectory whose latents are drawn exactly as the pipelines' ``prepare_latents`` draws them.
+) -> tuple[torch.Tensor, torch.Tensor, UNetState]:
+    """Timesteps, starting latents (drawn exactly as the pipelines' ``prepare_latents``) and :class:`UNetState`.
 
     The timesteps are set first: the initial noise scale of sigma-based schedulers depends on them.
     """
     pipe = backbone.pipe
-    guidance_scale = backbone.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-    generator = backbone._generator(seed)
-    scheduler = backbone.new_scheduler()
     timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, backbone.device)
     height, width = backbone.image_size
     shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     latents = randn_tensor(shape, generator=generator, device=backbone.device, dtype=latents_dtype)
     latents = latents * scheduler.init_noise_sigma
-    negative = backbone.encode_negative(negative_prompt) if backbone.does_guidance(guidance_scale) else None
-    traj = Trajectory(seed, generator, scheduler, timesteps, latents, guidance_scale, negative)
-    traj.extra["step_kwargs"] = backbone._step_kwargs(traj, eta)
+    state = UNetState(backbone._step_kwargs(generator, eta))
     if pipe.unet.config.time_cond_proj_dim is not None:  # guidance-distilled UNets (LCM) embed the scale
         w = torch.tensor(guidance_scale - 1).repeat(1)
-        traj.extra["timestep_cond"] = pipe.get_guidance_scale_embedding(
+        state.timestep_cond = pipe.get_guidance_scale_embedding(
             w, embedding_dim=pipe.unet.config.time_cond_proj_dim
         ).to(device=backbone.device, dtype=latents.dtype)
-    return traj
+    return timesteps, latents, state
 
 
 def unet_step(
     backbone: DiffusersBackbone,
-    trajs: list[Trajectory],
+    trajs: list[Trajectory[UNetState]],
     encoder_hidden_states: torch.Tensor,
     want_x0: list[bool],
     guided: bool,
@@ -76,8 +87,8 @@ def unet_step(
     # 2. One UNet call; a scalar timestep when all agree, as the pipelines pass it.
     timestep = ts[0] if all(bool(t == ts[0]) for t in ts) else batch_timesteps(ts, rows).to(backbone.device)
     timestep_cond = None
-    if "timestep_cond" in trajs[0].extra:
-        timestep_cond = torch.cat([traj.extra["timestep_cond"] for traj in trajs] * rows)
+    if trajs[0].state.timestep_cond is not None:
+        timestep_cond = torch.cat([traj.state.timestep_cond for traj in trajs] * rows)
     noise_pred = backbone.pipe.unet(
         model_input,
         timestep,
@@ -98,7 +109,7 @@ def unet_step(
     for j, (traj, t) in enumerate(zip(trajs, ts)):
         eps = noise_pred[j : j + 1]
         x0 = estimate_x0(traj.scheduler, eps, t, traj.latents) if want_x0[j] else None
-        out = traj.scheduler.step(eps, t, traj.latents, **traj.extra["step_kwargs"], return_dict=True)
+        out = traj.scheduler.step(eps, t, traj.latents, **traj.state.step_kwargs, return_dict=True)
         traj.latents = out.prev_sample
         if want_x0[j]:
             traj.x0 = getattr(out, "pred_original_sample", None)

@@ -119,8 +119,8 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> dict:
         images: ``[N, 3, H, W]`` the matching images in [-1, 1], ``H / h`` pixels per latent pixel.
 
     Returns:
-        A JSON-ready dict in the format of :data:`promptloop_env.previews.LATENT_RGB`: ``factors`` (4 rows of
-        RGB) and ``bias``, with ``rgb = latent @ factors + bias`` per latent pixel, RGB in [-1, 1].
+        A JSON-ready dict that :meth:`promptloop_env.backbones.base.LatentRGB.from_dict` reads: ``factors`` (4 rows
+        of RGB) and ``bias``, with ``rgb = latent @ factors + bias`` per latent pixel, RGB in [-1, 1].
     """
     factor = images.shape[-1] // latents.shape[-1]
     target = torch.nn.functional.avg_pool2d(images.float(), factor)

@@ -7,10 +7,18 @@ import pytest
 import torch
 from family_pipes import family_pipe, guidance, make_family_env, pipeline_image, run_episode
 
-from promptloop_env.backbones import BACKBONES, FAMILIES, load_backbone, wrap_pipeline
+from promptloop_env.backbones import (
+    BACKBONES,
+    HubModel,
+    PackageFolder,
+    PipelineFactory,
+    families,
+    family_of,
+    load_backbone,
+    wrap_pipeline,
+)
 from promptloop_env.backbones.base import to_uint8
 from promptloop_env.backbones.tiny import TINY_FLUX_SAMPLE_SIZE
-from promptloop_env.previews import LATENT_RGB
 
 LATENT_CHANNELS = {"sdxl": 4, "sd3": 16, "flux-dev": 16}
 
@@ -50,17 +58,26 @@ def test_preview_shapes(case, preview, tmp_path):
     assert info["final_image"].shape == (64, 64, 3)
 
 
-def test_latent_rgb_coefficients_per_family():
+def test_each_family_declares_its_latent_rgb_map_and_taesd():
     for case, family in (("sdxl", "sdxl"), ("sd3", "sd3"), ("flux-dev", "flux")):
         backbone = wrap_pipeline(family_pipe(case))
-        assert backbone.latent_family == family
-        assert len(LATENT_RGB[family]["factors"]) == LATENT_CHANNELS[case]
-        assert len(LATENT_RGB[family]["bias"]) == 3
+        assert backbone.family == family and type(backbone) is families()[family]
+        assert backbone.latent_rgb is type(backbone).default_latent_rgb
+        assert len(backbone.latent_rgb.factors) == LATENT_CHANNELS[case]
+        assert len(backbone.latent_rgb.bias) == 3
     assert {b.taesd for b in map(wrap_pipeline, map(family_pipe, ("sdxl", "sd3", "flux-dev")))} == {
         "madebyollin/taesdxl",
         "madebyollin/taesd3",
         "madebyollin/taef1",
     }
+
+
+def test_a_pipeline_subclass_is_run_by_its_parents_family_and_others_are_refused():
+    pipe = family_pipe("sdxl")
+    subclass = type("MyPipeline", (type(pipe),), {})
+    assert family_of(object.__new__(subclass)) is families()["sdxl"]
+    with pytest.raises(TypeError, match="Unsupported pipeline class str; supported: .*FluxPipeline"):
+        family_of("not a pipeline")
 
 
 def test_flux_to_spatial_inverts_packing():
@@ -116,11 +133,15 @@ def test_registry_names_and_families():
         "flux-dev": "black-forest-labs/FLUX.1-dev",
         "flux-schnell": "black-forest-labs/FLUX.1-schnell",
     }
-    for name, source in hub.items():
-        assert BACKBONES[name].source == source
+    for name, repo_id in hub.items():
+        assert isinstance(BACKBONES[name], HubModel) and BACKBONES[name].repo_id == repo_id
+    assert isinstance(BACKBONES["toy-shapes"], PackageFolder) and BACKBONES["toy-shapes"].folder.is_dir()
+    assert isinstance(BACKBONES["tiny"], PipelineFactory)
     assert BACKBONES["sdxl-turbo"].options["default_guidance_scale"] == 0.0
     assert BACKBONES["flux-schnell"].options["default_guidance_scale"] == 0.0
-    assert {"StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline"} <= set(FAMILIES)
+    # A model that keeps its pipeline's default guidance does not restate it: the family class holds it.
+    assert "default_guidance_scale" not in BACKBONES["sdxl"].options
+    assert {"sd", "sdxl", "sd3", "flux"} <= set(families())
 
 
 @pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-sd3", "tiny-flux"])
