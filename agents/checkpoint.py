@@ -34,7 +34,7 @@ def save_checkpoint(
     folder: str | Path,
     iteration: int,
     adapter: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     metadata: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
@@ -43,15 +43,16 @@ def save_checkpoint(
     Args:
         folder: the checkpoint folder (created if missing).
         iteration: number of finished iterations; the resumed run starts at this one.
-        adapter: the trainable (LoRA) weights by name.
-        optimizer: its ``state_dict`` is stored as tensors plus JSON param groups.
+        adapter: the trainable weights (LoRA adapters, or all under full fine-tuning) by name.
+        optimizer: its ``state_dict`` is stored as tensors plus JSON param groups; None when it is saved elsewhere
+            (sharded engines save it with ``accelerator.save_state``).
         metadata: JSON-able extras (e.g. the run config).
         keep: checkpoints to keep (at least 1).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"adapter/{name}": value.detach().cpu().contiguous() for name, value in adapter.items()}
-    optim = optimizer.state_dict()
+    optim = optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
     for index, state in optim["state"].items():
         for key, value in state.items():
             value = value if torch.is_tensor(value) else torch.tensor(value)

@@ -1,17 +1,23 @@
-"""Run configurations. Each field carries its help text once; the CLI builds its options from them."""
+"""Run configurations: dataclasses whose fields carry their help text once, YAML recipes, and the CLI parsers.
+
+A run is described by three sections, ``env``, ``policy`` and ``grpo`` (``eval`` for evaluation). A recipe
+(``recipes/*.yaml``) holds any subset of them; ``promptloop train --config recipe.yaml --flag value`` reads
+the file and lets flags override it, and the run folder gets the resolved ``config.yaml``, which can be
+passed back with ``--config``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import torch
 
 T = TypeVar("T")
+CONFIG_FILE = "config.yaml"
 
 
 def _opt(default: Any, help: str) -> Any:  # noqa: A002  (the argparse word)
@@ -30,9 +36,26 @@ def parse_reward(text: str) -> str | dict[str, float]:
     return {name.strip(): float(weight or 1.0) for name, _, weight in parts}
 
 
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    """``"bfloat16"`` / ``"bf16"`` / ``"float16"`` / ``"fp16"`` / ``"float32"`` as a torch dtype; None stays None.
+
+    >>> parse_dtype("bf16"), parse_dtype(None)
+    (torch.bfloat16, None)
+    """
+    if not name:
+        return None
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    dtype = getattr(torch, aliases.get(name, name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"Unknown dtype {name!r}; use bfloat16, float16 or float32.")
+    return dtype
+
+
 @dataclass
 class EnvConfig:
-    """Which env the agents talk to (all passed to ``gym.make("PromptLoop-v0", ...)``)."""
+    """Which env the agents talk to (passed to ``gym.make_vec("PromptLoop-v0", ...)``) and where it runs."""
+
+    _argument_group_name = "environment"
 
     backbone: str = _opt("toy-shapes", "Diffusion backbone: registry name, hub id or local pipeline folder.")
     reward: str = _opt(
@@ -43,21 +66,62 @@ class EnvConfig:
     guidance_scale: float | None = _opt(None, "Classifier-free guidance scale; default: the backbone's.")
     preview: str = _opt("vae", "Preview decoder shown to the policy: vae | taesd | latent_rgb | none.")
     preview_size: int = _opt(64, "Side in pixels of the preview images.")
-    vectorize: bool = _opt(True, "Use the batched vector env (one model call per step for all episodes).")
+    backbone_device: str | None = _opt(None, "Device of the diffusion backbone; default: this process's device.")
+    backbone_dtype: str | None = _opt(None, "Backbone precision: float16 | bfloat16 | float32 (default: float32).")
+    reward_device: str | None = _opt(None, "Device of model-based rewards; default: the backbone's.")
+    reward_dtype: str | None = _opt(None, "Precision of model-based rewards; default: the backbone's.")
+    cpu_offload: bool = _opt(False, "Offload backbone components to the CPU between uses (needs an accelerator).")
 
-    def env_kwargs(self, refine_schedule: str) -> dict[str, Any]:
-        """Keyword arguments for ``gym.make`` / :func:`promptloop_agents.rollout.make_env_batch`."""
-        kwargs = {"backbone": self.backbone, "reward": parse_reward(self.reward)}
-        kwargs["num_inference_steps"] = self.num_inference_steps
-        kwargs.update(num_refinements=self.num_refinements, guidance_scale=self.guidance_scale, preview=self.preview)
-        return {**kwargs, "preview_size": self.preview_size, "refine_schedule": refine_schedule}
+    def env_kwargs(self, refine_schedule: str, device: str | torch.device | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``gym.make_vec`` / :func:`promptloop_agents.rollout.make_vector_env`.
+
+        Args:
+            refine_schedule: ``"random"`` (training) or ``"uniform"`` (evaluation).
+            device: the process's device, used where ``backbone_device`` is unset.
+        """
+        kwargs: dict[str, Any] = {"backbone": self.backbone, "reward": self.reward_spec(device)}
+        kwargs.update(num_inference_steps=self.num_inference_steps, num_refinements=self.num_refinements)
+        kwargs.update(guidance_scale=self.guidance_scale, preview=self.preview, preview_size=self.preview_size)
+        kwargs["refine_schedule"] = refine_schedule
+        backbone_device = self.backbone_device or device
+        if backbone_device is not None:
+            kwargs["device"] = str(backbone_device)
+        if self.backbone_dtype:
+            kwargs["torch_dtype"] = parse_dtype(self.backbone_dtype)
+        if self.cpu_offload:  # only passed when asked for, so that backbones without it keep working
+            kwargs["cpu_offload"] = True
+        return kwargs
+
+    def reward_spec(self, device: str | torch.device | None = None) -> Any:
+        """The env's ``reward`` argument: the spec itself, or rewards built on their own device / dtype."""
+        spec = parse_reward(self.reward)
+        if not (self.reward_device or self.reward_dtype):
+            return spec  # the env builds them next to the backbone
+        from promptloop_env.rewards import make_reward
+
+        where = self.reward_device or self.backbone_device or device
+        built = make_reward(spec, device=where, torch_dtype=parse_dtype(self.reward_dtype or self.backbone_dtype))
+        return {NamedReward(name, fn): weight for name, fn, weight in built.parts}
+
+
+class NamedReward:
+    """A built reward that keeps its registry name as the env's component name (``info["reward_components"]``)."""
+
+    def __init__(self, name: str, fn: Any) -> None:
+        self.__name__, self.fn = name, fn
+
+    def __call__(self, images: Any, queries: Any) -> Any:
+        return self.fn(images, queries)
 
 
 @dataclass
 class PolicyConfig:
-    """Which policy to train or evaluate, and how it samples."""
+    """Which policy to train or evaluate, its precision, and how it samples."""
+
+    _argument_group_name = "policy"
 
     policy: str = _opt("toy", "'toy' (build the toy-world policy and warm-start it), a policy folder or a hub id.")
+    policy_dtype: str | None = _opt(None, "Policy precision: bfloat16 | float16 | float32 (default: as saved).")
     toy_size: str = _opt("small", "Toy policy size: tiny | small.")
     warm_start_episodes: int = _opt(64, "Toy warm start: env episodes rolled out with the rewrite teacher.")
     warm_start_text_examples: int = _opt(4, "Toy warm start: preview-free examples per training query.")
@@ -67,42 +131,96 @@ class PolicyConfig:
         "", "Toy policy: start from this warm-started policy folder ('shipped' = the one in the package) if it exists."
     )
     temperature: float = _opt(1.0, "Sampling temperature of the policy (training and evaluation).")
+    top_k: int = _opt(0, "Sample from the k most likely tokens only (0 = all); enters the training log-probs.")
+    top_p: float = _opt(1.0, "Nucleus sampling mass (1 = all); enters the training log-probs.")
     max_new_tokens: int = _opt(24, "Longest answer the policy may write, in tokens.")
+    image_size: int | None = _opt(None, "Resize previews to this square size before the processor (default: as is).")
     mode: str = _opt("closed-loop", "closed-loop (preview at every refinement) | a-priori (no images).")
+
+    def sampling(self) -> dict[str, Any]:
+        """The :class:`~promptloop_agents.mllm.MLLMAgent` settings this config fixes."""
+        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "mode")
+        settings = {key: getattr(self, key) for key in keys}
+        return {**settings, "image_size": self.image_size} if self.image_size else settings
 
 
 @dataclass
 class GRPOConfig:
-    """GRPO hyper-parameters and run bookkeeping."""
+    """GRPO hyper-parameters (named as TRL's ``GRPOConfig`` names them), memory savers and run bookkeeping."""
+
+    _argument_group_name = "GRPO"
 
     output_dir: str = _opt("runs/promptloop", "Run folder: config, metrics log, checkpoints, policy, pictures.")
     train_prompts: str = _opt("toy-user-train", "Training queries: a built-in set name or a text file (one per line).")
-    num_iterations: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then one update).")
+    max_steps: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then the policy updates).")
     queries_per_iteration: int = _opt(8, "Queries per iteration and process; each gets a group of episodes.")
-    group_size: int = _opt(4, "G: episodes per query, differing in seed and sampled prompts.")
-    learning_rate: float = _opt(1e-3, "AdamW learning rate of the LoRA adapters.")
-    beta: float = _opt(0.04, "KL coefficient to the frozen reference (adapters disabled); 0 turns it off.")
-    clip_epsilon: float = _opt(0.2, "PPO clip range of the importance ratio.")
-    malformed_penalty: float = _opt(0.0, "Subtracted from an episode's reward per malformed answer (format penalty).")
-    num_epochs: int = _opt(1, "Updates per batch of rollouts (1 = fully on-policy, ratio exactly 1).")
+    group_size: int = _opt(4, "G: episodes per query, differing in sampled prompts (and in noise unless same_noise).")
+    same_noise: bool = _opt(False, "A group shares its starting noise and refinement schedule (one env seed).")
+    learning_rate: float = _opt(1e-3, "AdamW learning rate (peak, after warm-up).")
+    lr_scheduler_type: str = _opt(
+        "constant", "transformers scheduler: constant | linear | cosine | constant_with_warmup | ..."
+    )
+    warmup_ratio: float = _opt(0.0, "Fraction of all optimiser steps spent warming the learning rate up from 0.")
+    weight_decay: float = _opt(0.0, "AdamW weight decay.")
+    beta: float = _opt(0.04, "KL coefficient to the frozen reference; 0 turns it off (and needs no reference).")
+    epsilon: float = _opt(0.2, "Lower clip range of the importance ratio (1 - epsilon).")
+    epsilon_high: float | None = _opt(None, "Upper clip range (1 + epsilon_high); default: epsilon. DAPO: 0.28.")
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = _opt(
+        "dapo",
+        "grpo: mean over each action's tokens, then over actions; dr_grpo: token sum / (actions x max_new_tokens);"
+        " dapo: token sum / all generated tokens of the iteration.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = _opt(
+        "group", "Divide advantages by the std of the group, of the whole batch, or not at all (Dr. GRPO)."
+    )
+    filter_zero_std_groups: bool = _opt(False, "Leave groups whose rewards are all equal out of the update.")
+    num_iterations: int = _opt(1, "PPO epochs over each batch of rollouts (TRL's mu; 1 = on-policy, ratio 1).")
+    steps_per_generation: int = _opt(
+        1, "Optimiser steps per epoch: the actions are shuffled into this many minibatches."
+    )
+    micro_batch_size: int = _opt(8, "Actions per forward/backward in the update (gradient accumulation); 0 = all.")
     max_grad_norm: float = _opt(1.0, "Gradient-norm clip.")
-    micro_batch_size: int = _opt(0, "Actions per forward in the update; 0 = all actions of one decision point.")
+    malformed_penalty: float = _opt(0.0, "Subtracted from an episode's reward per malformed answer (format penalty).")
+    truncation_penalty: float = _opt(
+        0.0, "Subtracted from an episode's reward per prompt the text encoder truncated (info['prompt_truncated'])."
+    )
+    finetuning: Literal["lora", "full"] = _opt("lora", "lora (adapters; reference = adapters off) | full.")
     lora_r: int = _opt(16, "LoRA rank.")
     lora_alpha: int = _opt(32, "LoRA alpha.")
+    gradient_checkpointing: bool = _opt(False, "Recompute activations in the backward pass (less memory).")
     refine_schedule: str = _opt("random", "Refinement points in training: random (paper) | uniform.")
     max_train_seconds: float = _opt(0.0, "Stop after the iteration that passes this wall time (0 = no limit).")
     seed: int = _opt(0, "Seed of queries, env seeds and sampling (each iteration is re-seeded from it).")
     save_every: int = _opt(10, "Checkpoint every this many iterations (and at the end).")
     keep_checkpoints: int = _opt(2, "Checkpoints to keep.")
     resume: bool = _opt(True, "Resume from the newest checkpoint in output_dir/checkpoints if there is one.")
+    allow_config_change: bool = _opt(False, "Resume even if the run's saved config differs from this one.")
+    report_to: str = _opt("", "accelerate trackers, comma-separated: tensorboard, wandb, trackio, all ('' = none).")
+    log_samples_every: int = _opt(0, "Every N iterations write (and track) sampled prompts with their previews.")
+    eval_every: int = _opt(0, "Every N iterations score the policy on held-out queries with eval_metrics (0 = off).")
+    eval_prompts: str = _opt("toy-user-test", "Held-out queries of the periodic evaluation.")
+    eval_metrics: str = _opt("toy-fidelity,toy-aesthetic", "Rewards of the periodic evaluation (over-optimisation).")
+    eval_queries: int = _opt(16, "Held-out queries per periodic evaluation (one episode each).")
     progress: bool = _opt(True, "Show progress bars.")
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 for group-normalised advantages; got {self.group_size}.")
+        for name in ("num_iterations", "steps_per_generation", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.finetuning not in ("lora", "full"):
+            raise ValueError(f"finetuning must be 'lora' or 'full'; got {self.finetuning!r}.")
 
 
 @dataclass
 class EvalConfig:
     """Evaluation on held-out queries."""
 
+    _argument_group_name = "evaluation"
+
     output_dir: str = _opt("runs/eval", "Folder for metrics.json and pictures.")
+    device: str = _opt("auto", "Device of the backbone and the policy: auto (cuda when available) | cpu | cuda:N.")
     eval_prompts: str = _opt("toy-user-test", "Held-out queries: a built-in set name or a text file.")
     seeds_per_query: int = _opt(2, "Episodes (seeds) per held-out query.")
     max_queries: int = _opt(0, "Use at most this many queries (0 = all).")
@@ -118,44 +236,79 @@ class EvalConfig:
     num_envs: int = _opt(32, "Episodes stepped together.")
     progress: bool = _opt(True, "Show progress bars.")
 
-
-def _base_type(annotation: Any) -> type:
-    if isinstance(annotation, str):  # postponed annotations: only builtins and "| None" are used here
-        annotation = eval(annotation, {"float": float, "int": int, "str": str, "bool": bool, "None": None})  # noqa: S307
-    if isinstance(annotation, types.UnionType):
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, title: str) -> None:
-    """Add one ``--option`` per field of ``config_class`` (help text and default from the field)."""
-    group = parser.add_argument_group(title, config_class.__doc__)
-    for f in dataclasses.fields(config_class):
-        kind = _base_type(f.type)
-        option = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if kind is bool:
-            group.add_argument(option, type=_parse_bool, default=default, metavar="BOOL", help=help_text)
-        else:
-            group.add_argument(option, type=kind, default=default, help=help_text)
+SECTIONS: dict[str, type] = {"env": EnvConfig, "policy": PolicyConfig, "grpo": GRPOConfig, "eval": EvalConfig}
+COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
+# Fields that may change when a run resumes (bookkeeping, not the experiment).
+RESUMABLE_FIELDS = {"max_steps", "max_train_seconds", "save_every", "keep_checkpoints", "resume"}
+RESUMABLE_FIELDS |= {"allow_config_change", "progress", "report_to", "log_samples_every", "output_dir"}
 
 
 def config_from_args(config_class: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     """Build ``config_class`` from parsed arguments (fields it does not have are ignored)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+    names = [f.name for f in dataclasses.fields(config_class) if f.init]
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return config_class(**{**values, **overrides})
 
 
-def save_configs(path: str | Path, **configs: Any) -> None:
-    """Write configs as one JSON file ``{name: {field: value}}``."""
-    payload = {name: dataclasses.asdict(config) for name, config in configs.items()}
-    Path(path).write_text(json.dumps(payload, indent=2))
+def read_config_file(path: str | Path, sections: tuple[str, ...]) -> dict[str, Any]:
+    """Flat ``{field: value}`` from a YAML (or JSON) recipe with ``env:`` / ``policy:`` / ``grpo:`` sections.
+
+    Sections other than ``sections`` are ignored (a training config can be read by ``eval``); an unknown
+    field is an error that names it.
+    """
+    import yaml
+
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file is a mapping of sections (env, policy, grpo, eval).")
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ValueError(f"{path}: unknown section {section!r}; valid: {', '.join(SECTIONS)}.")
+        if section not in sections:
+            continue
+        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        for key, value in (values or {}).items():
+            if key not in known:
+                raise ValueError(f"{path}: {section}.{key} is not a field; valid: {', '.join(sorted(known))}.")
+            flat[key] = value
+    return flat
+
+
+def config_dict(**configs: Any) -> dict[str, dict[str, Any]]:
+    """``{section: {field: value}}`` of config objects."""
+    return {name: dataclasses.asdict(config) for name, config in configs.items()}
+
+
+def save_config(path: str | Path, **configs: Any) -> None:
+    """Write configs as one YAML file with a section per config; :func:`read_config_file` reads it back."""
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config_dict(**configs), sort_keys=False))
+
+
+def config_changes(saved: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> list[str]:
+    """Fields that differ between a saved and a current config, as ``"section.field: old -> new"``.
+
+    Bookkeeping fields (:data:`RESUMABLE_FIELDS`) are ignored.
+
+    >>> config_changes({"grpo": {"beta": 0.04, "max_steps": 10}}, {"grpo": {"beta": 0.0, "max_steps": 20}})
+    ['grpo.beta: 0.04 -> 0.0']
+    """
+    changes = []
+    for section, values in current.items():
+        before = saved.get(section, {})
+        for key, value in values.items():
+            if key in RESUMABLE_FIELDS or key not in before:
+                continue
+            if before[key] != value:
+                changes.append(f"{section}.{key}: {before[key]!r} -> {value!r}")
+    return changes

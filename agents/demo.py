@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, save_configs
+from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, save_config
 
 
 def _opt(default, help):  # noqa: A002
@@ -32,7 +32,7 @@ class DemoConfig:
     backbone: str = _opt("toy-shapes", "Diffusion backbone (the toy world's model).")
     reward: str = _opt("toy-fidelity", "Training reward ('name' or 'name:weight,name:weight').")
     preview: str = _opt("latent_rgb", "Preview shown to the policy: vae | latent_rgb (nearly free) | taesd.")
-    num_iterations: int = _opt(200, "GRPO iterations at most.")
+    max_steps: int = _opt(200, "GRPO iterations at most.")
     max_train_seconds: float = _opt(480.0, "Stop GRPO after this wall time (the warm start is not counted).")
     learning_rate: float = _opt(1e-3, "LoRA learning rate of GRPO.")
     queries_per_iteration: int = _opt(4, "Queries per GRPO iteration.")
@@ -55,16 +55,9 @@ def _median(rows: list[dict], key: str) -> float:
     return float(np.median([r[key] for r in rows])) if rows else float("nan")
 
 
-def run_demo(config: DemoConfig) -> dict:
-    """Run the demo; returns the ``metrics.json`` payload."""
-    from promptloop_agents import runner
-    from promptloop_agents.baselines import IdentityAgent, StaticRewriteAgent
-    from promptloop_agents.mllm import MLLMAgent
-    from promptloop_agents.plots import before_after_grid, filmstrip
-
-    start = time.perf_counter()
+def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfig, EvalConfig]:
+    """The train and eval configs the demo runs with (``recipes/toy.yaml`` holds the same training run)."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     env = EnvConfig(
         backbone=config.backbone,
         reward=config.reward,
@@ -81,11 +74,12 @@ def run_demo(config: DemoConfig) -> dict:
     grpo = GRPOConfig(
         output_dir=str(out),
         train_prompts=config.train_prompts,
-        num_iterations=config.num_iterations,
+        max_steps=config.max_steps,
         max_train_seconds=config.max_train_seconds,
         queries_per_iteration=config.queries_per_iteration,
         group_size=config.group_size,
         learning_rate=config.learning_rate,
+        micro_batch_size=config.queries_per_iteration * config.group_size,  # one decision point per forward
         seed=config.seed,
         progress=config.progress,
     )
@@ -97,7 +91,21 @@ def run_demo(config: DemoConfig) -> dict:
         seed=config.seed + 1,
         progress=config.progress,
     )
-    save_configs(out / "demo_config.json", demo=config, env=env, policy=policy, grpo=grpo, eval=evaluation)
+    return env, policy, grpo, evaluation
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run the demo; returns the ``metrics.json`` payload."""
+    from promptloop_agents import runner
+    from promptloop_agents.baselines import IdentityAgent, StaticRewriteAgent
+    from promptloop_agents.mllm import MLLMAgent
+    from promptloop_agents.plots import before_after_grid, filmstrip
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env, policy, grpo, evaluation = demo_configs(config)
+    save_config(out / "demo_config.yaml", demo=config, env=env, policy=policy, grpo=grpo, eval=evaluation)
     trained = runner.train(env, policy, grpo)
     train_seconds = time.perf_counter() - start
 

@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
 from promptloop_agents.protocol import Agent, act_batch
-from promptloop_agents.rollout import ActFn, EnvBatch, Episode, run_episodes
+from promptloop_agents.rollout import ActFn, Episode, run_episodes
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom; the normal 1.96 is used beyond.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
@@ -65,7 +66,7 @@ class EvalResult:
 
 def evaluate(
     agents: Mapping[str, Agent | ActFn],
-    envs: EnvBatch,
+    envs: gym.vector.VectorEnv,
     queries: Sequence[str],
     seeds: Sequence[int],
     metrics: Mapping[str, Callable],
@@ -76,7 +77,7 @@ def evaluate(
 
     Args:
         agents: name -> an :class:`Agent` or a batched ``act`` function.
-        envs: the batched env (uniform refinement schedule for evaluation).
+        envs: the vector env (uniform refinement schedule for evaluation).
         queries, seeds: the episodes, identical for all agents (paired comparison).
         metrics: name -> batched reward callable ``(images, queries) -> floats`` on the final images.
         progress: show a progress bar over agents.

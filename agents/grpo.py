@@ -2,28 +2,29 @@
 
 One iteration, per process:
 
-1. Draw ``queries_per_iteration`` queries; each gets a group of ``group_size`` episodes with different env
-   seeds. All episodes run in lockstep through the batched env. At each refinement point the policy's
-   input is rebuilt from the observation (a Markov state) and prompts are sampled for all episodes at once.
-2. Advantage = terminal reward normalised within its group, ``(R - mean_g) / (std_g + eps)``, shared by every
-   generated token of every action of the episode.
-3. Loss per token: the PPO clipped surrogate ``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)`` plus
-   ``beta`` times the k3 estimate of KL to the frozen reference (the same model with adapters disabled),
-   summed over tokens and divided by the number of generated tokens of the iteration. The gradient is
-   accumulated over micro-batches (one per decision point by default) and applied once per epoch.
+1. Draw ``queries_per_iteration`` queries; each gets a group of ``group_size`` episodes (different env seeds,
+   or one shared seed with ``same_noise``: same starting noise and refinement points). All episodes run in
+   lockstep through the Gymnasium vector env; at each refinement point the policy's input is rebuilt from the
+   observation (a Markov state) and prompts are sampled for all episodes at once.
+2. Reward = terminal reward minus format / truncation penalties; advantage = reward normalised within its
+   group (:func:`~promptloop_agents.objectives.group_advantages`), shared by every generated token of every
+   action of the episode. Groups with equal rewards can be left out (``filter_zero_std_groups``).
+3. The actions are shuffled once and split into ``steps_per_generation`` minibatches (one optimiser step
+   each, gradients accumulated over micro-batches of ``micro_batch_size``), for ``num_iterations`` epochs.
+   Loss: the clipped surrogate plus ``beta`` times the k3 KL to the frozen reference (adapters disabled, or a
+   frozen copy under full fine-tuning), normalised as ``loss_type`` says.
 
-With ``num_epochs=1`` the update is fully on-policy: the old log-probabilities are the new ones detached,
-and the ratio is exactly 1. With more epochs they are recomputed beforehand by the same function on the
-same inputs, and the first epoch's ratio is still exactly 1 (logged as ``ratio_max_dev``).
+The old log-probabilities are recomputed by the same function on the same micro-batch inputs before the
+first step, so the first step's ratio is exactly 1 (logged as ``ratio_max_dev``); later steps clip.
 
-Multi-process: run under ``accelerate launch`` (on a CPU-only machine ``--multi_gpu --num_processes 2``
-gives two gloo processes; ``--cpu`` silently starts one). Each process runs its own envs and groups; DDP
-averages the gradients.
+Multi-process: run under ``accelerate launch`` (DDP, FSDP or DeepSpeed through ``recipes/accelerate/``). Each
+process runs its own envs and groups; the engine averages the gradients.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -34,90 +35,117 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.error import DependencyNotInstalled
 from tqdm.auto import tqdm
 
 from promptloop_agents.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from promptloop_agents.configs import GRPOConfig
-from promptloop_agents.mllm import MLLMAgent, PolicySample, pad_completions
-from promptloop_agents.rollout import EnvBatch, Episode, RolloutTimes, run_episodes
+from promptloop_agents.distributed import (
+    engine,
+    is_sharded,
+    make_accelerator,
+    trainable_state_dict,
+    unwrap_for_generation,
+)
+from promptloop_agents.objectives import clipped_objective, group_advantages, reduce_loss, zero_std_groups
+from promptloop_agents.protocol import TrainablePolicy
+from promptloop_agents.rollout import Episode, RolloutTimes, run_episodes
+from promptloop_agents.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
-
-
-def make_accelerator() -> Any:
-    """The default ``accelerate.Accelerator``: GPU when there is one, CPU (gloo when multi-process) otherwise."""
-    try:
-        from accelerate import Accelerator
-    except ImportError as err:
-        raise DependencyNotInstalled('Training needs accelerate and peft: pip install "promptloop[agents]"') from err
-    return Accelerator(cpu=not torch.cuda.is_available())
-
-
-def group_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-4) -> np.ndarray:
-    """Rewards normalised within consecutive groups of ``group_size`` (sample std, as TRL).
-
-    >>> group_advantages(np.array([1.0, 3.0, 5.0, 5.0]), 2).round(3).tolist()
-    [-0.707, 0.707, 0.0, 0.0]
-    """
-    groups = rewards.reshape(-1, group_size)
-    std = groups.std(axis=1, ddof=1, keepdims=True) if group_size > 1 else np.zeros((len(groups), 1))
-    return ((groups - groups.mean(axis=1, keepdims=True)) / (std + eps)).reshape(-1)
+# Parameters of vision towers stay frozen under full fine-tuning, as under LoRA.
+VISION_PARAMETER_NAMES = ("visual.", "vision_tower", "vision_model")
 
 
 @dataclass
 class MicroBatch:
-    """Actions of one forward pass in the update, with their (cached) inputs and reference log-probs."""
+    """Actions of one forward pass in the update, with their advantages and cached reference / old log-probs."""
 
-    inputs: dict[str, torch.Tensor]
-    completion_ids: torch.Tensor
-    completion_mask: torch.Tensor
+    batch: Any
     advantages: torch.Tensor
     ref_logps: torch.Tensor | None = None
     old_logps: torch.Tensor | None = None
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, under transformers 5's name or the older one."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class GRPOTrainer:
-    """Trains an :class:`MLLMAgent` with GRPO on a PromptLoop env.
+    """Trains a :class:`~promptloop_agents.protocol.TrainablePolicy` with GRPO on a PromptLoop vector env.
 
     Args:
-        agent: the policy. LoRA adapters are added when it has none.
+        policy: the policy (e.g. :class:`~promptloop_agents.mllm.MLLMAgent`). Under ``finetuning="lora"`` LoRA
+            adapters are added when it has none (through its ``add_lora``).
         config: hyper-parameters and run folder.
-        envs: the batched env; its ``num_envs`` must divide ``queries_per_iteration * group_size``.
+        envs: a Gymnasium vector env of PromptLoop; its ``num_envs`` must divide
+            ``queries_per_iteration * group_size``.
         queries: training queries.
-        accelerator: an ``accelerate.Accelerator``; a default one (CPU when no GPU) otherwise.
+        accelerator: an ``accelerate.Accelerator``; by default one with ``config.report_to``'s trackers.
+        eval_envs: a vector env with a uniform schedule for the periodic held-out evaluation (``eval_every``).
+        run_config: the whole run's config ``{section: {field: value}}``, stored in checkpoints and compared on
+            resume; by default the GRPO section only.
     """
 
     def __init__(
         self,
-        agent: MLLMAgent,
+        policy: TrainablePolicy,
         config: GRPOConfig,
-        envs: EnvBatch,
+        envs: Any,
         queries: Sequence[str],
         accelerator: Any | None = None,
+        eval_envs: Any | None = None,
+        run_config: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         episodes = config.queries_per_iteration * config.group_size
         if episodes % envs.num_envs:
             raise ValueError(
                 f"envs.num_envs={envs.num_envs} must divide queries_per_iteration * group_size={episodes}."
             )
-        if config.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 for group-normalised advantages; got {config.group_size}.")
         if not queries:
             raise ValueError("No training queries.")
         self.config, self.envs, self.queries = config, envs, list(queries)
-        self.accelerator = accelerator or make_accelerator()
-        if not agent.has_adapter:
-            agent.add_lora(r=config.lora_r, alpha=config.lora_alpha, seed=config.seed)
-        agent.model.to(self.accelerator.device)
-        self.agent = agent
-        self.params = [p for p in agent.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=0.0)
-        self.model, self.optimizer = self.accelerator.prepare(agent.model, optimizer)
         self.run_dir = Path(config.output_dir)
+        self.accelerator = accelerator or make_accelerator(config.report_to, str(self.run_dir))
+        self.policy = policy
+        self.reference = self._setup_parameters(policy)
+        if config.gradient_checkpointing:  # active in train mode only, i.e. in the update
+            enable_checkpointing(policy.model)
+        policy.model.to(self.accelerator.device)
+        self.params = [p for p in policy.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        total_steps = config.max_steps * config.num_iterations * config.steps_per_generation
+        from transformers import get_scheduler
+
+        scheduler = get_scheduler(
+            config.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=int(round(config.warmup_ratio * total_steps)),
+            num_training_steps=total_steps,
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(policy.model, optimizer, scheduler)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.metrics_file = self.run_dir / "metrics.jsonl"
         self.iteration = 0
+        self.log = RunLogger(self, eval_envs, run_config or {"grpo": asdict(config)})
+
+    def _setup_parameters(self, policy: Any) -> Any:
+        """Make the right parameters trainable; return the frozen reference (None: adapters off, or beta 0)."""
+        config = self.config
+        if config.finetuning == "lora":
+            if not getattr(policy, "has_adapter", False):
+                policy.add_lora(r=config.lora_r, alpha=config.lora_alpha, seed=config.seed)
+            return None
+        for name, parameter in policy.model.named_parameters():
+            parameter.requires_grad_(not any(part in name for part in VISION_PARAMETER_NAMES))
+        if config.beta == 0:
+            return None
+        reference = copy.deepcopy(policy.model).eval().to(self.accelerator.device)
+        return reference.requires_grad_(False)
 
     @property
     def is_main(self) -> bool:
@@ -130,15 +158,16 @@ class GRPOTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.config.resume:
             self.resume()
+        self.log.start()
         history = []
         bar = tqdm(
-            total=self.config.num_iterations,
+            total=self.config.max_steps,
             initial=self.iteration,
             desc="GRPO",
             disable=not (self.config.progress and self.is_main),
         )
         start = time.perf_counter()
-        while self.iteration < self.config.num_iterations:
+        while self.iteration < self.config.max_steps:
             metrics = self.step()
             history.append(metrics)
             bar.update(1)
@@ -146,12 +175,13 @@ class GRPOTrainer:
             out_of_time = 0 < self.config.max_train_seconds < time.perf_counter() - start
             flag = torch.tensor(float(out_of_time), device=self.accelerator.device)
             out_of_time = bool(self.accelerator.reduce(flag, "max"))
-            last = self.iteration == self.config.num_iterations or out_of_time
+            last = self.iteration == self.config.max_steps or out_of_time
             if self.iteration % self.config.save_every == 0 or last:
                 self.save()
             if out_of_time:
                 break
         bar.close()
+        self.log.end()
         return history
 
     def step(self) -> dict[str, float]:
@@ -162,156 +192,247 @@ class GRPOTrainer:
         chosen = rng.choice(len(self.queries), size=config.queries_per_iteration, replace=False)
         queries = [self.queries[i] for i in chosen for _ in range(config.group_size)]
         seeds = rng.integers(0, 2**31 - 1, size=len(queries))
+        if config.same_noise:  # one env seed per group: same starting latent and refinement points
+            seeds = np.repeat(seeds[:: config.group_size], config.group_size)
 
         tick = time.perf_counter()
         times = RolloutTimes()
-        samples: list[PolicySample] = []
-        policy = self.accelerator.unwrap_model(self.model)
+        samples: list[Any] = []
+        self.model.eval()
+        with unwrap_for_generation(self.model, self.accelerator) as generator:
 
-        def act(observations: list[dict]) -> list[str]:
-            samples.append(self.agent.sample(observations, model=policy))
-            return samples[-1].prompts
+            def act(observations: list[dict]) -> list[str]:
+                samples.append(self.policy.sample(observations, model=generator))
+                return samples[-1].prompts
 
-        episodes = run_episodes(self.envs, act, queries, seeds, times=times)
-        rewards = np.array([e.reward for e in episodes])
-        if config.malformed_penalty:
-            rewards = rewards - config.malformed_penalty * self._malformed_per_episode(samples, len(episodes))
-        advantages = group_advantages(rewards, config.group_size)
+            episodes = run_episodes(self.envs, act, queries, seeds, times=times)
+        rewards = self._penalised_rewards(episodes, samples)
+        advantages = group_advantages(rewards, config.group_size, config.scale_rewards)
+        keep = ~zero_std_groups(rewards, config.group_size) if config.filter_zero_std_groups else None
         tick_update = time.perf_counter()
-        stats = self.update(self._micro_batches(samples, advantages))
+        stats = self.update(samples, advantages, keep, rng)
         done = time.perf_counter()
         self.iteration += 1
-        metrics = self._metrics(episodes, samples, stats)
+        metrics = self._metrics(episodes, samples, rewards, stats)
         metrics.update(
             time_denoise=times.env,
             time_generate=times.policy,
             time_update=done - tick_update,
             time_iteration=done - tick,
         )
-        if self.is_main:
-            with open(self.metrics_file, "a") as handle:
-                handle.write(json.dumps(metrics) + "\n")
+        self.log.iteration(metrics, episodes, queries, seeds, samples)
         return metrics
 
-    def _episode_rows(self, samples: list[PolicySample], num_episodes: int) -> list[np.ndarray]:
+    def _episode_rows(self, samples: list[Any], num_episodes: int) -> list[np.ndarray]:
         """For each policy call, the episode index of each of its rows (calls go chunk by chunk, K per chunk)."""
         n = self.envs.num_envs
         per_chunk = len(samples) // (num_episodes // n)
         return [(index // per_chunk) * n + np.arange(n) for index in range(len(samples))]
 
-    def _malformed_per_episode(self, samples: list[PolicySample], num_episodes: int) -> np.ndarray:
-        counts = np.zeros(num_episodes)
-        for sample, rows in zip(samples, self._episode_rows(samples, num_episodes), strict=True):
-            counts[rows] += np.asarray(sample.malformed, dtype=np.float64)
-        return counts
+    def _penalised_rewards(self, episodes: list[Episode], samples: list[Any]) -> np.ndarray:
+        """Terminal rewards minus the format penalty per malformed answer and the truncation penalty per truncation."""
+        rewards = np.array([e.reward for e in episodes], dtype=np.float64)
+        if self.config.malformed_penalty:
+            counts = np.zeros(len(episodes))
+            for sample, rows in zip(samples, self._episode_rows(samples, len(episodes)), strict=True):
+                counts[rows] += np.asarray(sample.malformed, dtype=np.float64)
+            rewards = rewards - self.config.malformed_penalty * counts
+        if self.config.truncation_penalty:
+            rewards = rewards - self.config.truncation_penalty * np.array([e.truncated_prompts for e in episodes])
+        return rewards
 
-    def _micro_batches(self, samples: list[PolicySample], advantages: np.ndarray) -> list[MicroBatch]:
-        """Split the iteration's actions into micro-batches and cache inputs and reference log-probs."""
-        n = self.envs.num_envs
-        size = self.config.micro_batch_size or n
-        batches = []
-        for sample, episode_ids in zip(samples, self._episode_rows(samples, len(advantages)), strict=True):
-            for start in range(0, n, size):
-                rows = list(range(start, min(start + size, n)))
-                images = [sample.images[r] for r in rows] if sample.images is not None else None
-                inputs = self.agent.build_inputs([sample.texts[r] for r in rows], images)
-                ids, mask = pad_completions([sample.completions[r] for r in rows], self.agent.pad_token_id)
-                adv = torch.tensor(advantages[episode_ids[rows]], dtype=torch.float32, device=self.accelerator.device)
-                batch = MicroBatch(inputs, ids.to(adv.device), mask.to(adv.device), adv)
-                with torch.no_grad():
-                    if self.config.beta > 0:
-                        with self.agent.model.disable_adapter():
-                            batch.ref_logps = self.agent.completion_logps(self.agent.model, inputs, ids, mask)
-                    if self.config.num_epochs > 1:
-                        batch.old_logps = self.agent.completion_logps(self.agent.model, inputs, ids, mask)
-                batches.append(batch)
-        return batches
+    def _micro_batches(
+        self, samples: list[Any], advantages: np.ndarray, keep: np.ndarray | None, rng: np.random.Generator
+    ) -> list[list[MicroBatch]]:
+        """The iteration's actions, shuffled once, as minibatches (optimiser steps) of micro-batches (forwards).
 
-    def update(self, batches: list[MicroBatch]) -> dict[str, float]:
-        """Clipped-ratio policy-gradient epochs with the KL penalty; returns diagnostics."""
+        Each micro-batch's inputs and reference / old log-probabilities are computed here, once, and reused by
+        every epoch, so the first step's ratio is exactly 1.
+        """
         config = self.config
-        num_tokens = sum(float(b.completion_mask.sum()) for b in batches)
-        stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_max_dev": 0.0, "grad_norm": 0.0}
-        for epoch in range(config.num_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            for index, batch in enumerate(batches):
-                last = index == len(batches) - 1
-                sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-                with sync:
-                    mask = batch.completion_mask.float()
-                    logps = self.agent.completion_logps(
-                        self.model, batch.inputs, batch.completion_ids, batch.completion_mask
-                    )
-                    old = logps.detach() if batch.old_logps is None else batch.old_logps
-                    ratio = torch.exp(logps - old)
-                    adv = batch.advantages[:, None]
-                    clipped = ratio.clamp(1 - config.clip_epsilon, 1 + config.clip_epsilon)
-                    per_token = -torch.min(ratio * adv, clipped * adv)
-                    if batch.ref_logps is not None:
-                        delta = batch.ref_logps - logps
-                        kl = torch.exp(delta) - delta - 1
-                        per_token = per_token + config.beta * kl
-                        if epoch == 0:
-                            stats["kl"] += (kl * mask).sum().item() / num_tokens
-                    loss = (per_token * mask).sum() / num_tokens
-                    self.accelerator.backward(loss)
-                if epoch == 0:
-                    with torch.no_grad():
-                        stats["loss"] += loss.item()
-                        deviation = ((ratio - 1).abs() * mask).max().item()
-                        stats["ratio_max_dev"] = max(stats["ratio_max_dev"], deviation)
-                        stats["clip_fraction"] += (
-                            ((ratio - clipped).abs() > 0).float() * mask
-                        ).sum().item() / num_tokens
-            norm = self.accelerator.clip_grad_norm_(self.params, config.max_grad_norm)
-            stats["grad_norm"] = float(norm) if epoch == 0 else stats["grad_norm"]
-            self.optimizer.step()
-        return stats
+        actions = [
+            (sample, row, int(episode))
+            for sample, episodes in zip(samples, self._episode_rows(samples, len(advantages)), strict=True)
+            for row, episode in enumerate(episodes)
+            if keep is None or keep[episode]
+        ]
+        if config.steps_per_generation > 1:
+            actions = [actions[i] for i in rng.permutation(len(actions))]
+        need_old = config.num_iterations > 1 or config.steps_per_generation > 1
+        minibatches = []
+        for chunk in np.array_split(np.arange(len(actions)), config.steps_per_generation):
+            size = config.micro_batch_size or max(len(chunk), 1)
+            micro = []
+            for start in range(0, len(chunk), size):
+                rows = [actions[i] for i in chunk[start : start + size]]
+                batch = self.policy.collate([(sample, row) for sample, row, _ in rows])
+                adv = torch.tensor([advantages[e] for _, _, e in rows], dtype=torch.float32)
+                item = MicroBatch(batch, adv.to(self.accelerator.device))
+                with torch.no_grad():
+                    if config.beta > 0:
+                        item.ref_logps = self._reference_logps(batch)
+                    if need_old:
+                        item.old_logps = self.policy.logps(self.model, batch)
+                micro.append(item)
+            if micro:
+                minibatches.append(micro)
+        return minibatches
 
-    def _metrics(self, episodes: list[Episode], samples: list[PolicySample], stats: dict) -> dict[str, float]:
-        rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float64, device=self.accelerator.device)
-        rewards = self.accelerator.gather(rewards).cpu().numpy()
+    def _reference_logps(self, batch: Any) -> torch.Tensor:
+        if self.reference is not None:
+            return self.policy.logps(self.reference, batch)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():
+            return self.policy.logps(self.model, batch)
+
+    def update(
+        self, samples: list[Any], advantages: np.ndarray, keep: np.ndarray | None, rng: np.random.Generator
+    ) -> dict[str, float]:
+        """``num_iterations`` epochs of ``steps_per_generation`` clipped-ratio optimiser steps; returns diagnostics."""
+        config = self.config
+        minibatches = self._micro_batches(samples, advantages, keep, rng)
+        max_new_tokens = int(getattr(self.policy, "max_new_tokens", 1))
+        sums = dict.fromkeys(("loss", "kl", "entropy", "clip_low", "clip_high", "grad_norm"), 0.0)
+        counts = {"tokens": 0.0, "first_tokens": 0.0, "steps": 0}
+        ratio_max_dev = 0.0
+        # DeepSpeed divides each backward by its gradient_accumulation_steps and steps at that boundary itself.
+        accumulation = self.accelerator.gradient_accumulation_steps if engine(self.accelerator) == "deepspeed" else 0
+        self.model.train()
+        for epoch in range(config.num_iterations):
+            for step_index, micro in enumerate(minibatches):
+                num_actions = sum(len(m.advantages) for m in micro)
+                num_tokens = sum(float(m.batch.completion_mask.sum()) for m in micro)
+                if accumulation and len(micro) != accumulation:
+                    raise ValueError(
+                        f"DeepSpeed's gradient_accumulation_steps={accumulation} must equal the micro-batches per "
+                        f"optimiser step ({len(micro)}); set it in the accelerate config (recipes/accelerate)."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                for index, item in enumerate(micro):
+                    last = index == len(micro) - 1
+                    sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+                    with sync:
+                        logps, entropy = self.policy.logps(self.model, item.batch, with_entropy=True)
+                        old = logps.detach() if item.old_logps is None else item.old_logps
+                        terms = clipped_objective(
+                            logps,
+                            old,
+                            item.advantages,
+                            config.epsilon,
+                            config.epsilon_high,
+                            item.ref_logps,
+                            config.beta,
+                        )
+                        mask = item.batch.completion_mask
+                        loss = reduce_loss(
+                            terms.per_token, mask, config.loss_type, num_actions, num_tokens, max_new_tokens
+                        )
+                        self.accelerator.backward(loss * accumulation if accumulation else loss)
+                    with torch.no_grad():
+                        m = mask.bool()
+                        sums["loss"] += loss.item()
+                        sums["clip_low"] += float(terms.low_clipped[m].sum())
+                        sums["clip_high"] += float(terms.high_clipped[m].sum())
+                        counts["tokens"] += float(m.sum())
+                        if epoch == 0 and step_index == 0:
+                            ratio_max_dev = max(ratio_max_dev, float(((terms.ratio - 1).abs() * mask).max()))
+                        if epoch == 0:
+                            sums["entropy"] += float(entropy[m].sum())
+                            sums["kl"] += float(terms.kl[m].sum()) if terms.kl is not None else 0.0
+                            counts["first_tokens"] += float(m.sum())
+                norm = self.accelerator.clip_grad_norm_(self.params, config.max_grad_norm)
+                sums["grad_norm"] += float(norm)
+                counts["steps"] += 1
+                self.optimizer.step()
+                self.scheduler.step()
+        self.model.eval()
+        tokens, first = max(counts["tokens"], 1.0), max(counts["first_tokens"], 1.0)
+        steps = max(counts["steps"], 1)
+        return {
+            "loss": sums["loss"] / steps,
+            "kl": sums["kl"] / first,
+            "entropy": sums["entropy"] / first,
+            "clip_ratio/low": sums["clip_low"] / tokens,
+            "clip_ratio/high": sums["clip_high"] / tokens,
+            "clip_fraction": (sums["clip_low"] + sums["clip_high"]) / tokens,
+            "ratio_max_dev": ratio_max_dev,
+            "grad_norm": sums["grad_norm"] / steps,
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+            "optimizer_steps": float(counts["steps"]),
+            "filtered_actions_fraction": 0.0,
+        }
+
+    def _metrics(self, episodes: list[Episode], samples: list[Any], rewards: np.ndarray, stats: dict) -> dict:
+        gather = self.accelerator.gather
+        raw = torch.tensor([e.reward for e in episodes], dtype=torch.float64, device=self.accelerator.device)
+        raw = gather(raw).cpu().numpy()
+        penalised = gather(torch.tensor(rewards, device=self.accelerator.device)).cpu().numpy()
         actions = [p for s in samples for p in s.prompts]
+        zero = zero_std_groups(rewards, self.config.group_size)
         metrics = {
             "iteration": self.iteration,
-            "reward_mean": float(rewards.mean()),
-            "reward_std": float(rewards.std()),
-            "reward_max": float(rewards.max()),
+            "reward_mean": float(raw.mean()),
+            "reward_std": float(raw.std()),
+            "reward_max": float(raw.max()),
+            "penalised_reward_mean": float(penalised.mean()),
+            "zero_std_group_fraction": float(zero.mean()),
             "malformed_fraction": float(np.mean([m for s in samples for m in s.malformed])),
+            "truncated_fraction": sum(e.truncated_prompts for e in episodes)
+            / max(sum(len(e.prompts) for e in episodes), 1),
             "completion_tokens": float(np.mean([len(c) for s in samples for c in s.completions])),
             "prompt_words": float(np.mean([len(p.split()) for p in actions])),
             "distinct_prompts": float(len(set(actions)) / max(len(actions), 1)),
         }
         for name in episodes[0].reward_components:
             metrics[f"reward/{name}"] = float(np.mean([e.reward_components[name] for e in episodes]))
+        stats["filtered_actions_fraction"] = float(zero.mean()) if self.config.filter_zero_std_groups else 0.0
         return {**metrics, **stats}
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Checkpoint (adapters, optimiser, iteration) atomically; the main process writes."""
-        from peft import get_peft_model_state_dict
+        """Checkpoint (trainable weights, optimiser, scheduler, iteration, config) atomically.
 
+        DDP: one safetensors file written by the main process. FSDP / DeepSpeed: ``accelerator.save_state``
+        (each rank writes its shards) into ``checkpoints/state-<iteration>/`` plus the same metadata file.
+        """
         self.accelerator.wait_for_everyone()
+        extra = {"config": self.log.saved_config(), "scheduler": self.scheduler.state_dict()}
+        if is_sharded(self.accelerator):
+            self.accelerator.save_state(str(self.checkpoint_dir / f"state-{self.iteration:06d}"))
+            weights: dict[str, torch.Tensor] = {}
+            extra["sharded_state"] = f"state-{self.iteration:06d}"
+        else:
+            weights = trainable_state_dict(self.model, self.accelerator)
         if self.is_main:
-            adapter = get_peft_model_state_dict(self.agent.model)
-            extra = {"config": asdict(self.config)}
+            optimizer = None if is_sharded(self.accelerator) else self.optimizer
             save_checkpoint(
-                self.checkpoint_dir, self.iteration, adapter, self.optimizer, extra, keep=self.config.keep_checkpoints
+                self.checkpoint_dir, self.iteration, weights, optimizer, extra, keep=self.config.keep_checkpoints
             )
         self.accelerator.wait_for_everyone()
 
     def resume(self) -> bool:
-        """Load the newest checkpoint of the run folder, if any, and drop later lines of the metrics log."""
-        from peft import set_peft_model_state_dict
+        """Load the newest checkpoint of the run folder, if any, and drop later lines of the metrics log.
 
+        Raises:
+            ValueError: the checkpoint's config differs from this run's (beyond bookkeeping fields) and
+                ``allow_config_change`` is not set.
+        """
         path = latest_checkpoint(self.checkpoint_dir)
         if path is None:
             return False
         state = load_checkpoint(path)
-        device = self.accelerator.device
-        set_peft_model_state_dict(self.agent.model, {k: v.to(device) for k, v in state["adapter"].items()})
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.log.check_config(state["extra"].get("config", {}), path)
+        if "sharded_state" in state["extra"]:
+            self.accelerator.load_state(str(self.checkpoint_dir / state["extra"]["sharded_state"]))
+        else:
+            device = self.accelerator.device
+            weights = {k: v.to(device) for k, v in state["adapter"].items()}
+            missing = self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"{path} holds weights this policy lacks: {missing.unexpected_keys[:3]} ...")
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state["extra"]:
+            self.scheduler.load_state_dict(state["extra"]["scheduler"])
         self.iteration = state["iteration"]
         if self.is_main:
             logger.info("Resumed from %s (iteration %d).", path, self.iteration)

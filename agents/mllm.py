@@ -40,9 +40,20 @@ class PolicySample:
     texts: list[str]
     images: list[Image.Image] | None
     completions: list[torch.Tensor]
-    answers: list[str]
     prompts: list[str]
     malformed: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass
+class ActionBatch:
+    """Rows of one or more :class:`PolicySample` collated for a forward pass (see :meth:`MLLMAgent.collate`)."""
+
+    inputs: dict[str, torch.Tensor]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
 
 
 def pad_completions(completions: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,7 +329,7 @@ class MLLMAgent:
             prompts.append(str(obs["prompt"]) if prompt is None else prompt)
         self.num_actions += len(prompts)
         self.num_malformed += sum(malformed)
-        return PolicySample(texts, images, completions, answers, prompts, malformed)
+        return PolicySample(texts, images, completions, prompts, malformed)
 
     def _trim(self, row: torch.Tensor) -> torch.Tensor:
         """Keep generated tokens up to and including the first end-of-answer token."""
@@ -327,13 +338,35 @@ class MLLMAgent:
 
     # -- training support --------------------------------------------------------------------------------
 
+    def collate(self, rows: Sequence[tuple[PolicySample, int]]) -> ActionBatch:
+        """Model inputs and padded completions of the given ``(sample, row)`` actions, on the model's device."""
+        with_images = rows[0][0].images is not None  # a sample shows every row its preview, or none
+        images = [sample.images[row] for sample, row in rows] if with_images else None
+        inputs = self.build_inputs([sample.texts[row] for sample, row in rows], images)
+        ids, mask = pad_completions([sample.completions[row] for sample, row in rows], self.pad_token_id)
+        return ActionBatch(inputs, ids.to(self.device), mask.to(self.device))
+
+    def logps(self, model: Any, batch: ActionBatch, with_entropy: bool = False) -> Any:
+        """:meth:`completion_logps` of a collated batch (the :class:`TrainablePolicy` method)."""
+        return self.completion_logps(model, batch.inputs, batch.completion_ids, batch.completion_mask, with_entropy)
+
     def completion_logps(
-        self, model: Any, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, completion_mask: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        with_entropy: bool = False,
+    ) -> Any:
         """Per-token log-probabilities of the completions under ``model``'s sampling distribution.
 
-        Uses the same inputs, temperature and banned-token mask as :meth:`sample`, so that an unchanged model
+        Uses the same inputs and the same distribution as :meth:`sample`: banned tokens masked, then
+        ``temperature``, ``top_k`` and ``top_p`` applied in ``generate``'s order, so that an unchanged model
         gives exactly the old log-probabilities (importance ratio 1). Padding positions are 0.
+
+        Returns:
+            ``[B, L]`` log-probabilities, and with ``with_entropy`` also the ``[B, L]`` entropy (nats) of the
+            distribution each token was drawn from (no gradient).
         """
         completion_ids = completion_ids.to(self.device)
         completion_mask = completion_mask.to(self.device)
@@ -346,12 +379,33 @@ class MLLMAgent:
         if self.explicit_positions:  # match generate() under left padding
             extra["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=completion_ids.shape[1] + 1, **extra)
-        logits = logits.logits[:, :-1].float()
+        logits = self.sampling_logits(logits.logits[:, :-1].float())
+        # Padding ids may be banned (-inf): gather an allowed id there and zero it, to keep NaNs out.
+        safe_ids = completion_ids.masked_fill(completion_mask == 0, self.eos_token_ids[0])
+        log_probs = torch.log_softmax(logits, dim=-1)
+        logps = log_probs.gather(-1, safe_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+        if not with_entropy:
+            return logps
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1) * completion_mask
+        return logps, entropy
+
+    def sampling_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[..., V]`` logits turned into the ones ``generate`` samples from (banned tokens, temperature, top-k/p)."""
         if self.banned_token_ids:
             banned = torch.tensor(self.banned_token_ids, device=logits.device)
             logits = logits.index_fill(-1, banned, float("-inf"))
-        temperature = self.temperature if self.do_sample else 1.0
-        # Padding ids may be banned (-inf): gather an allowed id there and zero it, to keep NaNs out.
-        safe_ids = completion_ids.masked_fill(completion_mask == 0, self.eos_token_ids[0])
-        logps = torch.log_softmax(logits / temperature, dim=-1).gather(-1, safe_ids.unsqueeze(-1)).squeeze(-1)
-        return logps * completion_mask
+        if not self.do_sample:
+            return logits
+        logits = logits / self.temperature
+        if self.top_k or self.top_p < 1.0:
+            from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+            shape = logits.shape
+            flat = logits.reshape(-1, shape[-1])
+            if self.top_k:
+                flat = TopKLogitsWarper(self.top_k)(None, flat)
+            if self.top_p < 1.0:
+                flat = TopPLogitsWarper(self.top_p)(None, flat)
+            logits = flat.reshape(shape)
+        return logits

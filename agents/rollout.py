@@ -1,9 +1,10 @@
-"""Running many PromptLoop episodes in lockstep, through one small batched-env interface.
+"""Running many PromptLoop episodes in lockstep through a Gymnasium vector env.
 
-Every learner and evaluator here goes through :func:`run_episodes`, which talks to an :class:`EnvBatch`:
-``reset(seeds, queries)`` and ``step(prompts)`` over lists. :func:`make_env_batch` builds one from the
-registered env, preferring the batched vector env (one model call per denoising step for all episodes) and
-falling back to a list of single envs.
+Every learner and evaluator here goes through :func:`run_episodes`, which talks to a
+``gymnasium.vector.VectorEnv`` whose ``reset`` takes ``options={"query": [...]}`` (one query per sub-env):
+the batched ``PromptLoopVectorEnv`` that :func:`make_vector_env` builds with
+``gym.make_vec(..., vectorization_mode="vector_entry_point")`` (one model call per denoising step for all
+episodes). There is no silent fallback to single envs: an env id without a batched entry point is an error.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -22,110 +23,53 @@ Observation = dict[str, Any]
 ActFn = Callable[[list[Observation]], list[str]]
 
 
-class EnvBatch(Protocol):
-    """``num_envs`` PromptLoop episodes stepped together, each with ``num_refinements`` decisions."""
+def make_vector_env(num_envs: int, env_id: str = "PromptLoop-v0", **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """``num_envs`` episodes stepped together by the env's batched vector env.
 
-    num_envs: int
-    num_refinements: int
+    Args:
+        num_envs: episodes stepped together.
+        env_id: a registered env id with a ``vector_entry_point``.
+        env_kwargs: passed to the env (``backbone``, ``reward``, ``num_refinements``, ...).
 
-    def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]: ...
+    Raises:
+        ValueError: the env id has no batched vector entry point.
+    """
+    import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 
-    def step(self, prompts: Sequence[str]) -> tuple[list[Observation], np.ndarray, np.ndarray, list[dict]]: ...
-
-    def close(self) -> None: ...
-
-
-class ListEnvBatch:
-    """An :class:`EnvBatch` over a list of single Gymnasium envs, stepped one after the other."""
-
-    def __init__(self, envs: Sequence[gym.Env]) -> None:
-        self.envs = list(envs)
-        self.num_envs = len(self.envs)
-        self.num_refinements = int(self.envs[0].observation_space["segment"].n) - 1
-
-    def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]:
-        results = [
-            env.reset(seed=int(seed), options={"query": query})
-            for env, seed, query in zip(self.envs, seeds, queries, strict=True)
-        ]
-        return [r[0] for r in results], [r[1] for r in results]
-
-    def step(self, prompts: Sequence[str]) -> tuple[list[Observation], np.ndarray, np.ndarray, list[dict]]:
-        results = [env.step(prompt) for env, prompt in zip(self.envs, prompts, strict=True)]
-        rewards = np.array([r[1] for r in results], dtype=np.float64)
-        terminated = np.array([r[2] or r[3] for r in results])
-        return [r[0] for r in results], rewards, terminated, [r[4] for r in results]
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
+    if gym.spec(env_id).vector_entry_point is None:
+        raise ValueError(
+            f"{env_id} has no vector_entry_point: the agents need its batched vector env (queries per sub-env "
+            "in reset options); register one."
+        )
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
 
 
-class VectorEnvBatch:
-    """An :class:`EnvBatch` over a Gymnasium vector env whose ``reset`` takes ``options={"query": [...]}``."""
+def num_refinements(envs: gym.vector.VectorEnv) -> int:
+    """Decisions per episode of a PromptLoop vector env (its ``segment`` space counts 0..N_R)."""
+    return int(envs.single_observation_space["segment"].n) - 1
 
-    def __init__(self, vector_env: gym.vector.VectorEnv) -> None:
-        self.env = vector_env
-        self.num_envs = vector_env.num_envs
-        self.num_refinements = int(vector_env.single_observation_space["segment"].n) - 1
 
-    def _split(self, batched: dict[str, Any]) -> list[Observation]:
-        # Copies: a vector env may write its next observation into the same buffers.
-        return [{key: _copy(value[i]) for key, value in batched.items()} for i in range(self.num_envs)]
+def split_observations(batched: dict[str, Any], num_envs: int) -> list[Observation]:
+    """Per-episode observations from a vector env's batched ``Dict`` (copies: the env may reuse its buffers)."""
+    return [{key: _copy(value[i]) for key, value in batched.items()} for i in range(num_envs)]
 
-    def _split_infos(self, infos: dict[str, Any]) -> list[dict]:
-        """Per-episode info dicts from a vector env's dict of arrays with ``_key`` presence masks (nested too)."""
-        out: list[dict] = [{} for _ in range(self.num_envs)]
-        for key, value in infos.items():
-            if key.startswith("_"):
-                continue
-            present = infos.get(f"_{key}", [True] * self.num_envs)
-            parts = self._split_infos(value) if isinstance(value, dict) else None
-            for i in range(self.num_envs):
-                if present[i]:
-                    out[i][key] = parts[i] if parts is not None else _copy(value[i])
-        return out
 
-    def reset(self, seeds: Sequence[int], queries: Sequence[str]) -> tuple[list[Observation], list[dict]]:
-        obs, infos = self.env.reset(seed=[int(s) for s in seeds], options={"query": list(queries)})
-        return self._split(obs), self._split_infos(infos)
-
-    def step(self, prompts: Sequence[str]) -> tuple[list[Observation], np.ndarray, np.ndarray, list[dict]]:
-        obs, rewards, terminated, truncated, infos = self.env.step(tuple(prompts))
-        done = np.logical_or(terminated, truncated)
-        return self._split(obs), np.asarray(rewards, dtype=np.float64), done, self._split_infos(infos)
-
-    def close(self) -> None:
-        self.env.close()
+def split_infos(infos: dict[str, Any], num_envs: int) -> list[dict]:
+    """Per-episode info dicts from a vector env's dict of arrays with ``_key`` presence masks (nested too)."""
+    out: list[dict] = [{} for _ in range(num_envs)]
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        present = infos.get(f"_{key}", [True] * num_envs)
+        parts = split_infos(value, num_envs) if isinstance(value, dict) else None
+        for i in range(num_envs):
+            if present[i]:
+                out[i][key] = parts[i] if parts is not None else _copy(value[i])
+    return out
 
 
 def _copy(value: Any) -> Any:
     return value.copy() if isinstance(value, np.ndarray) else value
-
-
-def make_env_batch(
-    num_envs: int, env_id: str = "PromptLoop-v0", vectorize: bool = True, **env_kwargs: Any
-) -> EnvBatch:
-    """Build ``num_envs`` envs behind the :class:`EnvBatch` interface.
-
-    Args:
-        num_envs: episodes stepped together.
-        env_id: a registered env id.
-        vectorize: try ``gym.make_vec(..., vectorization_mode="vector_entry_point")`` first (batched denoising);
-            fall back to a list of single envs when the env has no vector entry point.
-        env_kwargs: passed to the env (``backbone``, ``reward``, ``num_refinements``, ...).
-    """
-    import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-
-    if vectorize and gym.spec(env_id).vector_entry_point is not None:
-        try:
-            vector_env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-        except (ImportError, AttributeError, gym.error.Error):
-            pass  # no batched env available: fall back to single envs
-        else:
-            return VectorEnvBatch(vector_env)
-    first = gym.make(env_id, **env_kwargs)
-    return ListEnvBatch([first] + [gym.make(env_id, **env_kwargs) for _ in range(num_envs - 1)])
 
 
 @dataclass
@@ -140,6 +84,7 @@ class Episode:
     reward_components: dict[str, float] = field(default_factory=dict)
     previews: list[np.ndarray] = field(default_factory=list)
     final_image: np.ndarray | None = None
+    truncated_prompts: int = 0
 
 
 @dataclass
@@ -151,7 +96,7 @@ class RolloutTimes:
 
 
 def run_episodes(
-    envs: EnvBatch,
+    envs: gym.vector.VectorEnv,
     act: ActFn,
     queries: Sequence[str],
     seeds: Sequence[int],
@@ -161,7 +106,7 @@ def run_episodes(
     """Run one episode per ``(query, seed)``, ``envs.num_envs`` at a time, all stepped in lockstep.
 
     Args:
-        envs: the batched env.
+        envs: the vector env.
         act: maps a list of observations (one per running episode) to as many prompts.
         queries, seeds: one per episode; their count must be a multiple of ``envs.num_envs`` or smaller.
         keep_images: keep every preview and the final image in the returned episodes.
@@ -180,7 +125,8 @@ def run_episodes(
             chunk_s += [chunk_s[-1]] * (n - real)
         batch = [Episode(q, s) for q, s in zip(chunk_q, chunk_s, strict=True)]
         tick = time.perf_counter()
-        obs, _ = envs.reset(chunk_s, chunk_q)
+        batched, _ = envs.reset(seed=chunk_s, options={"query": chunk_q})
+        obs = split_observations(batched, n)
         times.env += time.perf_counter() - tick
         done = np.zeros(n, dtype=bool)
         while not done.all():
@@ -193,8 +139,12 @@ def run_episodes(
                 if keep_images:
                     episode.previews.append(np.asarray(o["image"]).copy())
             tick = time.perf_counter()
-            obs, rewards, done, infos = envs.step(prompts)
+            batched, rewards, terminated, truncated, batched_infos = envs.step(tuple(prompts))
             times.env += time.perf_counter() - tick
+            obs, infos = split_observations(batched, n), split_infos(batched_infos, n)
+            done = np.logical_or(terminated, truncated)
+            for episode, info in zip(batch, infos, strict=True):
+                episode.truncated_prompts += int(bool(info.get("prompt_truncated", False)))
         for episode, reward, info in zip(batch, rewards, infos, strict=True):
             episode.reward = float(reward)
             episode.reward_components = {k: float(v) for k, v in info.get("reward_components", {}).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -11,10 +12,19 @@ from typing import Any
 import numpy as np
 
 from promptloop_agents.baselines import IdentityAgent, RandomModifierAgent, StaticRewriteAgent
-from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, save_configs
+from promptloop_agents.configs import (
+    CONFIG_FILE,
+    EnvConfig,
+    EvalConfig,
+    GRPOConfig,
+    PolicyConfig,
+    config_dict,
+    parse_dtype,
+    save_config,
+)
 from promptloop_agents.evaluation import EvalResult, evaluate, paired_difference
 from promptloop_agents.mllm import AGENT_FILE, MLLMAgent
-from promptloop_agents.rollout import EnvBatch, make_env_batch
+from promptloop_agents.rollout import make_vector_env, num_refinements
 
 
 def load_queries(spec: str) -> list[str]:
@@ -29,7 +39,7 @@ def load_queries(spec: str) -> list[str]:
 
 def prepare_policy(
     policy: PolicyConfig,
-    envs: EnvBatch,
+    envs: Any,
     train_queries: list[str],
     run_dir: Path,
     seed: int,
@@ -41,7 +51,7 @@ def prepare_policy(
     The toy warm start runs on the main process only, is saved in ``run_dir/warm_start`` and loaded by every
     process (identical weights on every rank), and is reused when the run resumes.
     """
-    settings = {"temperature": policy.temperature, "max_new_tokens": policy.max_new_tokens, "mode": policy.mode}
+    settings = {**policy.sampling(), "torch_dtype": parse_dtype(policy.policy_dtype)}
     if policy.policy != "toy":
         return MLLMAgent.from_pretrained(policy.policy, is_trainable=True, **settings)
     warm = run_dir / "warm_start"
@@ -58,7 +68,7 @@ def prepare_policy(
 
 
 def warm_start_toy_policy(
-    policy: PolicyConfig, envs: EnvBatch, train_queries: list[str], folder: Path, seed: int, progress: bool
+    policy: PolicyConfig, envs: Any, train_queries: list[str], folder: Path, seed: int, progress: bool
 ) -> None:
     """Build the toy policy, fit it to the rewrite teacher on env rollouts and save it (with a report)."""
     from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune, text_only_examples
@@ -73,7 +83,7 @@ def warm_start_toy_policy(
     examples = collect_examples(envs, toy_teacher, queries, seed=seed, targets_per_observation=3)
     rollout_seconds = time.perf_counter() - tick
     per_query = policy.warm_start_text_examples
-    examples += text_only_examples(train_queries, toy_teacher, per_query, envs.num_refinements, seed=seed)
+    examples += text_only_examples(train_queries, toy_teacher, per_query, num_refinements(envs), seed=seed)
     steps, lr = policy.warm_start_steps, policy.warm_start_lr
     losses = supervised_finetune(agent, examples, steps=steps, learning_rate=lr, seed=seed, progress=progress)
     report = {"examples": len(examples), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
@@ -84,20 +94,32 @@ def warm_start_toy_policy(
 
 
 def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: Any = None) -> MLLMAgent:
-    """``promptloop train``: warm start (toy policy) then GRPO; saves the policy in ``output_dir/policy``."""
-    from promptloop_agents.grpo import GRPOTrainer, make_accelerator
+    """``promptloop train``: warm start (toy policy) then GRPO; saves the policy in ``output_dir/policy``.
 
-    accelerator = accelerator or make_accelerator()
+    The resolved config goes to ``output_dir/config.yaml`` (``--config`` reads it back). The backbone and the
+    rewards run on this process's device unless ``env`` places them elsewhere.
+    """
+    from promptloop_agents.distributed import make_accelerator
+    from promptloop_agents.grpo import GRPOTrainer
+
     run_dir = Path(grpo.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or make_accelerator(grpo.report_to, str(run_dir))
+    run_config = config_dict(env=env, policy=policy, grpo=grpo)
     if accelerator.is_main_process:
-        save_configs(run_dir / "config.json", env=env, policy=policy, grpo=grpo)
-    envs = make_env_batch(
-        grpo.queries_per_iteration * grpo.group_size, vectorize=env.vectorize, **env.env_kwargs(grpo.refine_schedule)
+        save_config(run_dir / CONFIG_FILE, env=env, policy=policy, grpo=grpo)
+    device = accelerator.device
+    envs = make_vector_env(
+        grpo.queries_per_iteration * grpo.group_size, **env.env_kwargs(grpo.refine_schedule, device)
     )
+    eval_envs = None
+    if grpo.eval_every:
+        eval_envs = make_vector_env(grpo.eval_queries, **env.env_kwargs("uniform", device))
     queries = load_queries(grpo.train_prompts)
     agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress, accelerator)
-    trainer = GRPOTrainer(agent, grpo, envs, queries, accelerator=accelerator)
+    trainer = GRPOTrainer(
+        agent, grpo, envs, queries, accelerator=accelerator, eval_envs=eval_envs, run_config=run_config
+    )
     trainer.train()
     if trainer.is_main:
         agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy")
@@ -106,6 +128,8 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
         if trainer.metrics_file.exists():
             reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
     envs.close()
+    if eval_envs is not None:
+        eval_envs.close()
     return agent
 
 
@@ -117,7 +141,8 @@ def build_agents(names: list[str], policy: MLLMAgent | None, config: EvalConfig)
             agents[name] = IdentityAgent()
         elif name == "static":
             if config.static_policy:
-                rewriter = MLLMAgent.from_pretrained(config.static_policy, do_sample=False)
+                device = config.resolved_device()
+                rewriter = MLLMAgent.from_pretrained(config.static_policy, do_sample=False, device=device)
                 agents[name] = StaticRewriteAgent(rewriter=lambda q, r=rewriter: r.plan(q, [0.0])[0])
             else:
                 agents[name] = StaticRewriteAgent(template=config.static_template or "{query}")
@@ -136,6 +161,18 @@ def build_agents(names: list[str], policy: MLLMAgent | None, config: EvalConfig)
     return agents
 
 
+def evaluate_from_configs(env: EnvConfig, policy: PolicyConfig, config: EvalConfig) -> dict[str, EvalResult]:
+    """``promptloop eval``: load the policy (when one of the agents needs it) on ``config.device`` and evaluate."""
+    loaded = None
+    if any(name.startswith("policy") for name in config.agents.split(",")):
+        if policy.policy == "toy":
+            raise SystemExit("promptloop eval: pass --policy PATH (a policy folder or hub id) to evaluate a policy.")
+        sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p", "mode")}
+        dtype, device = parse_dtype(policy.policy_dtype), config.resolved_device()
+        loaded = MLLMAgent.from_pretrained(policy.policy, torch_dtype=dtype, device=device, **sampling)
+    return run_evaluation(env, config, build_agents(config.agents.split(","), loaded, config))
+
+
 def run_evaluation(env: EnvConfig, config: EvalConfig, agents: dict[str, Any]) -> dict[str, EvalResult]:
     """``promptloop eval``: every agent on the same held-out episodes; writes ``metrics.json``."""
     from promptloop_env.rewards import make_reward
@@ -148,7 +185,7 @@ def run_evaluation(env: EnvConfig, config: EvalConfig, agents: dict[str, Any]) -
     episodes_q = [q for q in queries for _ in range(config.seeds_per_query)]
     seeds = np.random.default_rng(config.seed).integers(0, 2**31 - 1, size=len(episodes_q))
     num_envs = min(config.num_envs, len(episodes_q))
-    envs = make_env_batch(num_envs, vectorize=env.vectorize, **env.env_kwargs("uniform"))
+    envs = make_vector_env(num_envs, **env.env_kwargs("uniform", config.resolved_device()))
     metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
     results = evaluate(agents, envs, episodes_q, seeds, metrics, progress=config.progress, seed=config.seed)
     envs.close()
@@ -167,7 +204,7 @@ def write_metrics(path: Path, results: dict[str, EvalResult], config: EvalConfig
         }
     payload["episodes"] = len(next(iter(results.values())).episodes) if results else 0
     payload["eval"] = {"prompts": config.eval_prompts, "seeds_per_query": config.seeds_per_query, "seed": config.seed}
-    payload["env"] = env.env_kwargs("uniform")
+    payload["env"] = {**dataclasses.asdict(env), "refine_schedule": "uniform"}
     payload.update(extra)
     path.write_text(json.dumps(payload, indent=2))
     return payload

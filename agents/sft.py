@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from promptloop_agents.mllm import MLLMAgent, pad_completions
-from promptloop_agents.rollout import EnvBatch, Observation, run_episodes
+from promptloop_agents.rollout import Observation, run_episodes
 
 
 @dataclass
@@ -29,7 +30,7 @@ class SFTExample:
 
 
 def collect_examples(
-    envs: EnvBatch,
+    envs: gym.vector.VectorEnv,
     teacher: Callable[[Observation, np.random.Generator], str],
     queries: Sequence[str],
     seed: int = 0,

@@ -1,4 +1,4 @@
-"""A varied rewrite teacher for the toy world: the warm start's targets and a random baseline.
+"""A varied rewrite teacher for the toy world: the warm start's targets.
 
 Each rewrite keeps every attribute the query names (checked with the world's own parser) and varies the
 rest: wording of the position and background phrases, attributes the query leaves open, emphasis by
@@ -62,17 +62,3 @@ def toy_rewrite(query: str, rng: np.random.Generator) -> str:
 def toy_teacher(observation: Observation, rng: np.random.Generator) -> str:
     """The warm-start teacher: a fresh :func:`toy_rewrite` of the observation's query at every decision."""
     return toy_rewrite(str(observation["query"]), rng)
-
-
-class ToyRewriteAgent:
-    """The teacher as an agent (a random-rewrite baseline for the toy world)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-
-    def act(self, observation: Observation) -> str:
-        return toy_teacher(observation, self.rng)

@@ -1,6 +1,6 @@
 """GRPO on PromptLoop with a multimodal LLM policy, through the library API (what ``promptloop train`` does).
 
-Run: ``python examples/grpo_mllm_policy.py --backbone tiny --num_iterations 5`` (``pip install -e .[agents]``;
+Run: ``python examples/grpo_mllm_policy.py --backbone tiny --max_steps 5`` (``pip install -e .[agents]``;
 ``--backbone toy-shapes`` for the toy world, where the reward is ``toy-fidelity``).
 
 Steps: a toy image-text-to-text policy (Qwen2.5-VL family, built in code) is warm-started on env rollouts of
@@ -11,18 +11,18 @@ For a real model, replace the toy policy by ``MLLMAgent.from_pretrained("Qwen/Qw
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import HfArgumentParser
 
 from promptloop_agents import IdentityAgent
-from promptloop_agents.configs import GRPOConfig, add_config_arguments, config_from_args
+from promptloop_agents.configs import GRPOConfig
 from promptloop_agents.evaluation import evaluate
 from promptloop_agents.grpo import GRPOTrainer
-from promptloop_agents.rollout import make_env_batch
+from promptloop_agents.rollout import make_vector_env
 from promptloop_agents.sft import collect_examples, supervised_finetune
 from promptloop_agents.toy_policy import build_toy_policy
 from promptloop_agents.toy_rewrites import toy_teacher
@@ -41,18 +41,16 @@ class Args:
 
 def main() -> None:
     torch.set_num_threads(1)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_config_arguments(parser, Args, "example")
-    add_config_arguments(parser, GRPOConfig, "GRPO")
-    cli = parser.parse_args()
-    args = config_from_args(Args, cli)
-    config = config_from_args(GRPOConfig, cli, output_dir=tempfile.mkdtemp(prefix="promptloop-"), resume=False)
+    args, config = HfArgumentParser(
+        [Args, GRPOConfig], description=__doc__.split("\n\n")[0]
+    ).parse_args_into_dataclasses()
+    config.output_dir, config.resume = tempfile.mkdtemp(prefix="promptloop-"), False
     reward = "toy-fidelity" if args.backbone == "toy-shapes" else "jpeg-incompressibility"
     env = dict(backbone=args.backbone, reward=reward, num_inference_steps=args.num_inference_steps,
                num_refinements=args.num_refinements, preview_size=64)  # fmt: skip
 
     # 1. Warm start: imitate a varied teacher on real previews, so RL starts from a sensible prompt writer.
-    train_envs = make_env_batch(config.queries_per_iteration * config.group_size, refine_schedule="random", **env)
+    train_envs = make_vector_env(config.queries_per_iteration * config.group_size, refine_schedule="random", **env)
     policy = build_toy_policy("small")
     examples = collect_examples(train_envs, toy_teacher, list(TOY_USER_TRAIN_QUERIES[: 2 * train_envs.num_envs]))
     supervised_finetune(policy, examples, steps=args.warm_start_steps)
@@ -61,7 +59,7 @@ def main() -> None:
     GRPOTrainer(policy, config, train_envs, list(TOY_USER_TRAIN_QUERIES)).train()
 
     # 3. Held-out evaluation, the same (query, seed) episodes for both agents, uniform refinement points.
-    eval_envs = make_env_batch(16, refine_schedule="uniform", **env)
+    eval_envs = make_vector_env(16, refine_schedule="uniform", **env)
     queries = list(TOY_USER_TEST_QUERIES[: args.eval_episodes])
     seeds = np.arange(len(queries))
     results = evaluate({"identity": IdentityAgent(), "policy": policy}, eval_envs, queries, seeds,

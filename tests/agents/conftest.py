@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptloop_agents.rollout import make_env_batch
+from promptloop_agents.rollout import make_vector_env
 from promptloop_agents.toy_policy import build_toy_policy, world_words
 
 torch.set_num_threads(1)
@@ -23,7 +23,7 @@ QUERIES = ["a red circle on the left", "a large blue square", "a small green tri
 @pytest.fixture
 def envs():
     """Four tiny envs stepped together."""
-    batch = make_env_batch(4, refine_schedule="random", **TINY_ENV)
+    batch = make_vector_env(4, refine_schedule="random", **TINY_ENV)
     yield batch
     batch.close()
 

@@ -52,7 +52,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
             "4",
             "--warm-start-steps",
             "3",
-            "--num-iterations",
+            "--max-steps",
             "2",
             "--queries-per-iteration",
             "2",
@@ -64,7 +64,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
             "6",
         ]
     )
-    assert {"config.json", "metrics.jsonl", "checkpoints", "policy", "warm_start", "reward_curve.png"} <= {
+    assert {"config.yaml", "metrics.jsonl", "checkpoints", "policy", "warm_start", "reward_curve.png"} <= {
         p.name for p in run.iterdir()
     }
     main(

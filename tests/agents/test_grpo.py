@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from promptloop_agents.configs import GRPOConfig
-from promptloop_agents.grpo import GRPOTrainer, group_advantages
+from promptloop_agents.grpo import GRPOTrainer
+from promptloop_agents.objectives import group_advantages, reduce_loss, zero_std_groups
+from promptloop_agents.rollout import split_observations
 
 
 def _config(tmp_path, **kw):
     base = dict(
         output_dir=str(tmp_path / "run"),
-        num_iterations=2,
+        max_steps=2,
         queries_per_iteration=2,
         group_size=2,
         learning_rate=5e-3,
@@ -24,7 +26,7 @@ def _config(tmp_path, **kw):
 
 
 def _lora(trainer):
-    return {n: p.detach().clone() for n, p in trainer.agent.model.named_parameters() if "lora_" in n}
+    return {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
 
 
 def test_group_advantages_are_normalised_within_groups():
@@ -33,7 +35,7 @@ def test_group_advantages_are_normalised_within_groups():
 
 
 def test_on_policy_ratio_is_exactly_one_and_the_policy_moves(policy, envs, queries, tmp_path):
-    config = _config(tmp_path, num_epochs=2, num_iterations=1, malformed_penalty=0.1)
+    config = _config(tmp_path, num_iterations=2, max_steps=1, malformed_penalty=0.1)
     trainer = GRPOTrainer(policy, config, envs, queries)
     before = _lora(trainer)
     (metrics,) = trainer.train()
@@ -49,12 +51,12 @@ def test_on_policy_ratio_is_exactly_one_and_the_policy_moves(policy, envs, queri
 def test_resume_continues_exactly(policy, envs, queries, tmp_path):
     from promptloop_agents.toy_policy import build_toy_policy, world_words
 
-    straight = GRPOTrainer(policy, _config(tmp_path / "a", num_iterations=3), envs, queries)
+    straight = GRPOTrainer(policy, _config(tmp_path / "a", max_steps=3), envs, queries)
     straight.train()
     first = build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
-    GRPOTrainer(first, _config(tmp_path / "b", num_iterations=2), envs, queries).train()
+    GRPOTrainer(first, _config(tmp_path / "b", max_steps=2), envs, queries).train()
     again = build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
-    resumed = GRPOTrainer(again, _config(tmp_path / "b", num_iterations=3), envs, queries)
+    resumed = GRPOTrainer(again, _config(tmp_path / "b", max_steps=3), envs, queries)
     history = resumed.train()
     assert [m["iteration"] for m in history] == [3]
     assert all(torch.equal(a, b) for a, b in zip(_lora(straight).values(), _lora(resumed).values(), strict=True))
@@ -66,4 +68,78 @@ def test_trainer_validates_its_config(policy, envs, queries, tmp_path):
     with pytest.raises(ValueError, match="divide"):
         GRPOTrainer(policy, _config(tmp_path, queries_per_iteration=3), envs, queries)
     with pytest.raises(ValueError, match="group_size"):
-        GRPOTrainer(policy, _config(tmp_path, group_size=1, queries_per_iteration=4), envs, queries)
+        _config(tmp_path, group_size=1, queries_per_iteration=4)
+
+
+def _one_decision(trainer, envs, queries):
+    """One batched policy decision on fresh observations: a sample of ``envs.num_envs`` actions."""
+    batched, _ = envs.reset(seed=list(range(envs.num_envs)), options={"query": queries[: envs.num_envs]})
+    return trainer.policy.sample(split_observations(batched, envs.num_envs))
+
+
+def _sequence_logps(trainer, sample):
+    batch = trainer.policy.collate([(sample, row) for row in range(len(sample))])
+    with torch.no_grad():
+        return trainer.policy.logps(trainer.policy.model, batch).sum(-1)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+def test_an_update_raises_positive_and_lowers_negative_advantage_completions(
+    policy, envs, queries, tmp_path, loss_type
+):
+    config = _config(tmp_path, beta=0.0, learning_rate=2e-2, loss_type=loss_type, micro_batch_size=2)
+    trainer = GRPOTrainer(policy, config, envs, queries)
+    torch.manual_seed(0)
+    sample = _one_decision(trainer, envs, queries)
+    before = _sequence_logps(trainer, sample)
+    advantages = np.array([1.0, -1.0, 1.0, -1.0])
+    stats = trainer.update([sample], advantages, None, np.random.default_rng(0))
+    delta = _sequence_logps(trainer, sample) - before
+    assert (delta[advantages > 0] > 0).all() and (delta[advantages < 0] < 0).all(), delta
+    assert stats["ratio_max_dev"] == 0.0 and stats["clip_fraction"] == 0.0  # one on-policy step never clips
+    assert stats["entropy"] > 0
+
+
+def test_clipping_engages_with_more_than_one_epoch(policy, envs, queries, tmp_path):
+    config = _config(tmp_path, beta=0.0, learning_rate=5e-2, num_iterations=4, steps_per_generation=2)
+    trainer = GRPOTrainer(policy, config, envs, queries)
+    torch.manual_seed(0)
+    sample = _one_decision(trainer, envs, queries)
+    stats = trainer.update([sample], np.array([1.0, -1.0, 1.0, -1.0]), None, np.random.default_rng(0))
+    assert stats["ratio_max_dev"] == 0.0  # the first step is on-policy
+    assert stats["clip_fraction"] > 0 and stats["optimizer_steps"] == 8
+
+
+def test_gradient_checkpointing_keeps_the_first_ratio_exactly_one(policy, envs, queries, tmp_path):
+    config = _config(tmp_path, max_steps=1, num_iterations=2, gradient_checkpointing=True, truncation_penalty=0.5)
+    (metrics,) = GRPOTrainer(policy, config, envs, queries).train()
+    assert metrics["ratio_max_dev"] == 0.0 and "truncated_fraction" in metrics
+
+
+def test_full_finetuning_keeps_a_frozen_reference(policy, envs, queries, tmp_path):
+    trainer = GRPOTrainer(policy, _config(tmp_path, finetuning="full", max_steps=1), envs, queries)
+    assert trainer.reference is not None and not any(p.requires_grad for p in trainer.reference.parameters())
+    frozen = {n: p.detach().clone() for n, p in trainer.reference.named_parameters()}
+    (metrics,) = trainer.train()
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference before the first step
+    assert all(torch.equal(p, frozen[n]) for n, p in trainer.reference.named_parameters())
+    assert not any("lora_" in n for n, _ in trainer.policy.model.named_parameters())
+
+
+def test_top_k_enters_the_log_probabilities(policy, envs, queries, tmp_path):
+    trainer = GRPOTrainer(policy, _config(tmp_path), envs, queries)
+    policy.top_k = 1  # sampling is then greedy: every sampled token has probability 1 under the sampling law
+    sample = _one_decision(trainer, envs, queries)
+    assert torch.allclose(_sequence_logps(trainer, sample), torch.zeros(len(sample)), atol=1e-5)
+
+
+def test_loss_normalisations_and_zero_variance_groups():
+    per_token = torch.ones(2, 4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert reduce_loss(per_token, mask, "grpo", 2, 6.0, 8).item() == pytest.approx(1.0)
+    assert reduce_loss(per_token, mask, "dapo", 2, 6.0, 8).item() == pytest.approx(1.0)
+    assert reduce_loss(per_token, mask, "dr_grpo", 2, 6.0, 8).item() == pytest.approx(6 / 16)
+    assert zero_std_groups(np.array([1.0, 1.0, 0.0, 1.0]), 2).tolist() == [True, True, False, False]
+    rewards = np.array([0.0, 2.0, 0.0, 4.0])
+    scaled = group_advantages(rewards, 2, scale_rewards="batch")
+    assert np.allclose(scaled, np.array([-1.0, 1.0, -2.0, 2.0]) / rewards.std(ddof=1), atol=1e-3)

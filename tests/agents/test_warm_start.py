@@ -1,8 +1,9 @@
 import numpy as np
 
 from promptloop_agents.configs import PolicyConfig
-from promptloop_agents.grpo import make_accelerator
+from promptloop_agents.distributed import make_accelerator
 from promptloop_agents.mllm import AGENT_FILE
+from promptloop_agents.rollout import num_refinements
 from promptloop_agents.runner import prepare_policy
 from promptloop_agents.sft import collect_examples, supervised_finetune, text_only_examples
 from promptloop_agents.toy_rewrites import toy_rewrite, toy_teacher
@@ -22,8 +23,8 @@ def test_toy_rewrites_keep_the_named_attributes():
 
 def test_warm_start_examples_and_fit(policy, envs, queries):
     real = collect_examples(envs, toy_teacher, queries, targets_per_observation=2, text_only_fraction=0.0)
-    assert len(real) == len(queries) * envs.num_refinements * 2 and all(ex.with_image for ex in real)
-    text = text_only_examples(queries, toy_teacher, per_query=3, num_refinements=envs.num_refinements)
+    assert len(real) == len(queries) * num_refinements(envs) * 2 and all(ex.with_image for ex in real)
+    text = text_only_examples(queries, toy_teacher, per_query=3, num_refinements=num_refinements(envs))
     assert len(text) == 3 * len(queries) and not any(ex.with_image for ex in text)
     losses = supervised_finetune(policy, real + text, steps=8, batch_size=8, learning_rate=5e-3, progress=False)
     assert np.mean(losses[-3:]) < losses[0]
