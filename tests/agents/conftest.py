@@ -29,6 +29,12 @@ def envs():
 
 
 @pytest.fixture
+def env_kwargs():
+    """The tiny env's keyword arguments (without the refinement schedule)."""
+    return dict(TINY_ENV)
+
+
+@pytest.fixture
 def policy():
     """A randomly initialised tiny toy policy (Qwen2.5-VL family)."""
     return build_toy_policy("tiny", words=world_words(), max_new_tokens=8)
