@@ -152,7 +152,7 @@ class GRPOConfig:
 
     output_dir: str = _opt("runs/promptloop", "Run folder: config, metrics log, checkpoints, policy, pictures.")
     train_prompts: str = _opt("toy-user-train", "Training queries: a built-in set name or a text file (one per line).")
-    max_steps: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then the policy updates).")
+    max_steps: int = _opt(100, "GRPO iterations (each: rollouts of all groups, then the policy updates); 0 = none.")
     queries_per_iteration: int = _opt(8, "Queries per iteration and process; each gets a group of episodes.")
     group_size: int = _opt(4, "G: episodes per query, differing in sampled prompts (and in noise unless same_noise).")
     same_noise: bool = _opt(False, "A group shares its starting noise and refinement schedule (one env seed).")
@@ -206,9 +206,9 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 for group-normalised advantages; got {self.group_size}.")
-        for name in ("num_iterations", "steps_per_generation", "max_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        for name, low in (("num_iterations", 1), ("steps_per_generation", 1), ("max_steps", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}; got {getattr(self, name)}.")
         if self.finetuning not in ("lora", "full"):
             raise ValueError(f"finetuning must be 'lora' or 'full'; got {self.finetuning!r}.")
 

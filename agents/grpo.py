@@ -125,7 +125,7 @@ class GRPOTrainer:
             config.lr_scheduler_type,
             optimizer,
             num_warmup_steps=int(round(config.warmup_ratio * total_steps)),
-            num_training_steps=total_steps,
+            num_training_steps=max(total_steps, 1),
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(policy.model, optimizer, scheduler)
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -311,7 +311,10 @@ class GRPOTrainer:
                     last = index == len(micro) - 1
                     sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
                     with sync:
-                        logps, entropy = self.policy.logps(self.model, item.batch, with_entropy=True)
+                        if epoch == 0:
+                            logps, entropy = self.policy.logps(self.model, item.batch, with_entropy=True)
+                        else:
+                            logps = self.policy.logps(self.model, item.batch)
                         old = logps.detach() if item.old_logps is None else item.old_logps
                         terms = clipped_objective(
                             logps,
@@ -339,8 +342,10 @@ class GRPOTrainer:
                             sums["entropy"] += float(entropy[m].sum())
                             sums["kl"] += float(terms.kl[m].sum()) if terms.kl is not None else 0.0
                             counts["first_tokens"] += float(m.sum())
-                norm = self.accelerator.clip_grad_norm_(self.params, config.max_grad_norm)
-                sums["grad_norm"] += float(norm)
+                # All parameters (frozen ones have no gradient): FSDP recognises its own model's list and clips
+                # the sharded norm; DeepSpeed clips by its config and returns None.
+                norm = self.accelerator.clip_grad_norm_(list(self.model.parameters()), config.max_grad_norm)
+                sums["grad_norm"] += float("nan") if norm is None else float(norm)
                 counts["steps"] += 1
                 self.optimizer.step()
                 self.scheduler.step()
