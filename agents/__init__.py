@@ -20,7 +20,9 @@ Design choices (the paper leaves these open; see ``shared/research/paper-and-pee
 - **GRPO** (:mod:`promptloop_agents.grpo`): group-normalised terminal reward shared by every generated token
   of every action; PPO clip 0.2; k3 KL to the adapter-free reference, beta 0.04; LoRA r=16 on the language
   model's linear layers (vision tower frozen); random refinement points in training, uniform in evaluation;
-  loss normalised by the iteration's generated-token count; fully on-policy by default (ratio exactly 1).
+  loss normalised by the iteration's generated-token count (``loss_type="dapo"``; ``grpo`` and ``dr_grpo`` too);
+  fully on-policy by default (ratio exactly 1). It trains any :class:`TrainablePolicy` through Gymnasium vector
+  envs; runs are described by ``recipes/*.yaml`` (:mod:`promptloop_agents.configs`).
 - **Warm start**: RL from a random or copy-only policy does not take off (the TRL spike measured both), so
   the toy policy first imitates a varied rewrite teacher on real env previews (:mod:`promptloop_agents.sft`,
   :mod:`promptloop_agents.toy_rewrites`).
@@ -35,6 +37,14 @@ from __future__ import annotations
 
 from promptloop_agents.baselines import IdentityAgent, RandomModifierAgent, StaticRewriteAgent
 from promptloop_agents.mllm import MLLMAgent
-from promptloop_agents.protocol import Agent, act_batch
+from promptloop_agents.protocol import Agent, TrainablePolicy, act_batch
 
-__all__ = ["Agent", "IdentityAgent", "MLLMAgent", "RandomModifierAgent", "StaticRewriteAgent", "act_batch"]
+__all__ = [
+    "Agent",
+    "IdentityAgent",
+    "MLLMAgent",
+    "RandomModifierAgent",
+    "StaticRewriteAgent",
+    "TrainablePolicy",
+    "act_batch",
+]

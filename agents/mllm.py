@@ -172,7 +172,9 @@ class MLLMAgent:
             torch.manual_seed(seed)
             self.model = get_peft_model(self.model, config)
 
-    def save_pretrained(self, path: str | Path, copy_base: bool | None = None) -> None:
+    def save_pretrained(
+        self, path: str | Path, copy_base: bool | None = None, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> None:
         """Save the policy: adapters (or full weights), processor and settings; loadable by :meth:`from_pretrained`.
 
         Args:
@@ -180,12 +182,15 @@ class MLLMAgent:
             copy_base: for a LoRA policy, also save the base weights in ``path/base`` so the folder is
                 self-contained. Default: only when the base was built in code (no ``base_name_or_path``);
                 otherwise the base is referenced by its hub id or folder.
+            state_dict: the model's full weights when its parameters are sharded (``accelerator.get_state_dict``
+                under FSDP or DeepSpeed ZeRO-3); by default the model's own.
         """
         path = Path(path)
+        kwargs = {} if state_dict is None else {"state_dict": state_dict}
         path.mkdir(parents=True, exist_ok=True)
         settings = self.settings()
         if self.has_adapter:
-            self.model.save_pretrained(path)
+            self.model.save_pretrained(path, **kwargs)
             if copy_base or (copy_base is None and self.base_name_or_path is None):
                 base = self.model.get_base_model()
                 state = {
@@ -196,7 +201,7 @@ class MLLMAgent:
                 base.save_pretrained(path / "base", state_dict=state)
                 settings["base_name_or_path"] = "base"
         else:
-            self.model.save_pretrained(path)
+            self.model.save_pretrained(path, **kwargs)
             settings["base_name_or_path"] = None
         settings["adapter"] = self.has_adapter
         save_processor(self.processor, path)
@@ -378,7 +383,8 @@ class MLLMAgent:
                 extra[key] = torch.cat([extra[key], torch.zeros_like(completion_ids)], dim=1)
         if self.explicit_positions:  # match generate() under left padding
             extra["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=completion_ids.shape[1] + 1, **extra)
+        keep = completion_ids.shape[1] + 1
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep, use_cache=False, **extra)
         logits = self.sampling_logits(logits.logits[:, :-1].float())
         # Padding ids may be banned (-inf): gather an allowed id there and zero it, to keep NaNs out.
         safe_ids = completion_ids.masked_fill(completion_mask == 0, self.eos_token_ids[0])

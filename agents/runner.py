@@ -99,7 +99,7 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
     The resolved config goes to ``output_dir/config.yaml`` (``--config`` reads it back). The backbone and the
     rewards run on this process's device unless ``env`` places them elsewhere.
     """
-    from promptloop_agents.distributed import make_accelerator
+    from promptloop_agents.distributed import is_sharded, make_accelerator
     from promptloop_agents.grpo import GRPOTrainer
 
     run_dir = Path(grpo.output_dir)
@@ -121,8 +121,10 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
         agent, grpo, envs, queries, accelerator=accelerator, eval_envs=eval_envs, run_config=run_config
     )
     trainer.train()
+    # Under FSDP / ZeRO-3 every rank takes part in gathering the full weights; the main process writes them.
+    state = accelerator.get_state_dict(trainer.model) if is_sharded(accelerator) else None
     if trainer.is_main:
-        agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy")
+        agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy", state_dict=state)
         from promptloop_agents.plots import reward_curve
 
         if trainer.metrics_file.exists():

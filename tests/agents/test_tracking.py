@@ -33,6 +33,7 @@ def test_samples_and_held_out_monitor_are_logged(policy, envs, queries, env_kwar
     assert "eval/jpeg-compressibility" in history[1] and "eval/jpeg-compressibility" not in history[0]
     rows = json.loads((tmp_path / "run" / "samples" / "iteration-000002.json").read_text())
     assert rows and len(rows[0]["prompts"]) == env_kwargs["num_refinements"]
+    assert rows[0]["seed"] == rows[1]["seed"] != rows[2]["seed"]  # same_noise: one env seed per group
     assert (tmp_path / "run" / "samples" / "iteration-000002.png").stat().st_size > 0
     assert {"entropy", "learning_rate", "clip_ratio/high", "zero_std_group_fraction"} <= set(history[0])
 
