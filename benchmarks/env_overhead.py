@@ -10,12 +10,12 @@ median(episode) / median(pipeline). Results go to ``benchmarks/results/env_overh
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,6 +23,7 @@ import torch
 
 import promptloop_env  # noqa: F401
 from promptloop_env.backbones.tiny import tiny_stable_diffusion_pipeline
+from promptloop_env.cli import parse_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUERY = "a large red circle on the left"
@@ -95,19 +96,22 @@ def bench_model(name: str, pipe, previews: list[str], repeats: int, steps: int, 
     ]
 
 
+@dataclass
+class Args:
+    repeats: int = field(default=7, metadata={"help": "timed repeats per configuration"})
+    models: str = field(default="", metadata={"help": "comma-separated model names (default: all of them)"})
+    previews: str = field(default="none,latent_rgb,vae", metadata={"help": "comma-separated previews"})
+    threads: int = field(default=1, metadata={"help": "torch threads (1 is steadier on a shared machine)"})
+    steps: int = field(default=20, metadata={"help": "denoising steps"})
+    refinements: int = field(default=5, metadata={"help": "actions per episode"})
+
+
 def main(models: dict[str, Callable[[], object]] = MODELS, stem: str = "env_overhead", doc: str = __doc__) -> None:
     """Parse the command line, benchmark ``models`` and write ``benchmarks/results/<stem>.{json,csv}``."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per configuration")
-    parser.add_argument("--models", default=",".join(models), help=f"comma-separated, from {sorted(models)}")
-    parser.add_argument("--previews", default="none,latent_rgb,vae", help="comma-separated previews")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared machine)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--refinements", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_config(Args, description=f"{doc}\nModels: {', '.join(models)}.")
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.models.split(","):
+    for name in (args.models or ",".join(models)).split(","):
         rows += bench_model(name, models[name](), args.previews.split(","), args.repeats, args.steps, args.refinements)
     write_results(rows, stem)
 

@@ -2,7 +2,7 @@
 
 Run: ``PYTHONPATH=. python benchmarks/reward_throughput.py [--repeats 7] [--image-size 256]``
 
-The model-based rewards run on their tiny random-weight stand-ins (``promptloop_env.rewards.testing``: the
+The model-based rewards run on their tiny random-weight stand-ins (``promptloop_env.testing``: the
 real architectures and loading paths at toy sizes), so the figures measure this package's per-call cost
 (PIL preprocessing, tokenising, batching, host copies) rather than the real models' FLOPs; the JPEG rewards
 are measured as they are. Each figure is ``batch / median(call time)`` over ``--repeats`` calls after a warm-up
@@ -11,20 +11,21 @@ call. Results go to ``benchmarks/results/reward_throughput.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
 
+from promptloop_env.cli import parse_config
 from promptloop_env.registry import resolve
 from promptloop_env.rewards import REWARDS
-from promptloop_env.rewards.testing import STANDIN_BUILDERS, make_standin_reward, sample_images
+from promptloop_env.testing import STANDIN_BUILDERS, make_standin_reward, sample_images
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUERIES = ["a large red circle on the left", "a small blue square", "a green triangle on a white background"]
@@ -43,11 +44,14 @@ def images_per_second(reward, batch: int, image_size: int, repeats: int) -> floa
     return batch / statistics.median(times)
 
 
+@dataclass
+class Args:
+    repeats: int = field(default=7, metadata={"help": "timed calls per figure (after a warm-up)"})
+    image_size: int = field(default=256, metadata={"help": "side of the square uint8 input images"})
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--image-size", type=int, default=256, help="side of the square uint8 input images")
-    args = parser.parse_args()
+    args = parse_config(Args, description=__doc__.split("\n\n")[0])
     torch.set_num_threads(1)
     transformers.utils.logging.disable_progress_bar()
 

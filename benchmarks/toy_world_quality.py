@@ -1,4 +1,4 @@
-"""Toy-world quality bars (issue 4): identity fidelity, mid-trajectory prompt sensitivity, episode speed.
+"""Toy-world quality bars: identity fidelity, mid-trajectory prompt sensitivity, episode speed.
 
 Run: ``python benchmarks/toy_world_quality.py [--episodes 200] [--switch-episodes 40] [--speed-repeats 5]``
 (one thread: 8 minutes of wall time with the defaults on the shared 2-core machine at load average 2, 15 at
@@ -8,7 +8,7 @@ Three measurements on the shipped ``toy-shapes`` model, one torch thread:
 
 a. **Identity agent** on the held-out ``toy-test`` queries: every action equals the query, 20 steps, the
    backbone's default guidance. Episode ``i`` takes test query ``i mod 200`` and noise seed ``i``. Reported:
-   mean ``toy-fidelity`` with its 95% CI (normal approximation), per-attribute accuracy among the queries
+   mean ``toy-fidelity`` with its 95% CI (Student t), per-attribute accuracy among the queries
    naming that attribute (colour accuracy is the "colour right" rate), the rate of fully right images.
 b. **Prompt sensitivity**: for test queries naming a colour, two actions with ``refine_schedule=[0, k]``: the
    query, then the query with its colour word replaced, at ``k`` = 10%, 25%, 50% and 75% of the steps (the
@@ -36,15 +36,14 @@ single env's within one grey level. Results: ``benchmarks/results/toy_world_qual
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import platform
 import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,8 @@ import torch
 
 import promptloop_env  # noqa: F401
 from promptloop_env.backbones import BACKBONES, load_backbone
+from promptloop_env.cli import parse_config
+from promptloop_env.stats import rate_ci, rounded, t_ci
 from promptloop_env.toy.analyser import analyse
 from promptloop_env.toy.prompts import QUERY_STYLES, TOY_TEST_QUERIES, TOY_USER_TEST_QUERIES
 from promptloop_env.toy.world import ATTRIBUTES, COLOURS, canonical_caption, parse_query
@@ -68,29 +69,15 @@ BARS = {"fidelity": 0.75, "colour_right": 0.90, "switch_25_new_colour": 0.5, "sw
 SPEED_BAR_S = 0.5
 
 
-# -- statistics ---------------------------------------------------------------------------------------
+# -- statistics (rounded for the results file) ----------------------------------------------------------
 def mean_ci95(values: Sequence[float]) -> dict[str, float]:
-    """Mean and normal-approximation 95% CI of the mean (the benchmark uses n >= 30)."""
-    array = np.asarray(values, dtype=np.float64)
-    half = 1.96 * float(array.std(ddof=1)) / math.sqrt(len(array)) if len(array) > 1 else 0.0
-    mean = float(array.mean())
-    return {"mean": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4), "n": len(array)}
+    """Mean and Student t 95% CI of the mean."""
+    return rounded(t_ci(values))
 
 
 def rate_ci95(hits: int, n: int) -> dict[str, float]:
     """A rate with its Wilson 95% interval (sound at 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return {"rate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "hits": 0, "n": 0}
-    z, p = 1.96, hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {
-        "rate": round(p, 4),
-        "ci_low": round(centre - half, 4),
-        "ci_high": round(centre + half, 4),
-        "hits": hits,
-        "n": n,
-    }
+    return rounded(rate_ci(hits, n))
 
 
 # -- rollouts on the vector env -----------------------------------------------------------------------
@@ -436,25 +423,27 @@ def print_table(results: dict[str, Any]) -> None:
     print("\nbars: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in results["bars"].items()))
 
 
+@dataclass
+class Args:
+    episodes: int = field(default=200, metadata={"help": "identity episodes on the held-out queries"})
+    switch_episodes: int = field(default=40, metadata={"help": "episodes per switch fraction"})
+    speed_repeats: int = field(default=5, metadata={"help": "timed single-env episodes per configuration"})
+    num_envs: int = field(default=50, metadata={"help": "episodes per batched call in (a) and (b)"})
+    threads: int = field(default=1, metadata={"help": "torch threads of (a), (b) (1: steadier when shared)"})
+    speed_threads: int = field(default=0, metadata={"help": "torch threads of (c); 0: torch's default"})
+    out: str = field(default=str(RESULTS), metadata={"help": "results folder"})
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=200, help="identity episodes on the held-out queries")
-    parser.add_argument("--switch-episodes", type=int, default=40, help="episodes per switch fraction")
-    parser.add_argument("--speed-repeats", type=int, default=5, help="timed single-env episodes per configuration")
-    parser.add_argument("--num-envs", type=int, default=50, help="episodes per batched call in (a) and (b)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of (a), (b) (1: steadier when shared)")
-    parser.add_argument(
-        "--speed-threads", type=int, default=torch.get_num_threads(), help="torch threads of (c) (default: torch's)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+    args = parse_config(Args, argv, description=__doc__)
+    out = Path(args.out)
     torch.set_num_threads(args.threads)
     backbone = load_backbone("toy-shapes")  # held for the whole run: every env below shares it
     start = time.perf_counter()
     # (c) first, as in a user's fresh process: measured after the 50-episode batches of (a) and (b), the same
     # code ran about 15% slower (UNet 17 ms a call against 15 ms); the cause was not isolated.
     print(f"(c) speed, {args.speed_repeats} repeats ...", flush=True)
-    timing = speed(args.speed_repeats, args.speed_threads)
+    timing = speed(args.speed_repeats, args.speed_threads or torch.get_num_threads())
     torch.set_num_threads(args.threads)
     print(f"(a) {args.episodes} identity episodes ...", flush=True)
     identity, sample_rows, sample_labels = identity_quality(args.episodes, args.num_envs)
@@ -486,21 +475,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - start, 1),
     }
     del backbone
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "toy_world_quality.json").write_text(json.dumps(results, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "toy_world_quality.json").write_text(json.dumps(results, indent=1))
     n = min(12, len(sample_rows))
     steps = [f"preview\nt = {k / 5:.1f}" for k in range(5)] + ["final"]
     samples = image_grid(
         [header_cells(steps, 80), *sample_rows[:n]], ["query (identity agent)", *sample_labels[:n]], 80
     )
-    save_png(samples, args.out / "toy_world_samples.png")
+    save_png(samples, out / "toy_world_samples.png")
     columns = [f"{text}\nswitch {f:.0%}" for f in SWITCH_FRACTIONS for text in ("preview at", "final,")]
     switch_grid = image_grid(
         [header_cells(columns, 72), *switch_rows], ["query | old -> new colour", *switch_labels], 72
     )
-    save_png(switch_grid, args.out / "toy_world_switch.png")
+    save_png(switch_grid, out / "toy_world_switch.png")
     print_table(results)
-    print(f"\nwall time {results['wall_s']} s; results in {args.out}")
+    print(f"\nwall time {results['wall_s']} s; results in {out}")
     return results
 
 

@@ -22,13 +22,13 @@ and a table is printed.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_env.backbones import load_backbone
 from promptloop_env.backbones.tiny import tiny_stable_diffusion_pipeline
+from promptloop_env.cli import parse_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUERIES = ["a large red circle on the left", "a small blue square", "a green triangle on a white background"]
@@ -82,7 +83,22 @@ def run_pipeline(backbone: Any, n: int, steps: int, seed: int) -> None:
     )
 
 
-def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+@dataclass
+class Args:
+    models: str = field(default="toy-shapes,tiny,mid", metadata={"help": "comma-separated: toy-shapes, tiny, mid"})
+    num_envs: str = field(default="1,2,4,8", metadata={"help": "comma-separated batch sizes N"})
+    steps: int = field(default=20, metadata={"help": "denoising steps per episode"})
+    refinements: int = field(default=5, metadata={"help": "actions per episode"})
+    preview: str = field(default="latent_rgb", metadata={"help": "vae | taesd | latent_rgb | none"})
+    preview_size: int = field(default=64, metadata={"help": "side of the previews"})
+    reward: str = field(default="jpeg-incompressibility", metadata={"help": "reward name"})
+    repeats: int = field(default=3, metadata={"help": "timed runs per figure (after one warm-up)"})
+    device: str = field(default="", metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    tag: str = field(default="", metadata={"help": "suffix of the result files (e.g. the machine)"})
+
+
+def bench_model(name: str, args: Args) -> list[dict[str, Any]]:
     backbone = build_backbone(name, args.device)
     env_kwargs = {
         "backbone": backbone,
@@ -139,19 +155,8 @@ def _format_row(row: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="toy-shapes,tiny,mid", help="comma-separated: toy-shapes, tiny, mid")
-    parser.add_argument("--num-envs", default="1,2,4,8", help="comma-separated batch sizes N")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps per episode")
-    parser.add_argument("--refinements", type=int, default=5, help="actions per episode")
-    parser.add_argument("--preview", default="latent_rgb", help="vae | taesd | latent_rgb | none")
-    parser.add_argument("--preview-size", type=int, default=64)
-    parser.add_argument("--reward", default="jpeg-incompressibility")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (after one warm-up)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. the machine)")
-    args = parser.parse_args()
+    args = parse_config(Args, description=__doc__.split("\n\n")[0])
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.num_envs = [int(n) for n in args.num_envs.split(",")]
     torch.set_num_threads(args.threads)
 

@@ -1,7 +1,8 @@
 """GRPO on PromptLoop with a multimodal LLM policy, through the library API (what ``promptloop train`` does).
 
 Run: ``python examples/grpo_mllm_policy.py --backbone tiny --max_steps 5`` (``pip install -e .[agents]``;
-``--backbone toy-shapes`` for the toy world, where the reward is ``toy-fidelity``).
+``--backbone toy-shapes`` for the toy world, where the reward is ``toy-fidelity``; every ``GRPOConfig`` field is a
+flag, ``--config run.yaml`` sets them from a file; without ``--output_dir`` the run goes to a temporary folder).
 
 Steps: a toy image-text-to-text policy (Qwen2.5-VL family, built in code) is warm-started on env rollouts of
 a varied rewrite teacher, then trained with GRPO (LoRA, KL to the adapter-free reference, random refinement
@@ -11,12 +12,12 @@ For a real model, replace the toy policy by ``MLLMAgent.from_pretrained("Qwen/Qw
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser
 
 from promptloop_agents import IdentityAgent
 from promptloop_agents.configs import GRPOConfig
@@ -26,6 +27,7 @@ from promptloop_agents.rollout import make_vector_env
 from promptloop_agents.sft import collect_examples, supervised_finetune
 from promptloop_agents.toy_policy import build_toy_policy
 from promptloop_agents.toy_rewrites import toy_teacher
+from promptloop_env.cli import parse_configs
 from promptloop_env.rewards import make_reward
 from promptloop_env.toy.prompts import TOY_USER_TEST_QUERIES, TOY_USER_TRAIN_QUERIES
 
@@ -39,12 +41,12 @@ class Args:
     eval_episodes: int = field(default=32, metadata={"help": "held-out episodes per agent"})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    """Parse the command line (``Args`` and every ``GRPOConfig`` field), train, evaluate; returns the summaries."""
     torch.set_num_threads(1)
-    args, config = HfArgumentParser(
-        [Args, GRPOConfig], description=__doc__.split("\n\n")[0]
-    ).parse_args_into_dataclasses()
-    config.output_dir, config.resume = tempfile.mkdtemp(prefix="promptloop-"), False
+    args, config = parse_configs([Args, GRPOConfig], argv, description=__doc__.split("\n\n")[0])
+    if config.output_dir == GRPOConfig.output_dir:  # not chosen: a throwaway run folder, never resumed
+        config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="promptloop-"), resume=False)
     reward = "toy-fidelity" if args.backbone == "toy-shapes" else "jpeg-incompressibility"
     env = dict(backbone=args.backbone, reward=reward, num_inference_steps=args.num_inference_steps,
                num_refinements=args.num_refinements, preview_size=64)  # fmt: skip
@@ -64,9 +66,11 @@ def main() -> None:
     seeds = np.arange(len(queries))
     results = evaluate({"identity": IdentityAgent(), "policy": policy}, eval_envs, queries, seeds,
                        {reward: make_reward(reward)})  # fmt: skip
-    for name, result in results.items():
-        print(f"{name:10s} {reward} {result.summary()[reward]}")
+    summaries = {name: result.summary() for name, result in results.items()}
+    for name, summary in summaries.items():
+        print(f"{name:10s} {reward} {summary[reward]}")
     print("a trajectory:", results["policy"].episodes[0].query, "->", results["policy"].episodes[0].prompts)
+    return summaries
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
+from promptloop_env.cli import parse_config
 from promptloop_env.wrappers import DiscretizePrompt, DropTextObservation
 
 MODIFIERS = ["", "bright colours", "high contrast"]
@@ -74,6 +75,4 @@ def main(args: Args) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    from transformers import HfArgumentParser
-
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(parse_config(Args, description=__doc__.split("\n\n")[0]))

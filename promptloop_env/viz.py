@@ -34,8 +34,8 @@ def filmstrip(
         chars_per_line: caption wrapping width.
 
     >>> strip = filmstrip([np.zeros((8, 8, 3), np.uint8)] * 3, ["a", "b", "c"], frame_size=32)
-    >>> strip.size[0]
-    120
+    >>> strip.size  # three 32-pixel frames and four 4-pixel gaps wide
+    (112, 56)
     """
     if len(frames) != len(captions):
         raise ValueError(
@@ -73,6 +73,23 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], 
             draw.text((3, y + 3 + 13 * k), line, fill="black", font=font)
         for j, image in enumerate(row):
             canvas.paste(Image.fromarray(image).resize((cell, cell), Image.NEAREST), (label_w + j * (cell + 2), y))
+    return canvas
+
+
+def stack_rows(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
+    """Pictures one under the other, left-aligned on white (e.g. one :func:`filmstrip` per episode).
+
+    >>> rows = [filmstrip([np.zeros((8, 8, 3), np.uint8)], ["a"], frame_size=32)] * 2
+    >>> stack_rows(rows).size == (rows[0].width, 2 * rows[0].height + 4)
+    True
+    """
+    canvas = Image.new(
+        "RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)), "white"
+    )
+    y = 0
+    for image in images:
+        canvas.paste(image, (0, y))
+        y += image.height + gap
     return canvas
 
 

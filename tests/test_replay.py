@@ -105,7 +105,8 @@ def test_replay_holds_with_the_vae_preview(make_env):
     """The default preview decodes x0 at every refinement point and leaves the trajectory and its generator alone."""
     pipe = tiny_pipe("euler-ancestral")  # a stochastic sampler: any extra draw from the generator would show
     env = make_env(backbone=pipe, preview="vae", guidance_scale=5.0, refine_schedule="random")
-    obs, _, info = run_episode(env, "a red circle on the left", seed=4)
+    observations, _, info = run_episode(env, "a red circle on the left", seed=4)
     expected = pipeline_image(pipe, "a red circle on the left", info, 8, guidance_scale=5.0)
     np.testing.assert_array_equal(info["final_image"], expected)
+    obs = observations[-1]
     assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 0  # the last preview: the final image, resized

@@ -1,9 +1,10 @@
 """Rewards: plain batched callables ``reward(images, queries) -> sequence of floats``.
 
 ``images`` is a ``uint8`` array ``[B, H, W, 3]`` and ``queries`` the user queries (never the refined
-prompts). ``REWARDS`` maps a name to ``"module:factory"``; the factory is called as
-``factory(device=..., torch_dtype=...)`` and returns the callable, so model-based rewards load their
-weights lazily and only when named.
+prompts). ``REWARDS`` maps a name to ``"module:factory"``, imported only when the name is used; the
+factory is called as ``factory(device=..., torch_dtype=...)``, takes ``**kwargs`` and ignores what it does
+not use, and returns the callable. :func:`make_reward` has model-based rewards load their weights at once,
+so that a missing weight or dependency is one clear error at ``gym.make``, before any denoising.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from promptloop_env.rewards.base import (
     call_reward,
     make_reward,
 )
+from promptloop_env.rewards.model_base import MissingWeightsError
 
 REWARDS: dict[str, str] = {
     "jpeg-compressibility": "promptloop_env.rewards.jpeg:JpegCompressibility",
@@ -28,4 +30,4 @@ REWARDS: dict[str, str] = {
     "hpsv2": "promptloop_env.rewards.hps:HPSv2",
 }
 
-__all__ = ["REWARDS", "RewardFn", "RewardSpec", "WeightedReward", "call_reward", "make_reward"]
+__all__ = ["REWARDS", "MissingWeightsError", "RewardFn", "RewardSpec", "WeightedReward", "call_reward", "make_reward"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from PIL import Image
@@ -24,36 +25,38 @@ class LaionAesthetic(ModelReward):
     tensors and refuses code; a ``.safetensors`` conversion of the head is read with safetensors.
 
     Args:
-        device, torch_dtype, local_files_only, batch_size: see :class:`~promptloop_env.rewards.model_base.ModelReward`.
         pretrained: hub id or local folder of the CLIP ViT-L/14 model and processor.
         head: hub id, local folder or file of the MLP head; ``None`` looks for ``head_filename`` in
             ``pretrained`` when that is a local folder, else uses ``trl-lib/ddpo-aesthetic-predictor``.
         head_filename: the head's file name inside ``head``.
+        **kwargs: ``device``, ``torch_dtype``, ``local_files_only`` and ``batch_size`` of
+            :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
     """
 
     default_head = "trl-lib/ddpo-aesthetic-predictor"
 
     def __init__(
         self,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | None = None,
         pretrained: str | os.PathLike = "openai/clip-vit-large-patch14",
-        local_files_only: bool = False,
-        batch_size: int = 32,
         head: str | os.PathLike | None = None,
         head_filename: str = "aesthetic-model.pth",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, torch_dtype, pretrained, local_files_only, batch_size)
+        super().__init__(pretrained=pretrained, **kwargs)
         if head is None:
             in_folder = os.path.isfile(os.path.join(self.pretrained, head_filename))
             head = self.pretrained if in_folder else self.default_head
         self.head_path = os.fspath(head)
         self.head_filename = head_filename
 
-    def _load(self) -> None:
-        self.processor = load_clip_processor(self.pretrained, self.local_files_only)
-        self.model = load_clip_model(self.pretrained, self.device, self.torch_dtype, self.local_files_only)
-        state = load_state_dict_file(resolve_file(self.head_path, self.head_filename, self.local_files_only))
+    def sources(self) -> dict[str, str]:
+        return {"pretrained": self.pretrained, "head": self.head_path}
+
+    def _load(self, local_files_only: bool) -> None:
+        head_file = resolve_file(self.head_path, self.head_filename, local_files_only)
+        self.processor = load_clip_processor(self.pretrained, local_files_only)
+        self.model = load_clip_model(self.pretrained, self.device, self.torch_dtype, local_files_only)
+        state = load_state_dict_file(head_file)
         state = {k.removeprefix("layers."): v for k, v in state.items()}
         self.head = mlp_head(self.model.config.projection_dim)
         self.head.load_state_dict(state)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,16 +21,56 @@ class RewardFn(Protocol):
 RewardSpec = str | RewardFn | Mapping[Any, float]
 
 
-def _component_name(part: Any) -> str:
-    return part if isinstance(part, str) else getattr(part, "__name__", type(part).__name__)
+def _split_part(part: Any) -> tuple[str | None, Any]:
+    """``(explicit name or None, reward)`` of a ``{part: weight}`` key (a pair, a registry name, a callable)."""
+    if isinstance(part, tuple):
+        if len(part) != 2 or not isinstance(part[0], str):
+            raise TypeError(f"A named reward part is a (name, name_or_callable) pair; got {part!r}.")
+        return part
+    return (part if isinstance(part, str) else None), part
+
+
+def _unique_names(parts: Sequence[Any]) -> list[str]:
+    """One distinct name per part: explicit names as given, derived names suffixed ``_1``, ``_2``... on a clash.
+
+    Explicit names are registry names and the names of ``(name, reward)`` pairs; derived ones are a callable's
+    ``__name__``, else its class name.
+
+    >>> _unique_names(["toy-fidelity", lambda i, q: i, lambda i, q: q, ("sharpness", len)])
+    ['toy-fidelity', '<lambda>', '<lambda>_1', 'sharpness']
+
+    Raises:
+        ValueError: two parts have the same explicit name.
+    """
+    explicit = [name for name, _ in map(_split_part, parts) if name is not None]
+    clashes = sorted({name for name in explicit if explicit.count(name) > 1})
+    if clashes:
+        raise ValueError(f"Reward parts must have distinct names; {clashes} named more than once.")
+    taken = set(explicit)
+    names = []
+    for part in parts:
+        name, reward = _split_part(part)
+        if name is None:
+            base = name = getattr(reward, "__name__", type(reward).__name__)
+            k = 0
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+            taken.add(name)
+        names.append(name)
+    return names
 
 
 def _build_one(part: Any, device: str | torch.device | None, torch_dtype: torch.dtype | None) -> RewardFn:
     from promptloop_env.rewards import REWARDS
+    from promptloop_env.rewards.model_base import ModelReward
 
+    part = _split_part(part)[1]
     if isinstance(part, str):
         factory = resolve(lookup(REWARDS, part, "reward"))
-        return factory(device=device, torch_dtype=torch_dtype)
+        part = factory(device=device, torch_dtype=torch_dtype)
+    if isinstance(part, ModelReward):
+        part.load()  # find the weights now, before any denoising, and fail with one clear error if they are missing
     if callable(part):
         return part
     raise TypeError(
@@ -58,11 +98,26 @@ def call_reward(fn: RewardFn, images: np.ndarray, queries: Sequence[str], name: 
 
 
 class WeightedReward:
-    """A weighted sum of rewards; :meth:`components` also returns each part.
+    """A weighted sum of rewards; :meth:`components` also returns each part, by name.
+
+    A part is a registry name, a callable, or a ``(name, name_or_callable)`` pair that names it. Registry
+    names and given names are used as they are (twice the same is an error); a callable is called by its
+    ``__name__`` (or class name), suffixed ``_1``, ``_2``... where two parts would share one (two lambdas,
+    two instances of one reward class).
+    Model-based parts (:class:`~promptloop_env.rewards.model_base.ModelReward`) load their weights here, so
+    that a missing weight or dependency fails at ``gym.make``, not after the first episode.
 
     Args:
-        parts: ``{name_or_callable: weight}``.
+        parts: ``{name_or_callable: weight}`` (keys may also be ``(name, name_or_callable)``).
         device, torch_dtype: passed to model-based rewards built by name.
+
+    Raises:
+        ValueError: an empty dict, a weight that is not a finite number, two parts with one explicit name.
+        TypeError: a part that is neither a registry name nor a callable.
+
+    >>> reward = WeightedReward({lambda images, queries: [1.0]: 1.0, lambda images, queries: [10.0]: 1.0})
+    >>> reward.components(None, ["a query"]), reward(None, ["a query"])
+    ({'<lambda>': array([1.]), '<lambda>_1': array([10.])}, array([11.]))
     """
 
     def __init__(
@@ -73,13 +128,14 @@ class WeightedReward:
     ) -> None:
         if not parts:
             raise ValueError("A reward dict needs at least one {name_or_callable: weight} entry.")
-        self.parts: list[tuple[str, RewardFn, float]] = []
-        for part, weight in parts.items():
+        names = _unique_names(list(parts))
+        for name, weight in zip(names, parts.values(), strict=True):
             if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise ValueError(
-                    f"Reward weight for {_component_name(part)!r} must be a finite number; got {weight!r}."
-                )
-            self.parts.append((_component_name(part), _build_one(part, device, torch_dtype), float(weight)))
+                raise ValueError(f"Reward weight for {name!r} must be a finite number; got {weight!r}.")
+        self.parts: list[tuple[str, RewardFn, float]] = [
+            (name, _build_one(part, device, torch_dtype), float(weight))
+            for name, (part, weight) in zip(names, parts.items(), strict=True)
+        ]
 
     def components(self, images: np.ndarray, queries: Sequence[str]) -> dict[str, np.ndarray]:
         """Each part's values, unweighted, by name."""
@@ -105,6 +161,3 @@ def make_reward(
     if isinstance(spec, Mapping):
         return WeightedReward(spec, device, torch_dtype)
     return WeightedReward({spec: 1.0}, device, torch_dtype)
-
-
-RewardFactory = Callable[..., RewardFn]

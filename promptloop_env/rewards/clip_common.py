@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from promptloop_env.rewards.model_base import check_loading_info, require, transformers_dtype_kwargs
+from promptloop_env.rewards.model_base import check_loading_info, require
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -26,9 +26,8 @@ def clip_image_processor(image_size: int) -> Any:
     the original CLIP, BLIP and ImageReward code.
     """
     transformers = require("transformers")
-    # transformers 5 names the PIL backend CLIPImageProcessorPil; before 5, CLIPImageProcessor was PIL-based.
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    return cls(
+    # The PIL backend, not the torchvision one: it resizes as the original code did.
+    return transformers.CLIPImageProcessorPil(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         resample=Image.Resampling.BICUBIC,
@@ -61,7 +60,7 @@ def load_clip_model(
             ``pytorch_model.bin``, which transformers loads with ``torch.load(weights_only=True)``.
     """
     transformers = require("transformers")
-    kwargs: dict[str, Any] = transformers_dtype_kwargs(torch_dtype)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if pretrained is None:
         model, info = transformers.CLIPModel.from_pretrained(
             None, config=config, state_dict=state_dict, output_loading_info=True, **kwargs
@@ -74,16 +73,11 @@ def load_clip_model(
     return model.to(device).eval().requires_grad_(False)
 
 
-def _pooled(output: Any) -> torch.Tensor:
-    # transformers 5 returns a model output whose pooler_output holds the projection; 4.x returns the tensor.
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 def image_embeddings(model: Any, processor: Any, images: list[Image.Image]) -> torch.Tensor:
     """L2-normalised projected image embeddings ``[B, D]``, in float32."""
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     pixels = pixels.to(device=model.device, dtype=model.dtype)
-    embeds = _pooled(model.get_image_features(pixel_values=pixels)).float()
+    embeds = model.get_image_features(pixel_values=pixels).pooler_output.float()
     return embeds / embeds.norm(dim=-1, keepdim=True)
 
 
@@ -96,11 +90,10 @@ def text_embeddings(model: Any, processor: Any, texts: list[str]) -> torch.Tenso
         max_length=model.config.text_config.max_position_embeddings,
         return_tensors="pt",
     )
-    embeds = _pooled(
-        model.get_text_features(
-            input_ids=tokens["input_ids"].to(model.device), attention_mask=tokens["attention_mask"].to(model.device)
-        )
-    ).float()
+    output = model.get_text_features(
+        input_ids=tokens["input_ids"].to(model.device), attention_mask=tokens["attention_mask"].to(model.device)
+    )
+    embeds = output.pooler_output.float()
     return embeds / embeds.norm(dim=-1, keepdim=True)
 
 

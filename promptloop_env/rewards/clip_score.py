@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,31 +20,29 @@ class ClipScore(ModelReward):
     by default, the same ``openai/clip-vit-large-patch14`` weights). Queries longer than CLIP's 77-token window
     are truncated. Typical values for a matching pair are 25-35.
 
-    Weights load lazily through ``CLIPModel.from_pretrained`` / ``CLIPProcessor.from_pretrained`` (safetensors
+    Weights load through ``CLIPModel.from_pretrained`` / ``CLIPProcessor.from_pretrained`` (safetensors
     only by default).
 
     Args:
-        device, torch_dtype, local_files_only, batch_size: see :class:`~promptloop_env.rewards.model_base.ModelReward`.
         pretrained: hub id or local folder of a transformers CLIP model and its processor.
         use_safetensors: passed to ``from_pretrained``; ``None`` also accepts ``pytorch_model.bin``.
+        **kwargs: ``device``, ``torch_dtype``, ``local_files_only`` and ``batch_size`` of
+            :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
     """
 
     def __init__(
         self,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | None = None,
         pretrained: str | os.PathLike = "openai/clip-vit-large-patch14",
-        local_files_only: bool = False,
-        batch_size: int = 32,
         use_safetensors: bool | None = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, torch_dtype, pretrained, local_files_only, batch_size)
+        super().__init__(pretrained=pretrained, **kwargs)
         self.use_safetensors = use_safetensors
 
-    def _load(self) -> None:
-        self.processor = load_clip_processor(self.pretrained, self.local_files_only)
+    def _load(self, local_files_only: bool) -> None:
+        self.processor = load_clip_processor(self.pretrained, local_files_only)
         self.model = load_clip_model(
-            self.pretrained, self.device, self.torch_dtype, self.local_files_only, self.use_safetensors
+            self.pretrained, self.device, self.torch_dtype, local_files_only, self.use_safetensors
         )
 
     def _score(self, images: list[Image.Image], queries: list[str]) -> torch.Tensor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import torch
 from PIL import Image
@@ -133,32 +134,33 @@ class HPSv2(ModelReward):
     through ``CLIPModel.from_pretrained(None, config=..., state_dict=...)``.
 
     Args:
-        device, torch_dtype, local_files_only, batch_size: see :class:`~promptloop_env.rewards.model_base.ModelReward`.
         pretrained: hub id, local folder or file of the HPSv2 checkpoint.
         filename: the checkpoint's file name inside ``pretrained``.
         clip_config: hub id or local folder with the base CLIP's ``config.json`` and processor files (its
             weights are not read).
+        **kwargs: ``device``, ``torch_dtype``, ``local_files_only`` and ``batch_size`` of
+            :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
     """
 
     def __init__(
         self,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | None = None,
         pretrained: str | os.PathLike = "xswu/HPSv2",
-        local_files_only: bool = False,
-        batch_size: int = 32,
         filename: str = "HPS_v2.1_compressed.pt",
         clip_config: str | os.PathLike = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, torch_dtype, pretrained, local_files_only, batch_size)
+        super().__init__(pretrained=pretrained, **kwargs)
         self.filename = filename
         self.clip_config = os.fspath(clip_config)
 
-    def _load(self) -> None:
+    def sources(self) -> dict[str, str]:
+        return {"pretrained": self.pretrained, "clip_config": self.clip_config}
+
+    def _load(self, local_files_only: bool) -> None:
         transformers = require("transformers")
-        config = transformers.CLIPConfig.from_pretrained(self.clip_config, local_files_only=self.local_files_only)
-        self.processor = load_clip_processor(self.clip_config, self.local_files_only)
-        checkpoint = resolve_file(self.pretrained, self.filename, self.local_files_only)
+        config = transformers.CLIPConfig.from_pretrained(self.clip_config, local_files_only=local_files_only)
+        self.processor = load_clip_processor(self.clip_config, local_files_only)
+        checkpoint = resolve_file(self.pretrained, self.filename, local_files_only)
         state = open_clip_to_transformers(load_state_dict_file(checkpoint))
         self.model = load_clip_model(None, self.device, self.torch_dtype, config=config, state_dict=state)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
 import torch
 from PIL import Image
@@ -47,7 +48,6 @@ from promptloop_env.rewards.model_base import (
     mlp_head,
     require,
     resolve_file,
-    transformers_dtype_kwargs,
 )
 
 # The upstream score: (mlp(features) - mean) / std, with these constants from ImageReward.py.
@@ -164,28 +164,26 @@ class ImageRewardScore(ModelReward):
     the checkpoint is loaded safely and which keys map where.
 
     Args:
-        device, torch_dtype, local_files_only, batch_size: see :class:`~promptloop_env.rewards.model_base.ModelReward`.
         pretrained: hub id, local folder or file of the checkpoint (``THUDM/ImageReward``).
         filename: the checkpoint's file name inside ``pretrained``.
         med_config: hub id, folder or file of BLIP's ``med_config.json``; ``None`` uses ``pretrained``'s folder.
         tokenizer: hub id or folder of the BERT tokenizer; ``None`` uses ``pretrained`` when it is a local
             folder holding tokenizer files, else ``google-bert/bert-base-uncased`` (as upstream).
+        **kwargs: ``device``, ``torch_dtype``, ``local_files_only`` and ``batch_size`` of
+            :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
     """
 
     default_tokenizer = "google-bert/bert-base-uncased"
 
     def __init__(
         self,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | None = None,
         pretrained: str | os.PathLike = "THUDM/ImageReward",
-        local_files_only: bool = False,
-        batch_size: int = 32,
         filename: str = "ImageReward.pt",
         med_config: str | os.PathLike | None = None,
         tokenizer: str | os.PathLike | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, torch_dtype, pretrained, local_files_only, batch_size)
+        super().__init__(pretrained=pretrained, **kwargs)
         self.filename = filename
         folder = None  # the local folder of the checkpoint, if any
         if os.path.isdir(self.pretrained):
@@ -198,15 +196,24 @@ class ImageRewardScore(ModelReward):
             tokenizer = folder if local else self.default_tokenizer
         self.tokenizer_path = os.fspath(tokenizer)
 
-    def _load(self) -> None:
+    def sources(self) -> dict[str, str]:
+        return {"pretrained": self.pretrained, "med_config": self.med_config_path, "tokenizer": self.tokenizer_path}
+
+    def _load(self, local_files_only: bool) -> None:
         transformers = require("transformers")
-        checkpoint = resolve_file(self.pretrained, self.filename, self.local_files_only)
-        vision_state, text_state, head_state = imagereward_to_transformers(load_state_dict_file(checkpoint))
-        with open(resolve_file(self.med_config_path, "med_config.json", self.local_files_only)) as f:
+        # Every file is found before the checkpoint is read, so that a missing one fails fast.
+        checkpoint = resolve_file(self.pretrained, self.filename, local_files_only)
+        with open(resolve_file(self.med_config_path, "med_config.json", local_files_only)) as f:
             med_config = json.load(f)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+            self.tokenizer_path, local_files_only=local_files_only
+        )
+        # BLIP's init_tokenizer adds these two; plain queries never produce them, but ids stay as upstream.
+        self.tokenizer.add_tokens(["[DEC]", "[ENC]"], special_tokens=True)
+        vision_state, text_state, head_state = imagereward_to_transformers(load_state_dict_file(checkpoint))
         vision_config = transformers.BlipVisionConfig(**_vision_config_kwargs(vision_state))
         text_config = transformers.BlipTextConfig(**_text_config_kwargs(med_config, vision_config.hidden_size))
-        dtype = transformers_dtype_kwargs(self.torch_dtype)
+        dtype = {"dtype": self.torch_dtype}
         self.vision, info = transformers.BlipVisionModel.from_pretrained(
             None, config=vision_config, state_dict=vision_state, output_loading_info=True, **dtype
         )
@@ -219,11 +226,6 @@ class ImageRewardScore(ModelReward):
         self.head.load_state_dict(head_state)
         for module in (self.vision, self.text, self.head):
             module.to(self.device).eval().requires_grad_(False)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-            self.tokenizer_path, local_files_only=self.local_files_only
-        )
-        # BLIP's init_tokenizer adds these two; plain queries never produce them, but ids stay as upstream.
-        self.tokenizer.add_tokens(["[DEC]", "[ENC]"], special_tokens=True)
         self.image_processor = clip_image_processor(vision_config.image_size)
 
     def _score(self, images: list[Image.Image], queries: list[str]) -> torch.Tensor:

@@ -17,9 +17,14 @@ def jpeg_size_kb(image: np.ndarray, quality: int = 95) -> float:
 
 
 class JpegIncompressibility:
-    """Reward = JPEG size in kB: rewards detail and texture (DDPO's ``jpeg_incompressibility``)."""
+    """Reward = JPEG size in kB: rewards detail and texture (DDPO's ``jpeg_incompressibility``).
 
-    def __init__(self, device: object = None, torch_dtype: object = None, quality: int = 95) -> None:
+    Args:
+        quality: JPEG quality of the measurement.
+        **kwargs: other reward-factory arguments (``device``, ``torch_dtype``), ignored: no model.
+    """
+
+    def __init__(self, quality: int = 95, **kwargs: object) -> None:
         self.quality = quality
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:

@@ -1,8 +1,12 @@
-"""Shared machinery of the model-based rewards: lazy loading, safe checkpoint files, batching.
+"""Shared machinery of the model-based rewards: loading, safe checkpoint files, batching.
 
 Every model-based reward is a :class:`ModelReward`: constructed cheaply, it imports its optional
-dependencies and loads its weights at the first call (or at :meth:`ModelReward.load`), then scores
-``uint8 [B, H, W, 3]`` images against the user queries in batches under ``torch.inference_mode``.
+dependencies and loads its weights at :meth:`ModelReward.load` (which :func:`~promptloop_env.rewards.make_reward`,
+and so ``gym.make``, calls at once) or else at the first call, then scores ``uint8 [B, H, W, 3]`` images
+against the user queries in batches under ``torch.inference_mode``. Loading looks in local folders and the
+hub cache first, with no network; only when something is missing there, and the hub is not offline, does it
+download. Whatever is still missing is one :class:`MissingWeightsError` naming every folder or hub id the
+reward reads and how to provide them.
 
 Checkpoints that are not in a transformers layout are read by :func:`load_state_dict_file`:
 ``.safetensors`` through safetensors, anything else through ``torch.load(weights_only=True)``,
@@ -25,6 +29,21 @@ from PIL import Image
 REWARDS_EXTRA = 'pip install "promptloop[rewards]"'
 
 
+class MissingWeightsError(FileNotFoundError):
+    """A model-based reward's weights are neither in the given folders nor in the hub cache, and cannot be fetched."""
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be reached: ``HF_HUB_OFFLINE`` set now, or when huggingface_hub was imported."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def require(module_name: str) -> ModuleType:
     """Import an optional dependency of the model-based rewards.
 
@@ -37,13 +56,6 @@ def require(module_name: str) -> ModuleType:
         raise DependencyNotInstalled(
             f"Model-based rewards need {module_name!r}, which is not installed. Install it with: {REWARDS_EXTRA}"
         ) from err
-
-
-def transformers_dtype_kwargs(torch_dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """The ``from_pretrained`` keyword for the weights' dtype (``dtype`` from transformers 5, else ``torch_dtype``)."""
-    transformers = require("transformers")
-    major = int(transformers.__version__.split(".")[0])
-    return {"dtype": torch_dtype} if major >= 5 else {"torch_dtype": torch_dtype}
 
 
 def resolve_file(pretrained: str | os.PathLike, filename: str, local_files_only: bool = False) -> str:
@@ -123,10 +135,10 @@ def to_pil_images(images: np.ndarray) -> list[Image.Image]:
 
 
 class ModelReward:
-    """Base of the model-based rewards: lazy weights, device and dtype, input checks, batching.
+    """Base of the model-based rewards: weights loaded once, device and dtype, input checks, batching.
 
-    Subclasses implement :meth:`_load` (import dependencies, read weights) and :meth:`_score` (one batch of
-    PIL images and queries to a 1-D tensor of scores).
+    Subclasses implement :meth:`_load` (import dependencies, read weights, with no network when asked),
+    :meth:`_score` (one batch of PIL images and queries to a 1-D tensor of scores) and :meth:`sources`.
 
     Args:
         device: where the model runs; ``None`` picks CUDA when available, else the CPU.
@@ -134,7 +146,10 @@ class ModelReward:
         pretrained: hub id or local folder of the weights.
         local_files_only: never reach the hub; only use local folders or the hub cache.
         batch_size: the most images sent through the model at once.
+        **kwargs: other reward-factory arguments, ignored.
     """
+
+    dependencies: tuple[str, ...] = ("transformers", "huggingface_hub")
 
     def __init__(
         self,
@@ -143,6 +158,7 @@ class ModelReward:
         pretrained: str | os.PathLike = "",
         local_files_only: bool = False,
         batch_size: int = 32,
+        **kwargs: Any,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -158,13 +174,50 @@ class ModelReward:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(pretrained={self.pretrained!r}, device={str(self.device)!r})"
 
-    def load(self) -> None:
-        """Import the dependencies and load the weights now instead of at the first call."""
-        if not self._loaded:
-            self._load()
-            self._loaded = True
+    def sources(self) -> dict[str, str]:
+        """The folders, files or hub ids the reward reads, by constructor argument (for error messages)."""
+        return {"pretrained": self.pretrained}
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Import the dependencies and load the weights now instead of at the first call.
+
+        Local folders and the hub cache are tried first, with no network; the hub only when that fails and
+        neither ``local_files_only`` nor ``HF_HUB_OFFLINE`` forbids it.
+
+        Raises:
+            DependencyNotInstalled: a dependency is missing; the message names the pip extra.
+            MissingWeightsError: a weight file is missing; the message names each folder or hub id read.
+        """
+        if self._loaded:
+            return
+        for module_name in self.dependencies:
+            require(module_name)
+        try:
+            self._load(local_files_only=True)
+        except OSError as err:
+            if self.local_files_only or hub_offline():
+                raise self._missing(err, offline=True) from err
+            try:
+                self._load(local_files_only=False)
+            except OSError as second:
+                raise self._missing(second, offline=False) from second
+        self._loaded = True
+
+    def _missing(self, cause: OSError, offline: bool) -> MissingWeightsError:
+        name, sources = type(self).__name__, self.sources()
+        if offline:
+            where = "in its local folders or the hub cache, and may not download (local_files_only or HF_HUB_OFFLINE)"
+        else:
+            where = "in its local folders, the hub cache or on the hub"
+        hub_ids = list(dict.fromkeys(value for value in sources.values() if not os.path.exists(value)))
+        fetch = f"download {', '.join(hub_ids)} once with network access (`hf download ID`), or " if hub_ids else ""
+        return MissingWeightsError(
+            f"{name} cannot find its weights {where}: {cause}\n"
+            f"It reads {', '.join(f'{k}={v!r}' for k, v in sources.items())}. To provide them, {fetch}pass local "
+            f"folders or files: reward={name}({', '.join(f'{k}=...' for k in sources)})."
+        )
+
+    def _load(self, local_files_only: bool) -> None:
         raise NotImplementedError
 
     def _score(self, images: list[Image.Image], queries: list[str]) -> torch.Tensor:

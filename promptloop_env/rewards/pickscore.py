@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,35 +20,36 @@ class PickScore(ModelReward):
     ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``; the score is the pair's CLIP logit (learned temperature times
     cosine), typically around 18-23. Queries are truncated to 77 tokens.
 
-    Weights load lazily through ``CLIPModel.from_pretrained``. ``use_safetensors=None`` (the default here)
+    Weights load through ``CLIPModel.from_pretrained``. ``use_safetensors=None`` (the default here)
     prefers ``model.safetensors`` and otherwise reads the repo's ``pytorch_model.bin``, which transformers
     loads with ``torch.load(weights_only=True)``; pass ``True`` to accept safetensors only.
 
     Args:
-        device, torch_dtype, local_files_only, batch_size: see :class:`~promptloop_env.rewards.model_base.ModelReward`.
         pretrained: hub id or local folder of the PickScore ``CLIPModel``.
         processor: hub id or local folder of the ``CLIPProcessor``; ``None`` uses ``pretrained``.
         use_safetensors: passed to ``from_pretrained``.
+        **kwargs: ``device``, ``torch_dtype``, ``local_files_only`` and ``batch_size`` of
+            :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
     """
 
     def __init__(
         self,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | None = None,
         pretrained: str | os.PathLike = "yuvalkirstain/PickScore_v1",
-        local_files_only: bool = False,
-        batch_size: int = 32,
         processor: str | os.PathLike | None = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
         use_safetensors: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(device, torch_dtype, pretrained, local_files_only, batch_size)
+        super().__init__(pretrained=pretrained, **kwargs)
         self.processor_path = os.fspath(processor) if processor is not None else self.pretrained
         self.use_safetensors = use_safetensors
 
-    def _load(self) -> None:
-        self.processor = load_clip_processor(self.processor_path, self.local_files_only)
+    def sources(self) -> dict[str, str]:
+        return {"pretrained": self.pretrained, "processor": self.processor_path}
+
+    def _load(self, local_files_only: bool) -> None:
+        self.processor = load_clip_processor(self.processor_path, local_files_only)
         self.model = load_clip_model(
-            self.pretrained, self.device, self.torch_dtype, self.local_files_only, self.use_safetensors
+            self.pretrained, self.device, self.torch_dtype, local_files_only, self.use_safetensors
         )
 
     def _score(self, images: list[Image.Image], queries: list[str]) -> torch.Tensor:

@@ -62,10 +62,10 @@ class ToyFidelity:
     """``toy-fidelity``: fraction of the query's named attributes that the image satisfies (see :func:`fidelity`).
 
     Args:
-        device, torch_dtype: accepted for the reward-factory protocol and ignored (no model).
+        **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
-    def __init__(self, device: object = None, torch_dtype: object = None) -> None:
+    def __init__(self, **kwargs: object) -> None:
         pass
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
@@ -76,10 +76,10 @@ class ToyAesthetic:
     """``toy-aesthetic``: large, centred, high-contrast objects, whatever the query (see :func:`aesthetic`).
 
     Args:
-        device, torch_dtype: accepted for the reward-factory protocol and ignored (no model).
+        **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
-    def __init__(self, device: object = None, torch_dtype: object = None) -> None:
+    def __init__(self, **kwargs: object) -> None:
         pass
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:

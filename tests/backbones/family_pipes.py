@@ -1,4 +1,4 @@
-"""Tiny pipelines of every non-SD family, built once per test session, and episode helpers for their tests."""
+"""Tiny pipelines of every non-SD family, built once per test session, and the env and pipeline calls of the tests."""
 
 from __future__ import annotations
 
@@ -53,17 +53,6 @@ def make_family_env(backbone: Any, **kwargs: Any) -> Any:
         "preview_size": 32,
     }
     return gym.make("PromptLoop-v0", backbone=backbone, **{**defaults, **kwargs})
-
-
-def run_episode(env: Any, query: str, seed: int, actions: list[str] | None = None) -> tuple[list[dict], dict]:
-    """Play one episode; returns every observation and the last info."""
-    obs, info = env.reset(seed=seed, options={"query": query})
-    observations, terminated, i = [obs], False, 0
-    while not terminated:
-        obs, _, terminated, _, info = env.step(query if actions is None else actions[i])
-        observations.append(obs)
-        i += 1
-    return observations, info
 
 
 def pipeline_image(pipe: Any, query: str, seed: int, steps: int, **kwargs: Any) -> np.ndarray:

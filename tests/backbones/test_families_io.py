@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from family_pipes import family_pipe, guidance, make_family_env, pipeline_image, run_episode
+from family_pipes import family_pipe, guidance, make_family_env, pipeline_image
 
 from promptloop_env.backbones import (
     BACKBONES,
@@ -19,6 +19,7 @@ from promptloop_env.backbones import (
 )
 from promptloop_env.backbones.base import to_uint8
 from promptloop_env.backbones.tiny import TINY_FLUX_SAMPLE_SIZE
+from promptloop_env.testing import run_episode
 
 LATENT_CHANNELS = {"sdxl": 4, "sd3": 16, "flux-dev": 16}
 
@@ -49,7 +50,7 @@ def test_preview_shapes(case, preview, tmp_path):
     env = make_family_env(
         family_pipe(case), preview=preview, preview_size=24, taesd=taesd, guidance_scale=guidance(case)
     )
-    observations, info = run_episode(env, "a cat", seed=0)
+    observations, _, info = run_episode(env, "a cat", seed=0)
     for obs in observations:
         assert obs["image"].shape == (24, 24, 3) and obs["image"].dtype == np.uint8
         assert env.observation_space["image"].contains(obs["image"])
@@ -100,7 +101,7 @@ def test_local_folder_round_trip(case, tmp_path):
     if case.startswith("flux"):  # FluxPipeline hard-codes its default size; the tiny one sets it per instance
         backbone.pipe.default_sample_size = TINY_FLUX_SAMPLE_SIZE
     env = make_family_env(backbone, guidance_scale=guidance(case))
-    _, info = run_episode(env, "a photo of a dog", seed=2)
+    _, _, info = run_episode(env, "a photo of a dog", seed=2)
     loaded = pipeline_image(backbone.pipe, "a photo of a dog", info["noise_seed"], 4, guidance_scale=guidance(case))
     np.testing.assert_array_equal(info["final_image"], loaded)
     # Same weights as the in-memory pipeline; transformers may pick other attention kernels for loaded encoders.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from family_pipes import FAMILY_CASES, family_pipe, guidance, make_family_env, pipeline_image, run_episode
+from family_pipes import FAMILY_CASES, family_pipe, guidance, make_family_env, pipeline_image
 
 from promptloop_env.backbones import load_backbone, wrap_pipeline
 from promptloop_env.backbones.base import to_uint8
 from promptloop_env.backbones.flux import FluxBackbone
 from promptloop_env.backbones.sd3 import StableDiffusion3Backbone
 from promptloop_env.backbones.sdxl import StableDiffusionXLBackbone
+from promptloop_env.testing import run_episode
 
 CASES = sorted(FAMILY_CASES)
 QUERY = "a red circle on the left"
@@ -21,7 +22,7 @@ QUERY = "a red circle on the left"
 def test_identity_episode_replays_pipeline(case):
     pipe = family_pipe(case)
     env = make_family_env(pipe, guidance_scale=guidance(case), num_inference_steps=5, num_refinements=3)
-    _, info = run_episode(env, QUERY, seed=3)
+    _, _, info = run_episode(env, QUERY, seed=3)
     expected = pipeline_image(pipe, QUERY, info["noise_seed"], 5, guidance_scale=guidance(case))
     np.testing.assert_array_equal(info["final_image"], expected)
 
@@ -30,7 +31,7 @@ def test_identity_episode_replays_pipeline(case):
 def test_replay_with_negative_prompt(case):
     pipe = family_pipe(case)
     env = make_family_env(pipe, guidance_scale=4.0, negative_prompt="blurry dark")
-    _, info = run_episode(env, "a blue square", seed=11)
+    _, _, info = run_episode(env, "a blue square", seed=11)
     expected = pipeline_image(
         pipe, "a blue square", info["noise_seed"], 4, guidance_scale=4.0, negative_prompt="blurry dark"
     )
@@ -52,7 +53,7 @@ def test_default_guidance_is_the_pipelines():
     for case, scale in defaults.items():
         assert wrap_pipeline(family_pipe(case)).default_guidance_scale == scale
     pipe = family_pipe("sd3")
-    _, info = run_episode(make_family_env(pipe), "a cat", seed=0)
+    _, _, info = run_episode(make_family_env(pipe), "a cat", seed=0)
     np.testing.assert_array_equal(info["final_image"], pipeline_image(pipe, "a cat", info["noise_seed"], 4))
 
 
@@ -60,7 +61,7 @@ def test_flux_true_cfg_replays_pipeline():
     pipe = family_pipe("flux-dev")
     backbone = FluxBackbone(pipe, true_cfg_scale=2.0)
     env = make_family_env(backbone, negative_prompt="blurry")
-    _, info = run_episode(env, QUERY, seed=4)
+    _, _, info = run_episode(env, QUERY, seed=4)
     expected = pipeline_image(pipe, QUERY, info["noise_seed"], 4, negative_prompt="blurry", true_cfg_scale=2.0)
     np.testing.assert_array_equal(info["final_image"], expected)
     assert not np.array_equal(expected, pipeline_image(pipe, QUERY, info["noise_seed"], 4))
@@ -105,7 +106,7 @@ def test_prompt_change_matches_diffusers_callback_swap(case, monkeypatch):
     steps, switch = 6, 3
     env = make_family_env(pipe, guidance_scale=guidance(case), num_inference_steps=steps, num_refinements=2)
     first, second = "a red circle", "a large green triangle at the top"
-    _, info = run_episode(env, first, seed=5, actions=[first, second])
+    _, _, info = run_episode(env, first, seed=5, actions=[first, second])
     assert info["refine_steps"] == [0, switch]
     swap, names = _swap_callback(case, pipe, second, switch)
     monkeypatch.setattr(
@@ -121,7 +122,7 @@ def test_prompt_change_matches_diffusers_callback_swap(case, monkeypatch):
         callback_on_step_end_tensor_inputs=names,
     )
     np.testing.assert_array_equal(info["final_image"], expected)
-    _, same = run_episode(env, first, seed=5, actions=[first, first])
+    _, _, same = run_episode(env, first, seed=5, actions=[first, first])
     assert not np.array_equal(same["final_image"], info["final_image"])
 
 
@@ -129,12 +130,12 @@ def test_prompt_change_matches_diffusers_callback_swap(case, monkeypatch):
 def test_determinism(case):
     env = make_family_env(family_pipe(case), guidance_scale=guidance(case), num_inference_steps=3, num_refinements=3)
     actions = ["a cat", "a red cat", "a red cat in the sky"]
-    obs_a, info_a = run_episode(env, "a cat", seed=7, actions=actions)
-    obs_b, info_b = run_episode(env, "a cat", seed=7, actions=actions)
+    obs_a, _, info_a = run_episode(env, "a cat", seed=7, actions=actions)
+    obs_b, _, info_b = run_episode(env, "a cat", seed=7, actions=actions)
     for a, b in zip(obs_a, obs_b, strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(info_a["final_image"], info_b["final_image"])
-    _, info_c = run_episode(env, "a cat", seed=8, actions=actions)
+    _, _, info_c = run_episode(env, "a cat", seed=8, actions=actions)
     assert info_c["noise_seed"] != info_a["noise_seed"]
     assert not np.array_equal(info_c["final_image"], info_a["final_image"])
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from promptloop_env.rewards.testing import STANDIN_BUILDERS, sample_images
+from promptloop_env.testing import STANDIN_BUILDERS, sample_images
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 from promptloop_env.registry import resolve
-from promptloop_env.rewards import REWARDS, make_reward
+from promptloop_env.rewards import REWARDS, MissingWeightsError, make_reward
 from promptloop_env.rewards.model_base import ModelReward, resolve_file
-from promptloop_env.rewards.testing import STANDIN_BUILDERS, sample_images
+from promptloop_env.testing import STANDIN_BUILDERS, sample_images
 
 MODEL_REWARDS = sorted(STANDIN_BUILDERS)
 QUERIES = ["a red circle on the left", "a large blue square", "a green cat"]
@@ -124,10 +125,68 @@ def test_hub_file_lookup_needs_huggingface_hub(monkeypatch):
         resolve_file("THUDM/ImageReward", "ImageReward.pt", local_files_only=True)
 
 
-def test_registry_names_construct_without_loading():
-    for name in MODEL_REWARDS:
-        reward = make_reward(name, device="cpu").parts[0][1]
-        assert isinstance(reward, ModelReward) and not reward._loaded
+def _default_weights_cached(name: str) -> bool:
+    import huggingface_hub
+
+    reward = resolve(REWARDS[name])(device="cpu")
+    filename = getattr(reward, "filename", "config.json")
+    return isinstance(huggingface_hub.try_to_load_from_cache(reward.pretrained, filename), str)
+
+
+@pytest.mark.parametrize("name", MODEL_REWARDS)
+def test_registry_names_find_their_weights_at_construction_with_one_clear_error(name, monkeypatch):
+    if _default_weights_cached(name):
+        pytest.skip("the real weights are in this machine's hub cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError) as info:
+        make_reward(name, device="cpu")
+    assert time.perf_counter() - start < 10, "no hub retries when offline"
+    reward = resolve(REWARDS[name])(device="cpu")
+    message = str(info.value)
+    for source in reward.sources().values():
+        assert repr(source) in message
+    assert (
+        "HF_HUB_OFFLINE" in message and "hf download" in message and f"{type(reward).__name__}(pretrained=" in message
+    )
+
+
+def test_gym_make_fails_before_any_denoising_when_a_weight_is_missing(monkeypatch):
+    import gymnasium as gym
+
+    import promptloop_env  # noqa: F401
+    from promptloop_env.testing import tiny_pipe
+
+    if _default_weights_cached("imagereward"):
+        pytest.skip("the real weights are in this machine's hub cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match="'THUDM/ImageReward'.*'google-bert/bert-base-uncased'"):
+        gym.make("PromptLoop-v0", backbone=tiny_pipe(), reward="imagereward")
+
+
+def test_a_local_folder_without_the_checkpoint_names_the_folder(standin, tmp_path):
+    kwargs = {**standin("hpsv2"), "pretrained": str(tmp_path)}
+    with pytest.raises(MissingWeightsError, match=r"HPS_v2\.1_compressed\.pt.*not found in the local folder"):
+        make_reward({build("hpsv2", standin, **kwargs): 1.0})
+
+
+def test_instances_load_when_the_reward_is_made(standin):
+    reward = build("clip-score", standin)
+    assert not reward._loaded
+    make_reward({reward: 1.0})
+    assert reward._loaded
+
+
+def test_missing_dependency_fails_when_the_reward_is_made(standin, monkeypatch):
+    reward = build("clip-score", standin)
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(DependencyNotInstalled, match=r"promptloop\[rewards\]"):
+        make_reward({reward: 1.0})
+
+
+def test_factories_ignore_keywords_they_do_not_use():
+    for name in REWARDS:
+        assert callable(resolve(REWARDS[name])(device="cpu", torch_dtype=None, seed=3, something_new="x"))
 
 
 def test_stand_in_rewards_combine_in_a_weighted_sum(standin, images):
@@ -137,11 +196,3 @@ def test_stand_in_rewards_combine_in_a_weighted_sum(standin, images):
     expected = 0.5 * np.asarray(clip(images, QUERIES)) + 2.0 * np.asarray(aesthetic(images, QUERIES))
     np.testing.assert_allclose(combined.combine(parts), expected, rtol=1e-6)
     assert set(parts) == {"ClipScore", "LaionAesthetic"}
-
-
-def test_testing_module_doctest():
-    import doctest
-
-    import promptloop_env.rewards.testing as testing
-
-    assert doctest.testmod(testing).failed == 0

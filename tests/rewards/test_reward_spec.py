@@ -86,3 +86,44 @@ def test_empty_dict_and_non_callables_are_rejected():
         make_reward({})
     with pytest.raises(TypeError, match="registered name, a callable"):
         make_reward(42)
+
+
+def test_two_lambdas_get_distinct_names_and_both_count():
+    reward = make_reward({(lambda images, queries: [1.0, 1.0]): 1.0, (lambda images, queries: [10.0, 10.0]): 1.0})
+    parts = reward.components(IMAGES, QUERIES)
+    assert {name: values[0] for name, values in parts.items()} == {"<lambda>": 1.0, "<lambda>_1": 10.0}
+    np.testing.assert_array_equal(reward(IMAGES, QUERIES), [11.0, 11.0])
+
+
+def test_two_instances_of_one_reward_class_get_distinct_names():
+    from promptloop_env.rewards.jpeg import JpegIncompressibility
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    low, high = JpegIncompressibility(quality=10), JpegIncompressibility(quality=95)
+    reward = make_reward({low: 1.0, high: -1.0, "jpeg-incompressibility": 0.0})
+    parts = reward.components(images, QUERIES)
+    assert list(parts) == ["JpegIncompressibility", "JpegIncompressibility_1", "jpeg-incompressibility"]
+    assert np.all(parts["JpegIncompressibility"] < parts["JpegIncompressibility_1"])
+    np.testing.assert_allclose(
+        reward(images, QUERIES), parts["JpegIncompressibility"] - parts["JpegIncompressibility_1"]
+    )
+
+
+def test_a_derived_name_steps_aside_for_an_explicit_one():
+    first = constant(1.0, 1.0)
+    reward = make_reward({first: 1.0, (first.__name__, constant(2.0, 2.0)): 1.0})
+    assert list(reward.components(IMAGES, QUERIES)) == ["constant_1.0_1.0_1", "constant_1.0_1.0"]
+
+
+def test_a_clash_of_explicit_names_is_an_error():
+    with pytest.raises(ValueError, match=r"distinct names; \['toy-fidelity'\] named more than once"):
+        make_reward({"toy-fidelity": 1.0, ("toy-fidelity", constant(1.0, 1.0)): 1.0})
+    with pytest.raises(ValueError, match=r"\['mine'\] named more than once"):
+        make_reward({("mine", constant(1.0, 1.0)): 1.0, ("mine", "jpeg-compressibility"): 1.0})
+    with pytest.raises(TypeError, match=r"\(name, name_or_callable\) pair"):
+        make_reward({(1, constant(1.0, 1.0)): 1.0})
+
+
+def test_a_named_pair_may_name_a_registry_reward():
+    reward = make_reward({("size", "jpeg-incompressibility"): 2.0})
+    assert [name for name, _, _ in reward.parts] == ["size"]

@@ -52,3 +52,21 @@ def test_torchrl_gymenv_runs():
     example = load_example("torchrl_gymenv")
     result = example.main(example.Args(num_inference_steps=4))
     assert all(math.isfinite(value) for value in result.values())
+
+
+def test_grpo_mllm_policy_runs_from_its_command_line(tmp_path):
+    pytest.importorskip("peft")
+    example = load_example("grpo_mllm_policy")
+    # One GRPO iteration whatever the iteration flag is called: max_train_seconds stops after the first.
+    argv = "--backbone tiny --max_train_seconds 0.001 --queries_per_iteration 1 --group_size 2 --warm_start_steps 2"
+    argv += f" --num_inference_steps 2 --num_refinements 1 --eval_episodes 2 --progress false --output_dir {tmp_path}"
+    summaries = example.main(argv.split())
+    assert set(summaries) == {"identity", "policy"}
+    assert all(s["jpeg-incompressibility"]["n"] == 2 for s in summaries.values())
+
+
+def test_rollout_filmstrip_writes_its_picture(tmp_path):
+    example = load_example("rollout_filmstrip")
+    summary = example.main(example.Args(out=str(tmp_path), num_inference_steps=4, num_refinements=2))
+    assert len(summary["prompts"]) == 2 and summary["prompts"][1].endswith(", bright")
+    assert (tmp_path / "filmstrip.png").stat().st_size > 0

@@ -1,0 +1,165 @@
+"""Dataclasses to a command line, on transformers' ``HfArgumentParser``: the project's one way to build a CLI.
+
+Each dataclass field becomes ``--field_name`` (and ``--field-name``), with the field's ``metadata["help"]``
+as its help and its default shown; booleans take ``--flag``, ``--flag false`` or ``--no_flag``. An optional
+``--config FILE`` (YAML or JSON) sets fields first and the flags given on the command line override it.
+The file is flat (``{field: value}``) or split into sections (``{section: {field: value}}``, as written by
+``yaml.safe_dump({name: dataclasses.asdict(config)})``); a key that is no field of the parsed dataclasses is
+an error.
+
+>>> from dataclasses import dataclass, field
+>>> @dataclass
+... class Args:
+...     steps: int = field(default=20, metadata={"help": "denoising steps"})
+...     query: str = field(default="a red circle", metadata={"help": "the user's query"})
+>>> parse_config(Args, ["--steps", "8"])
+Args(steps=8, query='a red circle')
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from transformers import HfArgumentParser
+
+T = TypeVar("T")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; the description printed as written."""
+
+
+def config_parser(
+    dataclass_types: type | Iterable[type],
+    description: str | None = None,
+    prog: str | None = None,
+    config_flag: str | None = "--config",
+) -> HfArgumentParser:
+    """An ``HfArgumentParser`` with one option per field of ``dataclass_types`` (plus ``config_flag``).
+
+    Args:
+        dataclass_types: one dataclass or several (their field names must be distinct).
+        description: the ``--help`` text; the first paragraph of a module docstring is a good one.
+        prog: the program name shown in usage lines (default: the script's name).
+        config_flag: the option that names a YAML / JSON config file; ``None`` for none.
+    """
+    parser = HfArgumentParser(dataclass_types, description=description, prog=prog, formatter_class=_HelpFormatter)
+    if config_flag:
+        parser.add_argument(
+            config_flag, dest="_config_file", default=None, metavar="FILE", help="YAML or JSON file of field values"
+        )
+    return parser
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML (``.yaml`` / ``.yml``) or JSON file.
+
+    Raises:
+        ValueError: the file does not hold a mapping.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml  # a dependency of transformers and huggingface_hub
+
+        payload = yaml.safe_load(text) or {}
+    else:
+        payload = json.loads(text)
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"config file {os.fspath(path)!r} must hold a mapping of field names to values")
+    return dict(payload)
+
+
+def config_values(
+    payload: Mapping[str, Any], dataclass_types: Sequence[type], sections: Mapping[str, type] | None = None
+) -> dict[str, Any]:
+    """Flat ``{field: value}`` for ``dataclass_types`` from a config file's mapping.
+
+    Without ``sections`` the mapping is flat, or its mapping values are sections that are flattened. With
+    ``sections`` (``{section name: dataclass}``, every section a file may have) it must be made of those
+    sections; those whose dataclass is not among ``dataclass_types`` are skipped (a training config can be
+    read by an evaluation command).
+
+    Raises:
+        ValueError: an unknown section or field, or one field set twice.
+
+    >>> from dataclasses import field, make_dataclass
+    >>> Env, Train = make_dataclass("Env", [("steps", int, field(default=20))]), make_dataclass("Train", ["lr"])
+    >>> config_values({"env": {"steps": 8}, "train": {"lr": 0.1}}, [Env], sections={"env": Env, "train": Train})
+    {'steps': 8}
+    """
+    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t) if f.init}
+    values: dict[str, Any] = {}
+    for key, value in payload.items():
+        if sections is not None:
+            if key not in sections:
+                raise ValueError(f"unknown section {key!r}; valid: {', '.join(sections)}")
+            if sections[key] not in dataclass_types:
+                continue
+            known = {f.name for f in dataclasses.fields(sections[key]) if f.init}
+            unknown = sorted(set(value or {}) - known)
+            if unknown:
+                raise ValueError(f"section {key!r} sets unknown fields {unknown}; valid: {sorted(known)}")
+        section = (value or {}) if sections is not None or isinstance(value, Mapping) else {key: value}
+        for name, item in section.items():
+            if name in values and values[name] != item:
+                raise ValueError(f"{name!r} is set twice, to {values[name]!r} and {item!r}")
+            values[name] = item
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; valid: {sorted(fields)}")
+    return values
+
+
+def parse_configs(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    config_flag: str | None = "--config",
+    sections: Mapping[str, type] | None = None,
+) -> tuple[Any, ...]:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into one instance of each of ``dataclass_types``.
+
+    Values come from the fields' defaults, then the config file named by ``config_flag`` (read by
+    :func:`read_config_file` and :func:`config_values` with ``sections``), then the flags. Unknown flags,
+    config keys and bad values exit with a usage message (``SystemExit(2)``), as argparse does.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Env:
+    ...     steps: int = 20
+    >>> @dataclass
+    ... class Train:
+    ...     lr: float = 1e-3
+    ...     progress: bool = True
+    >>> parse_configs([Env, Train], ["--lr", "0.5", "--no-progress"])
+    (Env(steps=20), Train(lr=0.5, progress=False))
+    """
+    parser = config_parser(dataclass_types, description, prog, config_flag)
+    args = list(argv) if argv is not None else None
+    if config_flag:
+        known, _ = parser.parse_known_args(args)
+        if known._config_file:
+            try:
+                values = config_values(read_config_file(known._config_file), dataclass_types, sections)
+            except (OSError, ValueError) as err:
+                parser.error(f"{known._config_file}: {err}")
+            for action in parser._actions:
+                if action.dest in values:
+                    action.required = False  # the file provides it
+            parser.set_defaults(**values)
+    *configs, rest = parser.parse_args_into_dataclasses(args, return_remaining_strings=True, look_for_args_file=False)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return tuple(c for c in configs if not isinstance(c, argparse.Namespace))
+
+
+def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None, **kwargs: Any) -> T:
+    """:func:`parse_configs` for one dataclass; ``kwargs`` are its ``description``, ``prog``, ``config_flag``."""
+    return parse_configs([dataclass_type], argv, **kwargs)[0]
