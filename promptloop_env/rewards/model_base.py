@@ -44,6 +44,21 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached (one request, no retries), or ``None`` when it answers.
+
+    huggingface_hub retries a failed download for about 20 seconds; this answers in ``timeout`` at most.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as err:  # noqa: BLE001  (any transport error means the same: no hub)
+        return f"{constants.ENDPOINT} cannot be reached ({type(err).__name__}: {err})"
+    return None
+
+
 def require(module_name: str) -> ModuleType:
     """Import an optional dependency of the model-based rewards.
 
@@ -181,8 +196,8 @@ class ModelReward:
     def load(self) -> None:
         """Import the dependencies and load the weights now instead of at the first call.
 
-        Local folders and the hub cache are tried first, with no network; the hub only when that fails and
-        neither ``local_files_only`` nor ``HF_HUB_OFFLINE`` forbids it.
+        Local folders and the hub cache are tried first, with no network; the hub only when that fails,
+        neither ``local_files_only`` nor ``HF_HUB_OFFLINE`` forbids it and one request shows it can be reached.
 
         Raises:
             DependencyNotInstalled: a dependency is missing; the message names the pip extra.
@@ -197,6 +212,8 @@ class ModelReward:
         except OSError as err:
             if self.local_files_only or hub_offline():
                 raise self._missing(err, offline=True) from err
+            if (unreachable := hub_unreachable()) is not None:
+                raise self._missing(OSError(f"not in the hub cache, and {unreachable}"), offline=False) from err
             try:
                 self._load(local_files_only=False)
             except OSError as second:

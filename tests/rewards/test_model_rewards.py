@@ -151,6 +151,20 @@ def test_registry_names_find_their_weights_at_construction_with_one_clear_error(
     )
 
 
+def test_an_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    from huggingface_hub import constants
+
+    if _default_weights_cached("imagereward"):
+        pytest.skip("the real weights are in this machine's hub cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError, match=r"(?s)127\.0\.0\.1:9 cannot be reached.*'THUDM/ImageReward'"):
+        make_reward("imagereward", device="cpu")
+    assert time.perf_counter() - start < 10
+
+
 def test_gym_make_fails_before_any_denoising_when_a_weight_is_missing(monkeypatch):
     import gymnasium as gym
 
