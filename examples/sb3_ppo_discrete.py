@@ -1,13 +1,15 @@
-"""Stable-Baselines3 PPO on PromptLoop with a discrete action: which prompt of a bank to write.
+"""Stable-Baselines3 PPO on PromptLoop's batched vector env, with a discrete action: which prompt of a bank to write.
 
 Run: ``PYTHONPATH=. python examples/sb3_ppo_discrete.py --output benchmarks/results/sb3_ppo_discrete.json``
 (``pip install -e .[sb3]``; ``--bank fidelity --reward toy-fidelity --num_refinements 2`` is a modifier bank on the
 fidelity reward, ``--backbone tiny`` runs on the random-weight test model with a brightness reward).
 
-SB3 takes no ``Text`` spaces, so the env is wrapped: :class:`~promptloop_env.wrappers.DropTextObservation`
-keeps the preview image, the segment and the progress, and :class:`~promptloop_env.wrappers.DiscretizePrompt`
-turns the action into ``Discrete(K)`` over a bank of complete prompts (``{query}`` is the episode's query) or
-of modifiers appended to the query.
+SB3 steps :class:`~promptloop_env.integrations.sb3.SB3VecEnv`, its ``VecEnv`` over one ``PromptLoopVectorEnv``
+(``--num_envs`` episodes denoised by one batched model call per step, where SB3's ``DummyVecEnv`` would make one
+call per env). SB3 takes no ``Text`` spaces, so the vector env is wrapped by the vector forms of the wrappers
+(:mod:`promptloop_env.integrations.vector_wrappers`): ``DropTextObservation`` keeps the preview image, the
+segment and the progress, and ``DiscretizePrompt`` turns the action into ``Discrete(K)`` over a bank of complete
+prompts (``{query}`` is the episode's query) or of modifiers appended to the query.
 
 The default is a setting where the action matters and the run is cheap on a CPU: toy-shapes with the ``toy-
 aesthetic`` reward (large, centred, high-contrast objects, whatever the query), one action per episode
@@ -79,13 +81,16 @@ class Args:
     num_refinements: int = field(default=1, metadata={"help": "actions per episode (1: a contextual bandit)"})
     preview_size: int = field(default=36, metadata={"help": "side of the preview image the policy sees (>= 36)"})
     eval_prompts: str = field(default="toy-test", metadata={"help": "held-out query set of the evaluation"})
-    num_envs: int = field(default=2, metadata={"help": "envs in SB3's DummyVecEnv"})
+    num_envs: int = field(default=8, metadata={"help": "episodes in the batched vector env"})
     total_timesteps: int = field(default=640, metadata={"help": "PPO environment steps"})
-    n_steps: int = field(default=32, metadata={"help": "PPO rollout length per env"})
+    n_steps: int = field(default=8, metadata={"help": "PPO rollout length per env (x num_envs per update)"})
     learning_rate: float = field(default=5e-4, metadata={"help": "PPO learning rate"})
     eval_episodes: int = field(default=64, metadata={"help": "held-out episodes for each of the three policies"})
     seed: int = field(default=0, metadata={"help": "seed of training; evaluation uses seeds from 10**6"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    throughput_episodes: int = field(
+        default=128, metadata={"help": "episodes timed through SB3VecEnv and DummyVecEnv (0 skips the timing)"}
+    )
     output: str | None = field(default=None, metadata={"help": "write the results as JSON to this path"})
 
 
@@ -94,8 +99,8 @@ def mean_brightness(images: np.ndarray, queries: list[str]) -> list[float]:
     return [float(image.mean()) / 255.0 for image in images]
 
 
-def make_env(args: Args, prompts: str | None = None) -> gym.Env:
-    """The wrapped env SB3 trains on (``prompts``: the query set; None is the backbone's)."""
+def env_kwargs(args: Args, prompts: str | None = None) -> dict:
+    """The arguments of ``PromptLoop-v0`` (``prompts``: the query set; None is the backbone's)."""
     if args.reward is not None:
         reward = args.reward
     else:
@@ -103,32 +108,93 @@ def make_env(args: Args, prompts: str | None = None) -> gym.Env:
     guidance_scale = args.guidance_scale
     if guidance_scale is None and args.backbone == "tiny":
         guidance_scale = 30.0  # the random-weight tiny model barely listens to its prompt at the usual scales
-    env = gym.make(
-        "PromptLoop-v0",
-        backbone=args.backbone,
-        reward=reward,
-        prompts=prompts,
-        guidance_scale=guidance_scale,
-        num_inference_steps=args.num_inference_steps,
-        num_refinements=args.num_refinements,
-        preview="latent_rgb",
-        preview_size=args.preview_size,
-    )
+    return {
+        "backbone": args.backbone,
+        "reward": reward,
+        "prompts": prompts,
+        "guidance_scale": guidance_scale,
+        "num_inference_steps": args.num_inference_steps,
+        "num_refinements": args.num_refinements,
+        "preview": "latent_rgb",
+        "preview_size": args.preview_size,
+    }
+
+
+def bank_kwargs(args: Args) -> dict:
+    """The action bank as the wrappers take it."""
     if args.bank in PROMPT_BANKS:
-        return DiscretizePrompt(DropTextObservation(env), prompts=PROMPT_BANKS[args.bank])
-    return DiscretizePrompt(DropTextObservation(env), modifiers=MODIFIER_BANKS[args.bank])
+        return {"prompts": PROMPT_BANKS[args.bank]}
+    return {"modifiers": MODIFIER_BANKS[args.bank]}
 
 
-def evaluate(env: gym.Env, act, episodes: int) -> np.ndarray:
-    """Return of ``act(obs) -> int`` in each of ``episodes`` episodes with seeds 10**6 + i."""
-    returns = np.zeros(episodes)
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10**6 + i)
-        terminated = truncated = False
-        while not (terminated or truncated):
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            returns[i] += reward
-    return returns
+def make_vec_env(args: Args, prompts: str | None = None):
+    """The batched env SB3 trains on: ``num_envs`` episodes per model call, text dropped, a bank as action."""
+    from promptloop_env.integrations.sb3 import make_sb3_vec_env
+
+    bank = bank_kwargs(args)
+    return make_sb3_vec_env(
+        args.num_envs,
+        prompt_bank=bank.get("prompts"),
+        modifier_bank=bank.get("modifiers"),
+        **env_kwargs(args, prompts),
+    )
+
+
+def make_env(args: Args, prompts: str | None = None) -> gym.Env:
+    """One wrapped single env (what SB3's DummyVecEnv steps one by one; the throughput baseline)."""
+    env = gym.make("PromptLoop-v0", **env_kwargs(args, prompts))
+    return DiscretizePrompt(DropTextObservation(env), **bank_kwargs(args))
+
+
+def evaluate(venv, act, episodes: int) -> np.ndarray:
+    """Return of ``act(obs) -> actions`` in ``episodes`` episodes with seeds 10**6 + i, ``num_envs`` at a time.
+
+    Episode ``10**6 + i`` is the one a single env plays after ``reset(seed=10**6 + i)`` (same query and noise).
+    """
+    returns = []
+    for start in range(0, episodes, venv.num_envs):
+        venv.seed(10**6 + start)
+        obs = venv.reset()
+        total = np.zeros(venv.num_envs)
+        done = np.zeros(venv.num_envs, dtype=bool)
+        while not done.all():  # every episode has num_refinements steps: all end together
+            obs, reward, done, _ = venv.step(act(obs))
+            total += reward
+        returns.extend(total[: episodes - start])
+    return np.array(returns)
+
+
+def throughput(args: Args, rounds: int = 4) -> dict[str, float]:
+    """Episodes per second with random actions: SB3VecEnv (one batched call) against DummyVecEnv of single envs.
+
+    The two are timed in alternating rounds, so that load from other processes on a shared machine falls on both.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venvs = {
+        "sb3_vec_env": make_vec_env(args),
+        "dummy_vec_env": DummyVecEnv([lambda: make_env(args)] * args.num_envs),
+    }
+    seconds = dict.fromkeys(venvs, 0.0)
+    steps = max(1, args.throughput_episodes * args.num_refinements // (args.num_envs * rounds))
+    for venv in venvs.values():
+        venv.seed(args.seed)
+        venv.reset()
+    rng = np.random.default_rng(args.seed)
+    for _ in range(rounds):
+        for name, venv in venvs.items():
+            actions = rng.integers(len(bank_kwargs(args).popitem()[1]), size=(steps, args.num_envs))
+            start = time.perf_counter()
+            for action in actions:
+                venv.step(action)
+            seconds[name] += time.perf_counter() - start
+    episodes = rounds * steps * args.num_envs / args.num_refinements
+    result = {f"{name}_episodes_per_s": round(episodes / seconds[name], 2) for name in venvs}
+    result["speedup"] = round(seconds["dummy_vec_env"] / seconds["sb3_vec_env"], 2)
+    result["episodes_timed"] = episodes
+    for venv in venvs.values():
+        venv.close()
+    return result
 
 
 def label(entry: str) -> str:
@@ -146,13 +212,13 @@ def summary(values: np.ndarray) -> dict[str, float]:
 def main(args: Args) -> dict:
     try:
         from stable_baselines3 import PPO
-        from stable_baselines3.common.env_util import make_vec_env
     except ImportError as err:
         raise DependencyNotInstalled("This example needs stable-baselines3: pip install -e .[sb3]") from err
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    vec_env = make_vec_env(lambda: make_env(args), n_envs=args.num_envs, seed=args.seed)
+    vec_env = make_vec_env(args)
+    vec_env.seed(args.seed)
     model = PPO(
         "MultiInputPolicy",
         vec_env,
@@ -166,20 +232,22 @@ def main(args: Args) -> dict:
     train_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    env = make_env(args, prompts=args.eval_prompts)
+    venv = make_vec_env(args, prompts=args.eval_prompts)
     bank = PROMPT_BANKS.get(args.bank) or MODIFIER_BANKS[args.bank]
     rng = np.random.default_rng(args.seed)
     chosen: list[int] = []
 
-    def ppo_act(obs) -> int:
-        chosen.append(int(model.predict(obs, deterministic=True)[0]))
-        return chosen[-1]
+    def ppo_act(obs) -> np.ndarray:
+        actions = model.predict(obs, deterministic=True)[0]
+        chosen.extend(int(a) for a in actions)
+        return actions
 
     returns = {
-        "ppo": evaluate(env, ppo_act, args.eval_episodes),
-        "random_arm": evaluate(env, lambda obs: int(rng.integers(len(bank))), args.eval_episodes),
-        "identity": evaluate(env, lambda obs: 0, args.eval_episodes),
+        "ppo": evaluate(venv, ppo_act, args.eval_episodes),
+        "random_arm": evaluate(venv, lambda obs: rng.integers(len(bank), size=venv.num_envs), args.eval_episodes),
+        "identity": evaluate(venv, lambda obs: np.zeros(venv.num_envs, dtype=np.int64), args.eval_episodes),
     }
+    chosen = chosen[: args.eval_episodes * args.num_refinements]
     eval_s = time.perf_counter() - start
     result = {name: float(values.mean()) for name, values in returns.items()}
     result.update(
@@ -190,7 +258,9 @@ def main(args: Args) -> dict:
         ppo_minus_identity=summary(returns["ppo"] - returns["identity"]),
         ppo_choices={label(bank[k]): chosen.count(k) for k in sorted(set(chosen))},
         train_episodes=args.total_timesteps // args.num_refinements,
+        train_episodes_per_s=round(args.total_timesteps / args.num_refinements / train_s, 2),
         eval_episodes=args.eval_episodes,
+        throughput=throughput(args) if args.throughput_episodes > 0 else None,
         args=asdict(args),
     )
     s = result["summary"]
@@ -201,6 +271,8 @@ def main(args: Args) -> dict:
         f", PPO - query {result['ppo_minus_identity']['mean']:+.4f}"
         f"; PPO picks {result['ppo_choices']} (trained {train_s:.0f} s, evaluated {eval_s:.0f} s)"
     )
+    if result["throughput"] is not None:
+        print(f"episodes/s with random actions, {args.num_envs} envs: {result['throughput']}")
     if args.output is not None:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

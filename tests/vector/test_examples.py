@@ -28,14 +28,16 @@ def test_sb3_ppo_discrete_runs(tmp_path):
     args = example.Args(
         num_inference_steps=4,
         preview_size=36,
-        num_envs=1,
+        num_envs=2,
         total_timesteps=16,
         n_steps=8,
-        eval_episodes=2,
+        eval_episodes=3,
+        throughput_episodes=2,
         output=str(output),
     )
     result = example.main(args)
     assert all(math.isfinite(result[key]) for key in ("ppo", "random_arm", "identity"))
+    assert sum(result["ppo_choices"].values()) == 3 and result["throughput"]["speedup"] > 0
     assert json.loads(output.read_text())["summary"]["ppo"]["mean"] == round(result["ppo"], 4)
 
 
@@ -43,7 +45,13 @@ def test_trl_grpo_environment_runs():
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
     example = load_example("trl_grpo_environment")
-    logs = example.main(example.Args(num_inference_steps=4, sft_steps=3, max_steps=1, num_generations=2))
+    args = example.Args(num_inference_steps=4, sft_steps=4, sft_conversations=2, max_steps=1, num_generations=2)
+    env = example.PromptLoopToolEnv(args)
+    content = env.reset(seed=0)
+    assert [part["type"] for part in content] == ["image", "text"] and content[0]["image"].size == (56, 56)
+    assert [part["type"] for part in env.set_prompt("a large white square, black background")] == ["image", "text"]
+    assert 0.0 <= env.get_reward() <= 1.0  # the env runs the unfinished episode to its end
+    logs = example.main(args)
     assert len(logs) == 1 and math.isfinite(logs[0]["reward"])
 
 
