@@ -15,9 +15,10 @@ policy sees every preview in its chat. What TRL imposes (``research/trl-grpo-spi
 recognises verbatim and that renders images inside tool messages (TRL's own ``qwen3_vl.jinja``, used here with
 a Qwen2.5-VL model), tool-call JSON rather than a plain prompt, the whole growing chat as the state, and a model
 that decides how many calls it makes. The env, not the model, decides when an episode ends: ``get_reward`` runs
-an unfinished episode to the end with the prompt in force (a rollout that never called the tool scores
-``--no_call_reward``: without it, GRPO drifts to not calling at all, which scores as well as an average prompt). A random-weight model never emits a tool call, so a format warm start (``--sft_steps`` of teacher forcing
-on played conversations whose prompts are drawn from ``PROMPTS``) comes first; GRPO then learns which prompts the
+an unfinished episode to the end with the prompt in force, but a rollout that never called the tool scores
+``--no_call_reward`` (without it, GRPO drifted to not calling at all, which scores as well as an average prompt).
+A random-weight model never emits a tool call, so a format warm start (``--sft_steps`` of teacher forcing on
+played conversations whose prompts are drawn from ``PROMPTS``) comes first; GRPO then learns which prompts the
 reward prefers. The default reward is ``toy-aesthetic`` (large, centred, high-contrast objects), on which the
 SB3 example's best prompt scores about 0.73 and a uniformly random one about 0.50.
 The project's own GRPO loop (``promptloop_agents``) is the faster way to train (a Markov state, no tool JSON).

@@ -14,6 +14,7 @@ import pytest
 
 import promptloop_env  # noqa: F401
 from promptloop_env.testing import tiny_pipe
+from promptloop_env.wrappers import FormatChatObservation
 
 pytest.importorskip("openenv")
 uvicorn = pytest.importorskip("uvicorn")
@@ -132,6 +133,8 @@ def test_remote_gymnasium_env_matches_the_local_env():
                     np.testing.assert_array_equal(r_obs["image"], l_obs["image"])
                     assert (r_reward, r_term, r_trunc) == (l_reward, l_term, l_trunc)
                 np.testing.assert_array_equal(r_info["final_image"], l_info["final_image"])
+            chat = FormatChatObservation(remote)  # the spaces are known at construction, so wrappers apply
+            assert chat.reset(seed=0)[0]["image"].shape == (32, 32, 3)
         finally:
             remote.close()
 

@@ -78,3 +78,12 @@ def test_rollout_filmstrip_writes_its_picture(tmp_path):
     summary = example.main(example.Args(out=str(tmp_path), num_inference_steps=4, num_refinements=2))
     assert len(summary["prompts"]) == 2 and summary["prompts"][1].endswith(", bright")
     assert (tmp_path / "filmstrip.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sb3_ppo_discrete_learns_which_prompt_pays(tmp_path):
+    """The example's full budget on the batched env: PPO beats random arms on held-out queries (a few minutes)."""
+    pytest.importorskip("stable_baselines3")
+    example = load_example("sb3_ppo_discrete")
+    result = example.main(example.Args(throughput_episodes=0))
+    assert result["ppo_minus_random"]["ci_low"] > 0 and result["ppo_minus_identity"]["ci_low"] > 0
