@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import DependencyNotInstalled
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.wrappers.vector import DictInfoToList
 
 from promptloop_env.integrations.vector_wrappers import DiscretizePrompt, DropTextObservation
 
@@ -33,19 +34,6 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise DependencyNotInstalled(
         "promptloop_env.integrations.sb3 needs stable-baselines3: pip install promptloop[sb3]"
     ) from err
-
-
-def _info_list(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
-    """Gymnasium's vector info (arrays with ``_key`` masks, nested for dicts) as SB3's list of per-env dicts."""
-    out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get(f"_{key}", np.ones(num_envs, dtype=bool))
-        parts = _info_list(value, num_envs) if isinstance(value, dict) else None
-        for i in np.flatnonzero(mask):
-            out[i][key] = parts[i] if parts is not None else value[i]
-    return out
 
 
 def _sub_observation(obs: Any, index: int) -> Any:
@@ -103,14 +91,13 @@ class SB3VecEnv(VecEnv):
                 "promptloop_env.integrations.vector_wrappers.DropTextObservation and DiscretizePrompt "
                 "(or use make_sb3_vec_env)."
             )
-        self.envs = envs
+        self.envs = DictInfoToList(envs)  # SB3 wants one info dict per env
         self._actions: np.ndarray | None = None
         super().__init__(envs.num_envs, envs.single_observation_space, envs.single_action_space)
 
     def reset(self) -> Any:
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
-        obs, infos = self.envs.reset(seed=seeds, options=self._merged_options())
-        self.reset_infos = _info_list(infos, self.num_envs)
+        obs, self.reset_infos = self.envs.reset(seed=seeds, options=self._merged_options())
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -121,17 +108,16 @@ class SB3VecEnv(VecEnv):
     def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions).")
-        obs, rewards, terminated, truncated, infos = self.envs.step(self._actions)
+        obs, rewards, terminated, truncated, info_list = self.envs.step(self._actions)
         self._actions = None
         dones = np.logical_or(terminated, truncated)
-        info_list = _info_list(infos, self.num_envs)
         for i, info in enumerate(info_list):
             info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
         if dones.any():
             for i in np.flatnonzero(dones):
                 info_list[i]["terminal_observation"] = _sub_observation(obs, i)
             obs, reset_infos = self.envs.reset(options={"reset_mask": dones})
-            for i, info in enumerate(_info_list(reset_infos, self.num_envs)):
+            for i, info in enumerate(reset_infos):
                 if dones[i]:
                     self.reset_infos[i] = info
         return obs, np.asarray(rewards, dtype=np.float32), dones, info_list
