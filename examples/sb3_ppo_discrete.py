@@ -21,13 +21,13 @@ queries), the deterministic policy, uniformly random arms and the query alone pl
 and the paired differences.
 
 Measured (default arguments: 640 training episodes on 8 batched envs, 64 held-out episodes per policy, one CPU
-thread on the shared 2-core machine, which other jobs were loading heavily; trained 587 s, evaluated 124 s;
+thread on the shared 2-core machine, loaded by other jobs (load average about 4); trained 229 s, evaluated 48 s;
 ``benchmarks/results/sb3_ppo_discrete.json``): PPO 0.729 [0.692, 0.765], random arms 0.498 [0.453, 0.542], query
 alone 0.509 [0.467, 0.552]; paired PPO - random +0.231. PPO learned to write "a large white square, black
 background" for every query. These equal the earlier run on two single envs in DummyVecEnv to the third decimal
 (same updates: 64 steps per rollout, 10 updates; the batched images differ by at most a grey level). Throughput
-with random actions, timed in alternating rounds: SB3VecEnv 3.45 episodes/s, DummyVecEnv of 8 single envs
-2.14, so 1.61x (the vector benchmark measured 2.49x at N=8 on a quiet machine). (With the earlier toy model, a
+with random actions, timed in alternating rounds: SB3VecEnv 3.83 episodes/s, DummyVecEnv of 8 single envs
+1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the earlier toy model, a
 bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
