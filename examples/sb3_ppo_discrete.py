@@ -27,8 +27,8 @@ alone 0.509 [0.467, 0.552]; paired PPO - random +0.231. PPO learned to write "a 
 background" for every query. These equal the earlier run on two single envs in DummyVecEnv to the third decimal
 (same updates: 64 steps per rollout, 10 updates; the batched images differ by at most a grey level). Throughput
 with random actions, timed in alternating rounds: SB3VecEnv 3.83 episodes/s, DummyVecEnv of 8 single envs
-1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the earlier toy model, a
-bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
+1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the
+earlier toy model, a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
 from __future__ import annotations
