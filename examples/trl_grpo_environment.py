@@ -3,8 +3,9 @@
 Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py``  (``pip install -e .[trl]``; offline: the tokenizer,
 the processor and the tiny Qwen2.5-VL policy are built here with random weights. ``--backbone toy-compose`` once
 that world exists; ``--server_url http://127.0.0.1:8000`` plays the episodes on a PromptLoop OpenEnv server,
-``python -m promptloop_env.integrations.openenv --port 8000 --reward toy-aesthetic --env-kwargs
-'{"num_inference_steps": 10, "num_refinements": 2, "preview": "latent_rgb", "preview_size": 56}'``.)
+``python -m promptloop_env.integrations.openenv --port 8000 --reward toy-aesthetic --max-concurrent-envs 16
+--env-kwargs '{"num_inference_steps": 10, "num_refinements": 2, "preview": "latent_rgb", "preview_size": 56}'``:
+TRL keeps one env, so one session, per rollout of a step, plus one.)
 
 TRL drives multi-turn environments as *tool calls*: every public method of the environment object becomes a
 tool, ``reset(**row)`` starts an episode and returns the content appended to the user turn, and ``get_reward()``
