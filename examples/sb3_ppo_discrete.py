@@ -17,17 +17,18 @@ aesthetic`` reward (large, centred, high-contrast objects, whatever the query), 
 RGB preview (about 0.3 s an episode on one CPU thread), and the ``aesthetic-prompts`` bank: the query alone, large
 objects on a contrasting background, small ones on a dull background. After training (on the ``toy-train``
 queries), the deterministic policy, uniformly random arms and the query alone play the same held-out seeds on the
-``toy-test`` queries; the script prints their mean rewards with 95% confidence intervals (normal approximation),
-and the paired differences.
+``toy-test`` queries; the script prints their mean rewards with 95% Student t confidence intervals
+(:mod:`promptloop_env.stats`), and the paired differences.
 
 Measured (default arguments: 640 training episodes on 8 batched envs, 64 held-out episodes per policy, one CPU
 thread on the shared 2-core machine, loaded by other jobs (load average about 4); trained 229 s, evaluated 48 s;
 ``benchmarks/results/sb3_ppo_discrete.json``): PPO 0.729 [0.692, 0.765], random arms 0.498 [0.453, 0.542], query
-alone 0.509 [0.467, 0.552]; paired PPO - random +0.231. PPO learned to write "a large white square, black
-background" for every query. These equal the earlier run on two single envs in DummyVecEnv to the third decimal
-(same updates: 64 steps per rollout, 10 updates; the batched images differ by at most a grey level). Throughput
-with random actions, timed in alternating rounds: SB3VecEnv 3.83 episodes/s, DummyVecEnv of 8 single envs
-1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the
+alone 0.509 [0.467, 0.552] (these intervals, as in the JSON, are the normal approximation the script used then;
+Student t ones are 2% wider at 64 episodes); paired PPO - random +0.231. PPO learned to write "a large white
+square, black background" for every query. These equal the earlier run on two single envs in DummyVecEnv to the
+third decimal (same updates: 64 steps per rollout, 10 updates; the batched images differ by at most a grey level).
+Throughput with random actions, timed in alternating rounds: SB3VecEnv 3.83 episodes/s, DummyVecEnv of 8 single
+envs 1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the
 earlier toy model, a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
@@ -44,7 +45,9 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_env.wrappers import DiscretizePrompt, DropTextObservation
+from promptloop_env.cli import parse_config
+from promptloop_env.stats import paired_difference, rounded, t_ci
+from promptloop_env.wrappers import TOY_AESTHETIC_PROMPTS, DiscretizePrompt, DropTextObservation
 
 # Modifier banks, by name. "aesthetic": backgrounds change the contrast term of toy-aesthetic (black contrasts with
 # every object colour; gray and teal with few), "small" shrinks the object. "fidelity": modifiers that are harmless
@@ -54,18 +57,7 @@ MODIFIER_BANKS = {
     "fidelity": ["", "bright colours", "high contrast", "black background", "a small red circle", "minimal, plain"],
 }
 # Prompt banks, by name: complete prompts, "{query}" is the episode's query (index 0 is always the query alone).
-# "aesthetic-prompts" holds scenes the toy model draws reliably, some large on a contrasting background (what
-# toy-aesthetic likes), some small on a dull one; the query alone is in between.
-PROMPT_BANKS = {
-    "aesthetic-prompts": [
-        "{query}",
-        "a large white square, black background",
-        "a large yellow circle, black background",
-        "a small purple triangle, teal background",
-        "a small blue circle, gray background",
-        "a large green square, white background",
-    ],
-}
+PROMPT_BANKS = {"aesthetic-prompts": list(TOY_AESTHETIC_PROMPTS)}
 
 
 @dataclass
@@ -206,13 +198,6 @@ def label(entry: str) -> str:
     return entry if entry not in ("", "{query}") else "(query only)"
 
 
-def summary(values: np.ndarray) -> dict[str, float]:
-    """Mean and 95% confidence interval (normal approximation)."""
-    mean = float(values.mean())
-    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return {"mean": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4)}
-
-
 def main(args: Args) -> dict:
     try:
         from stable_baselines3 import PPO
@@ -257,9 +242,9 @@ def main(args: Args) -> dict:
     result.update(
         train_seconds=round(train_s, 1),
         eval_seconds=round(eval_s, 1),
-        summary={name: summary(values) for name, values in returns.items()},
-        ppo_minus_random=summary(returns["ppo"] - returns["random_arm"]),
-        ppo_minus_identity=summary(returns["ppo"] - returns["identity"]),
+        summary={name: rounded(t_ci(values)) for name, values in returns.items()},
+        ppo_minus_random=rounded(paired_difference(returns["ppo"], returns["random_arm"])),
+        ppo_minus_identity=rounded(paired_difference(returns["ppo"], returns["identity"])),
         ppo_choices={label(bank[k]): chosen.count(k) for k in sorted(set(chosen))},
         train_episodes=args.total_timesteps // args.num_refinements,
         train_episodes_per_s=round(args.total_timesteps / args.num_refinements / train_s, 2),
@@ -284,6 +269,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    from transformers import HfArgumentParser
-
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(parse_config(Args, description=__doc__.split("\n\n")[0]))

@@ -50,18 +50,11 @@ from PIL import Image
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_agents.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
-from promptloop_env.wrappers import CHAT_USER_TEMPLATE, FormatChatObservation
+from promptloop_env.cli import parse_config
+from promptloop_env.wrappers import CHAT_USER_TEMPLATE, TOY_AESTHETIC_PROMPTS, FormatChatObservation
 
-# Prompts of the warm start ("{query}" is the episode's query): scenes the toy model draws reliably, some large on
-# a contrasting background (what toy-aesthetic likes), some small on a dull one; the query alone is in between.
-PROMPTS = [
-    "{query}",
-    "a large white square, black background",
-    "a large yellow circle, black background",
-    "a small purple triangle, teal background",
-    "a small blue circle, gray background",
-    "a large green square, white background",
-]
+# Prompts of the warm start ("{query}" is the episode's query): the SB3 example's bank.
+PROMPTS = list(TOY_AESTHETIC_PROMPTS)
 INSTRUCTION = "Improve the image by calling set_prompt once per step until the image is finished.\n"
 FINISHED = "The image is finished."
 TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
@@ -279,6 +272,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from transformers import HfArgumentParser
-
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(parse_config(Args, description=__doc__.split("\n\n")[0]))

@@ -21,6 +21,19 @@ from promptloop_env.spaces import PROMPT_CHARSET
 MODIFIER_TEMPLATE = "{query}, {modifier}"
 """How :class:`DiscretizePrompt` applies a modifier to the query (an empty modifier keeps the query)."""
 
+TOY_AESTHETIC_PROMPTS: tuple[str, ...] = (
+    "{query}",
+    "a large white square, black background",
+    "a large yellow circle, black background",
+    "a small purple triangle, teal background",
+    "a small blue circle, gray background",
+    "a large green square, white background",
+)
+"""A prompt bank for :class:`DiscretizePrompt` on the toy world (``{query}`` is the episode's query): scenes the
+toy model draws reliably, some large on a contrasting background (what ``toy-aesthetic`` likes), some small on a
+dull one; the query alone, first, is in between. The SB3 example's actions and the TRL example's warm-start prompts.
+"""
+
 
 def _check_strings(name: str, values: Any) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
