@@ -101,17 +101,7 @@ class EnvConfig:
 
         where = self.reward_device or self.backbone_device or device
         built = make_reward(spec, device=where, torch_dtype=parse_dtype(self.reward_dtype or self.backbone_dtype))
-        return {NamedReward(name, fn): weight for name, fn, weight in built.parts}
-
-
-class NamedReward:
-    """A built reward that keeps its registry name as the env's component name (``info["reward_components"]``)."""
-
-    def __init__(self, name: str, fn: Any) -> None:
-        self.__name__, self.fn = name, fn
-
-    def __call__(self, images: Any, queries: Any) -> Any:
-        return self.fn(images, queries)
+        return {(name, fn): weight for name, fn, weight in built.parts}  # names kept in info["reward_components"]
 
 
 @dataclass
@@ -258,29 +248,19 @@ def config_from_args(config_class: type[T], args: argparse.Namespace, **override
 
 
 def read_config_file(path: str | Path, sections: tuple[str, ...]) -> dict[str, Any]:
-    """Flat ``{field: value}`` from a YAML (or JSON) recipe with ``env:`` / ``policy:`` / ``grpo:`` sections.
+    """Flat ``{field: value}`` of the given sections of a YAML (or JSON) config with ``env:`` / ``policy:`` /
+    ``grpo:`` / ``eval:`` sections (other sections are skipped, so ``eval`` reads a training config).
 
-    Sections other than ``sections`` are ignored (a training config can be read by ``eval``); an unknown
-    field is an error that names it.
+    Raises:
+        ValueError: an unknown section or field (named in the message).
     """
-    import yaml
+    from promptloop_env.cli import config_values
+    from promptloop_env.cli import read_config_file as read_mapping
 
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file is a mapping of sections (env, policy, grpo, eval).")
-    flat: dict[str, Any] = {}
-    for section, values in data.items():
-        if section not in SECTIONS:
-            raise ValueError(f"{path}: unknown section {section!r}; valid: {', '.join(SECTIONS)}.")
-        if section not in sections:
-            continue
-        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
-        for key, value in (values or {}).items():
-            if key not in known:
-                raise ValueError(f"{path}: {section}.{key} is not a field; valid: {', '.join(sorted(known))}.")
-            flat[key] = value
-    return flat
+    try:
+        return config_values(read_mapping(path), [SECTIONS[s] for s in sections], sections=SECTIONS)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def config_dict(**configs: Any) -> dict[str, dict[str, Any]]:

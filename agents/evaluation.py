@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,27 +12,8 @@ from tqdm.auto import tqdm
 
 from promptloop_agents.protocol import Agent, act_batch
 from promptloop_agents.rollout import ActFn, Episode, run_episodes
-
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; the normal 1.96 is used beyond.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-_T95 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def mean_ci(values: Sequence[float]) -> dict[str, float]:
-    """Mean and two-sided 95% confidence interval of the mean (Student t).
-
-    >>> stats = mean_ci([1.0, 2.0, 3.0])
-    >>> stats["mean"], round(stats["ci_low"], 3), round(stats["ci_high"], 3), stats["n"]
-    (2.0, -0.484, 4.484, 3)
-    """
-    array = np.asarray(values, dtype=np.float64)
-    n = len(array)
-    mean = float(array.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "ci_low": mean, "ci_high": mean, "std": 0.0, "n": n}
-    std = float(array.std(ddof=1))
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * std / math.sqrt(n)
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "std": std, "n": n}
+from promptloop_env import stats
+from promptloop_env.stats import mean_ci
 
 
 def agent_act_fn(agent: Agent) -> ActFn:
@@ -99,4 +79,4 @@ def evaluate(
 
 def paired_difference(a: EvalResult, b: EvalResult, metric: str) -> dict[str, float]:
     """Mean and 95% CI of ``a - b`` per episode (the agents ran on the same queries and seeds)."""
-    return mean_ci(a.scores[metric] - b.scores[metric])
+    return stats.paired_difference(a.scores[metric], b.scores[metric])

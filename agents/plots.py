@@ -53,34 +53,24 @@ def reward_curve(metrics_file: str | Path, out: str | Path, window: int = 10) ->
 def filmstrip(episodes: Sequence[Episode], out: str | Path, labels: Sequence[str] | None = None) -> Path:
     """One row per episode: the preview the agent saw at each refinement with the prompt it wrote, then the final.
 
+    Rows are the env's :func:`promptloop_env.viz.filmstrip`, stacked.
+
     Args:
         episodes: episodes run with ``keep_images=True``.
         out: PNG path.
         labels: a row label per episode (e.g. the agent's name); default the query.
     """
-    plt = _pyplot()
-    cols = max(len(e.previews) for e in episodes) + 1
-    fig, axes = plt.subplots(len(episodes), cols, figsize=(1.9 * cols, 2.6 * len(episodes)), squeeze=False)
+    from promptloop_env.viz import filmstrip as strip
+    from promptloop_env.viz import save_png, stack_rows
+
+    rows = []
     for row, episode in enumerate(episodes):
-        label = labels[row] if labels else ""
-        for col, ax in enumerate(axes[row]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col < len(episode.previews):
-                ax.imshow(episode.previews[col])
-                ax.set_title(f"t={episode.timesteps[col]:.2f}", fontsize=7)
-                ax.set_xlabel(_wrap(episode.prompts[col]), fontsize=6)
-            elif col == len(episode.previews) and episode.final_image is not None:
-                ax.imshow(episode.final_image)
-                ax.set_title(f"final  r={episode.reward:.2f}", fontsize=7)
-                ax.set_xlabel(_wrap(f"query: {episode.query}"), fontsize=6)
-            else:
-                ax.axis("off")
-        axes[row][0].set_ylabel(_wrap(label, 14), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+        frames = [*episode.previews, episode.final_image]
+        captions = [f"t={t:.2f}: {p}" for t, p in zip(episode.timesteps, episode.prompts, strict=True)]
+        captions.append(f"final, reward {episode.reward:.2f}")
+        title = f"{labels[row]}: {episode.query}" if labels else episode.query
+        rows.append(strip(frames, captions, frame_size=128, title=title))
+    return save_png(stack_rows(rows), out)
 
 
 def before_after_grid(

@@ -85,7 +85,7 @@ class RunLogger:
 
     def log_samples(self, step: int, episodes: list, samples: list) -> None:
         """Write (and track) a few episodes' prompts and, where the policy saw them, their previews."""
-        from promptloop_env.viz import filmstrip
+        from promptloop_env.viz import filmstrip, save_png, stack_rows
 
         folder = self.trainer.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,20 +97,16 @@ class RunLogger:
         ]
         (folder / f"iteration-{step:06d}.json").write_text(json.dumps(rows, indent=2))
         previews = self._previews(samples, picks)
-        strips = []
-        for i, frames in zip(picks, previews, strict=True):
-            if frames:
-                title = f"{episodes[i].query} (reward {episodes[i].reward:.3f})"
-                strips.append(np.asarray(filmstrip(frames, episodes[i].prompts, title=title)))
+        strips = [
+            filmstrip(frames, episodes[i].prompts, title=f"{episodes[i].query} (reward {episodes[i].reward:.3f})")
+            for i, frames in zip(picks, previews, strict=True)
+            if frames
+        ]
         image = None
         if strips:
-            width = max(s.shape[1] for s in strips)
-            image = np.concatenate(
-                [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
-            )
-            from PIL import Image
-
-            Image.fromarray(image).save(folder / f"iteration-{step:06d}.png")
+            stacked = stack_rows(strips)
+            save_png(stacked, folder / f"iteration-{step:06d}.png")
+            image = np.asarray(stacked.convert("RGB"))
         self._track_samples(step, rows, image)
 
     def _previews(self, samples: list, picks: list[int]) -> list[list[np.ndarray]]:

@@ -6,7 +6,6 @@ import pytest
 from promptloop_agents.cli import build_parser, main
 from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, parse_reward
 from promptloop_agents.demo import DemoConfig
-from promptloop_agents.evaluation import mean_ci
 
 
 @pytest.mark.parametrize(
@@ -30,11 +29,6 @@ def test_every_option_has_help(command, configs, capsys):
 def test_weighted_reward_specs():
     assert parse_reward("toy-fidelity") == "toy-fidelity"
     assert parse_reward("toy-fidelity:1, toy-aesthetic:0.5") == {"toy-fidelity": 1.0, "toy-aesthetic": 0.5}
-
-
-def test_mean_ci_brackets_the_mean():
-    stats = mean_ci([0.0, 1.0] * 50)
-    assert stats["ci_low"] < 0.5 < stats["ci_high"] and stats["n"] == 100
 
 
 def test_train_then_eval_from_the_command_line(tmp_path):
