@@ -220,7 +220,7 @@ class GRPOTrainer:
             time_update=done - tick_update,
             time_iteration=done - tick,
         )
-        self.log.iteration(metrics, episodes, queries, seeds, samples)
+        self.log.iteration(metrics, episodes, samples)
         return metrics
 
     def _episode_rows(self, samples: list[Any], num_episodes: int) -> list[np.ndarray]:

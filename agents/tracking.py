@@ -70,7 +70,7 @@ class RunLogger:
         if self.accelerator.log_with:
             self.accelerator.end_training()
 
-    def iteration(self, metrics: dict, episodes: list, queries: list, seeds: Any, samples: list) -> None:
+    def iteration(self, metrics: dict, episodes: list, samples: list) -> None:
         """Log one finished iteration (metrics, and on schedule sampled prompts and the held-out monitor)."""
         step = self.trainer.iteration
         if self.config.eval_every and step % self.config.eval_every == 0:
@@ -130,7 +130,8 @@ class RunLogger:
         self.accelerator.log({"samples/prompts": text}, step=step)
         for tracker in self.accelerator.trackers:
             if image is not None and hasattr(tracker, "log_images"):
-                tracker.log_images({"samples/previews": image[None]}, step=step, dataformats="NHWC")
+                layout = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+                tracker.log_images({"samples/previews": image[None]}, step=step, **layout)
             if hasattr(tracker, "log_table"):
                 columns = ["query", "reward", "prompts"]
                 data = [[r["query"], r["reward"], " | ".join(r["prompts"])] for r in rows]
