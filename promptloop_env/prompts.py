@@ -22,6 +22,10 @@ PROMPT_SETS: dict[str, str] = {
     "toy-test": "promptloop_env.toy.prompts:TOY_TEST_QUERIES",
     "toy-user-train": "promptloop_env.toy.prompts:TOY_USER_TRAIN_QUERIES",
     "toy-user-test": "promptloop_env.toy.prompts:TOY_USER_TEST_QUERIES",
+    "toy-compose-train": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_TRAIN_QUERIES",
+    "toy-compose-test": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_TEST_QUERIES",
+    "toy-compose-user-train": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_USER_TRAIN_QUERIES",
+    "toy-compose-user-test": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_USER_TEST_QUERIES",
 }
 
 

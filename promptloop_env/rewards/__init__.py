@@ -23,6 +23,8 @@ REWARDS: dict[str, str] = {
     "jpeg-incompressibility": "promptloop_env.rewards.jpeg:JpegIncompressibility",
     "toy-fidelity": "promptloop_env.toy.rewards:ToyFidelity",
     "toy-aesthetic": "promptloop_env.toy.rewards:ToyAesthetic",
+    "toy-compose": "promptloop_env.toy.rewards:ToyCompose",
+    "toy-compose-soft": "promptloop_env.toy.rewards:toy_compose_soft",
     "aesthetic": "promptloop_env.rewards.aesthetic:LaionAesthetic",
     "clip-score": "promptloop_env.rewards.clip_score:ClipScore",
     "pickscore": "promptloop_env.rewards.pickscore:PickScore",

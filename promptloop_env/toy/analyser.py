@@ -104,8 +104,9 @@ def _nearest(rgb: np.ndarray, palette: np.ndarray) -> int:
     return int(np.argmin(((palette - rgb) ** 2).sum(axis=1)))
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a boolean mask (label propagation with pointer jumping)."""
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """4-connected components of a boolean mask: a label per pixel (-1 off the mask), by label propagation
+    with pointer jumping (no scipy needed)."""
     h, w = mask.shape
     big = h * w
     labels = np.where(mask, np.arange(big).reshape(h, w), big)
@@ -122,8 +123,25 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         if np.array_equal(new, labels):
             break
         labels = new
+    return np.where(mask, labels, -1)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean mask."""
+    labels = label_components(mask)
     counts = np.bincount(labels[mask])
     return labels == int(np.argmax(counts))
+
+
+def classify_shape(rows: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> str:
+    """Triangle, square or circle from an object's mask, its pixel rows and its inclusive box (see module doc)."""
+    fill = len(rows) / float((x1 - x0 + 1) * (y1 - y0 + 1))
+    mid = (y0 + y1 + 1) / 2.0  # continuous coordinate of the box's horizontal midline
+    top = float((rows + 0.5 < mid).sum())
+    bottom = float((rows + 0.5 > mid).sum())
+    if top < _TRIANGLE_TOP_RATIO * max(bottom, 1.0) or fill < _TRIANGLE_FILL:
+        return "triangle"
+    return "square" if fill > _SQUARE_FILL else "circle"
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
@@ -162,14 +180,7 @@ def analyse(image: np.ndarray) -> Analysis:
     rows, cols = np.nonzero(mask)
     y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
     width, height = x1 - x0 + 1, y1 - y0 + 1
-    fill = area / float(width * height)
-    mid = (y0 + y1 + 1) / 2.0  # continuous coordinate of the box's horizontal midline
-    top = float((rows + 0.5 < mid).sum())
-    bottom = float((rows + 0.5 > mid).sum())
-    if top < _TRIANGLE_TOP_RATIO * max(bottom, 1.0) or fill < _TRIANGLE_FILL:
-        shape = "triangle"
-    else:
-        shape = "square" if fill > _SQUARE_FILL else "circle"
+    shape = classify_shape(rows, y0, y1, x0, x1)
     cx, cy = (x0 + x1 + 1) / 2.0, (y0 + y1 + 1) / 2.0
     dx, dy = cx - IMAGE_SIZE / 2, cy - IMAGE_SIZE / 2
     if max(abs(dx), abs(dy)) < _CENTRE_RADIUS:

@@ -84,3 +84,31 @@ class ToyAesthetic:
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
         return [aesthetic(a) for a in _analyse_all(images, queries)]
+
+
+class ToyCompose:
+    """``toy-compose``: GenEval's rule on the compositional world, 1.0 if every constraint of the query holds.
+
+    The query is read by :func:`promptloop_env.toy.compose_spec.parse`, the image by
+    :func:`promptloop_env.toy.compose_analyser.analyse` (see :func:`~promptloop_env.toy.compose_spec.constraints`).
+
+    Args:
+        soft: score the fraction of the constraints that hold instead (``toy-compose-soft``).
+        **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
+    """
+
+    def __init__(self, soft: bool = False, **kwargs: object) -> None:
+        self.soft = soft
+
+    def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        from promptloop_env.toy import compose_analyser, compose_spec
+
+        if len(images) != len(queries):
+            raise ValueError(f"Got {len(images)} images for {len(queries)} queries.")
+        score = compose_spec.soft_score if self.soft else compose_spec.strict_score
+        return [score(compose_analyser.analyse(image), query) for image, query in zip(images, queries, strict=True)]
+
+
+def toy_compose_soft(**kwargs: object) -> ToyCompose:
+    """``toy-compose-soft``: the fraction of the query's constraints that hold (see :class:`ToyCompose`)."""
+    return ToyCompose(soft=True)

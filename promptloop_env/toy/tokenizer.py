@@ -33,6 +33,17 @@ def world_words() -> list[str]:
     return list(dict.fromkeys(words))
 
 
+COMPOSE_WORDS: tuple[str, ...] = (
+    "one", "two", "three", "four", "circles", "squares", "triangles", "above", "below", "left", "right", "of",
+)  # fmt: skip
+"""Words of the ``toy-compose`` captions that ``toy-shapes`` lacks (counts, plurals, relations)."""
+
+
+def build_compose_tokenizer(max_length: int = MAX_LENGTH):
+    """The ``toy-compose`` tokenizer: :func:`world_words` plus :data:`COMPOSE_WORDS`, each one token."""
+    return build_clip_tokenizer(world_words() + list(COMPOSE_WORDS), model_max_length=max_length)
+
+
 def build_tokenizer(max_length: int = MAX_LENGTH):
     """The CLIP tokenizer over :func:`world_words` (:func:`promptloop_env.text.build_clip_tokenizer`).
 

@@ -45,11 +45,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from promptloop_env.toy import compose
 from promptloop_env.toy import model as toy_model
 from promptloop_env.toy.analyser import analyse
 from promptloop_env.toy.prompts import TOY_TEST_QUERIES
 from promptloop_env.toy.rewards import fidelity
-from promptloop_env.toy.tokenizer import build_tokenizer
+from promptloop_env.toy.tokenizer import build_compose_tokenizer, build_tokenizer
 from promptloop_env.toy.world import ATTRIBUTES, all_scenes, attribute_combos, caption, parse_query, render
 
 
@@ -85,6 +86,17 @@ class TrainConfig:
             "skipped) and UNet weights, loaded into this version's UNet architecture"
         },
     )
+    world: str = field(
+        default="shapes",
+        metadata={
+            "help": "'shapes': toy-shapes (every distinct scene, captions per attribute combo); 'compose': "
+            "toy-compose (--num-scenes random scenes of 1-4 objects, --captions-per-combo captions per scene)"
+        },
+    )
+    num_scenes: int = field(default=40000, metadata={"help": "scenes rendered for --world compose"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from <out>/checkpoint (weights, optimiser, EMA, step, clock)"}
+    )
     cfg_dropout: float = field(default=0.1, metadata={"help": "fraction of captions replaced by '' (for CFG)"})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of UNet and text encoder weights"})
     captions_per_combo: int = field(default=64, metadata={"help": "pre-tokenised captions per attribute combo"})
@@ -99,6 +111,8 @@ class TrainConfig:
     num_threads: int = field(default=1, metadata={"help": "CPU threads (1: the box is shared; see the spike)"})
 
     def __post_init__(self) -> None:
+        if self.world not in ("shapes", "compose"):
+            raise ValueError(f"world must be 'shapes' or 'compose', got {self.world!r}")
         if self.loss_weighting not in ("v", "min-snr"):
             raise ValueError(f"loss_weighting must be 'v' or 'min-snr', got {self.loss_weighting!r}")
 
@@ -106,9 +120,10 @@ class TrainConfig:
 class Logger:
     """Appends JSON lines to ``training_log.jsonl`` and echoes them."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
-        path.write_text("")
+        if not append:
+            path.write_text("")
 
     def __call__(self, **row) -> None:
         line = json.dumps(row)
@@ -128,14 +143,21 @@ def _lr_factor(step: int, elapsed: float, budget: float, warmup: int, max_steps:
 def prepare_data(cfg: TrainConfig, tokenizer, device: torch.device) -> dict:
     """Render the world and pre-tokenise the caption bank; everything stays on ``device``."""
     rng = random.Random(cfg.seed)
-    scenes = list(all_scenes())
-    if cfg.max_images:
-        scenes = rng.sample(scenes, min(cfg.max_images, len(scenes)))
-    combos = attribute_combos()
-    combo_index = {tuple(c.values()): i for i, c in enumerate(combos)}
-    images = torch.from_numpy(np.stack([render(s) for s in scenes])).to(device)  # uint8 [N, 64, 64, 3]
-    scene_combo = torch.tensor([combo_index[tuple(s.attributes().values())] for s in scenes], device=device)
-    texts = [caption(c, rng) for c in combos for _ in range(cfg.captions_per_combo)]
+    if cfg.world == "compose":
+        scenes = [compose.random_scene(rng) for _ in range(cfg.num_scenes)]
+        images = torch.from_numpy(np.stack([compose.render(s) for s in scenes])).to(device)
+        scene_combo = torch.arange(len(scenes), device=device)  # each scene has its own captions
+        texts = [compose.random_caption(s, rng) for s in scenes for _ in range(cfg.captions_per_combo)]
+        combos: list = scenes
+    else:
+        scenes = list(all_scenes())
+        if cfg.max_images:
+            scenes = rng.sample(scenes, min(cfg.max_images, len(scenes)))
+        combos = attribute_combos()
+        combo_index = {tuple(c.values()): i for i, c in enumerate(combos)}
+        images = torch.from_numpy(np.stack([render(s) for s in scenes])).to(device)  # uint8 [N, 64, 64, 3]
+        scene_combo = torch.tensor([combo_index[tuple(s.attributes().values())] for s in scenes], device=device)
+        texts = [caption(c, rng) for c in combos for _ in range(cfg.captions_per_combo)]
 
     def tokenize(batch: list[str]) -> torch.Tensor:
         kwargs = dict(padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
@@ -245,10 +267,34 @@ def align_levels(state: dict, saved_levels: int, new_levels: int) -> dict:
     return renamed
 
 
-def load_initial_pipeline(folder: str):
+def transfer_vocabulary(text_encoder, old_tokenizer, new_tokenizer):
+    """``text_encoder`` with its token embeddings re-indexed from ``old_tokenizer``'s vocabulary to ``new_tokenizer``'s.
+
+    A token both vocabularies have keeps its row; a new token (a new word) starts as the mean of the rows of the
+    pieces the old tokenizer split it into, so the fine-tune starts from what the encoder already read.
+    """
+    old = text_encoder.get_input_embeddings().weight.detach()
+    old_vocab = old_tokenizer.get_vocab()
+    rows = []
+    for token, _ in sorted(new_tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        if token in old_vocab:
+            rows.append(old[old_vocab[token]])
+        else:
+            pieces = old_tokenizer(token.replace("</w>", ""), add_special_tokens=False).input_ids
+            rows.append(old[pieces].mean(dim=0))
+    text_encoder.resize_token_embeddings(len(rows))
+    with torch.no_grad():
+        text_encoder.get_input_embeddings().weight.copy_(torch.stack(rows))
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(text_encoder.config, name, getattr(new_tokenizer, name))
+    return text_encoder
+
+
+def load_initial_pipeline(folder: str, tokenizer=None):
     """A saved toy pipeline to fine-tune, its UNet weights loaded into :func:`toy_model.build_unet`'s architecture.
 
-    Every parameter of the new architecture must be in the saved UNet with the same shape; settings that change no
+    With ``tokenizer`` (a vocabulary of more words), the text encoder's embeddings move to it
+    (:func:`transfer_vocabulary`). Every parameter of the new architecture must be in the saved UNet with the same shape; settings that change no
     shape (the number of attention heads) may differ, and saved modules the new architecture lacks (an attention
     block, the mid block) are dropped. Where the new UNet has fewer resolution levels, the saved one's lowest
     levels are dropped: down blocks keep their indices, up blocks are counted from the full-resolution end (see
@@ -270,9 +316,13 @@ def load_initial_pipeline(folder: str):
         raise ValueError(f"--init-from {folder!r}: its UNet's parameter shapes differ from this version's") from err
     if missing:
         raise ValueError(f"--init-from {folder!r}: its UNet lacks {len(missing)} parameters, e.g. {missing[0]!r}")
+    saved_tokenizer = CLIPTokenizerFast.from_pretrained(path / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", use_safetensors=True)
+    if tokenizer is not None and tokenizer.get_vocab() != saved_tokenizer.get_vocab():
+        text_encoder = transfer_vocabulary(text_encoder, saved_tokenizer, tokenizer)
     return assemble_pipeline(
-        CLIPTokenizerFast.from_pretrained(path / "tokenizer"),
-        CLIPTextModel.from_pretrained(path / "text_encoder", use_safetensors=True),
+        tokenizer if tokenizer is not None else saved_tokenizer,
+        text_encoder,
         unet,
         AutoencoderKL.from_pretrained(path / "vae", use_safetensors=True),
     )
@@ -289,6 +339,26 @@ def save_pipeline(pipe, folder: Path, ema: EMA | None = None) -> None:
         with torch.no_grad():
             for p, b in zip([p for m in modules for p in m.parameters()], backup, strict=True):
                 p.copy_(b)
+
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+def save_checkpoint(pipe, folder: Path, ema: EMA, state: dict) -> None:
+    """Write ``folder`` atomically: ``train/`` (the training weights), ``ema/`` (the EMA pipeline, ready to sample
+    from) and :data:`TRAINER_STATE` (optimiser, EMA, step, generator, clock; tensors only, so it loads with
+    ``weights_only=True``). A killed run leaves either the old checkpoint or the new one, never half of one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp / "train", safe_serialization=True)
+    save_pipeline(pipe, tmp / "ema", ema)
+    torch.save(state, tmp / TRAINER_STATE)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def train_unet(cfg, pipe, data, latents, device, autocast, log, out: Path) -> EMA:
@@ -311,6 +381,16 @@ def train_unet(cfg, pipe, data, latents, device, autocast, log, out: Path) -> EM
     scale = pipe.vae.config.scaling_factor
     n, bank, per_combo = len(means), data["bank"], data["bank"].shape[1]
     budget, start, step, last_ckpt = cfg.unet_minutes * 60, time.time(), 0, time.time()
+    state_file = out / "checkpoint" / TRAINER_STATE
+    if cfg.resume and state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        for shadow, saved in zip(ema.shadow, state["ema"], strict=True):
+            shadow.copy_(saved)
+        ema.updates, step = int(state["ema_updates"]), int(state["step"])
+        gen.set_state(state["generator"].cpu())
+        start -= float(state["seconds"])  # the budget and the learning-rate schedule go on from where they were
+        log(phase="unet", resumed_from=str(state_file), step=step)
     unet.train()
     text_encoder.train()
     while step < cfg.unet_max_steps and time.time() - start < budget:
@@ -350,7 +430,15 @@ def train_unet(cfg, pipe, data, latents, device, autocast, log, out: Path) -> EM
                 steps_per_s=round(step / elapsed, 2),
             )
         if cfg.checkpoint_minutes and time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            save_pipeline(pipe, out / "checkpoint", ema)
+            state = dict(
+                optimizer=opt.state_dict(),
+                ema=ema.shadow,
+                ema_updates=ema.updates,
+                step=step,
+                generator=gen.get_state(),
+                seconds=time.time() - start,
+            )
+            save_checkpoint(pipe, out / "checkpoint", ema, state)
             last_ckpt = time.time()
             log(phase="unet", step=step, checkpoint=str(out / "checkpoint"))
     last = round(loss.item(), 5) if step else None
@@ -413,14 +501,18 @@ def main(argv: list[str] | None = None) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = Logger(out / "training_log.jsonl")
+    log = Logger(out / "training_log.jsonl", append=cfg.resume)
     t0 = time.time()
 
-    if cfg.init_from:
-        pipe = load_initial_pipeline(cfg.init_from)
+    new_tokenizer = build_compose_tokenizer() if cfg.world == "compose" else None
+    if cfg.resume and (out / "checkpoint" / "train").is_dir():
+        pipe = load_initial_pipeline(str(out / "checkpoint" / "train"))
+        tokenizer, vae = pipe.tokenizer, pipe.vae
+    elif cfg.init_from:
+        pipe = load_initial_pipeline(cfg.init_from, new_tokenizer)
         tokenizer, vae = pipe.tokenizer, pipe.vae
     else:
-        tokenizer = build_tokenizer()
+        tokenizer = new_tokenizer or build_tokenizer()
         vae = toy_model.build_vae()
         pipe = assemble_pipeline(tokenizer, toy_model.build_text_encoder(tokenizer), toy_model.build_unet(), vae)
     data = prepare_data(cfg, tokenizer, device)
@@ -436,11 +528,12 @@ def main(argv: list[str] | None = None) -> dict:
         seconds=round(time.time() - t0, 1),
     )
 
-    if not cfg.init_from:
+    fine_tune = bool(cfg.init_from) or cfg.resume
+    if not fine_tune:
         train_vae(cfg, vae, data, device, autocast, log)
     means, stds = encode_all(vae, data["images"], autocast)
     sample = means.float() + stds.float() * torch.randn(means.shape, device=device)
-    if not cfg.init_from:  # a fine-tune keeps the latent space, and so the scale, it was trained in
+    if not fine_tune:  # a fine-tune keeps the latent space, and so the scale, it was trained in
         vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     pick = torch.randperm(len(means), device=device)[:4096]
     latent_rgb = toy_model.fit_latent_rgb(
@@ -470,11 +563,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     reloaded = StableDiffusionPipeline.from_pretrained(out).to(device)
     reloaded.set_progress_bar_config(disable=True)
-    queries = list(TOY_TEST_QUERIES[: cfg.eval_queries])
     results = []
-    for g in [float(v) for v in cfg.eval_guidance.split(",") if v]:
+    for g in [float(v) for v in cfg.eval_guidance.split(",") if v and cfg.eval_queries]:
         with autocast():
-            results.append(evaluate(reloaded, queries, g, cfg.eval_steps, device, cfg.seed))
+            if cfg.world == "compose":
+                from promptloop_env.toy.compose_spec import evaluate_pipeline
+
+                results.append(evaluate_pipeline(reloaded, cfg.eval_queries, g, cfg.eval_steps, cfg.seed))
+            else:
+                queries = list(TOY_TEST_QUERIES[: cfg.eval_queries])
+                results.append(evaluate(reloaded, queries, g, cfg.eval_steps, device, cfg.seed))
         log(phase="eval", **results[-1])
     (out / "eval.json").write_text(json.dumps(results, indent=1))
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the final folder supersedes it; keep what ships small

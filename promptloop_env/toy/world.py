@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -107,10 +107,6 @@ class Scene:
         """The five attribute words of the scene, keyed by :data:`ATTRIBUTES`."""
         return {name: getattr(self, name) for name in ATTRIBUTES}
 
-    def to_dict(self) -> dict:
-        """All fields, JSON-ready."""
-        return asdict(self)
-
 
 def is_visible(colour: str, background: str) -> bool:
     """False for the excluded combination (a white shape on a white background)."""
@@ -151,22 +147,24 @@ def random_scene(rng: RandomSource, jitter: bool = True) -> Scene:
     )
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, h: int, rgb: tuple[int, int, int]) -> None:
+    """Draw one flat ``shape`` with centre ``(cx, cy)`` and half-extent ``h`` pixels (no anti-aliasing)."""
+    # The box spans pixels [c - h, c + h - 1], exactly 2h pixels wide, centred at c in continuous coordinates.
+    box = (cx - h, cy - h, cx + h - 1, cy + h - 1)
+    if shape == "circle":
+        draw.ellipse(box, fill=rgb)
+    elif shape == "square":
+        draw.rectangle(box, fill=rgb)
+    else:  # an isosceles triangle, apex up, filling its box
+        draw.polygon([(cx - 0.5, cy - h), (cx + h - 1, cy + h - 1), (cx - h, cy + h - 1)], fill=rgb)
+
+
 def render(scene: Scene) -> np.ndarray:
     """Draw ``scene`` as a ``uint8`` array of shape ``(64, 64, 3)`` (no anti-aliasing, flat colours)."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(image)
     cx, cy = POSITIONS[scene.position]
-    cx, cy = cx + scene.dx, cy + scene.dy
-    h = SIZES[scene.size] + scene.dsize
-    colour = COLOURS[scene.colour]
-    # The box spans pixels [c - h, c + h - 1], exactly 2h pixels wide, centred at c in continuous coordinates.
-    box = (cx - h, cy - h, cx + h - 1, cy + h - 1)
-    if scene.shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif scene.shape == "square":
-        draw.rectangle(box, fill=colour)
-    else:  # an isosceles triangle, apex up, filling its box
-        draw.polygon([(cx - 0.5, cy - h), (cx + h - 1, cy + h - 1), (cx - h, cy + h - 1)], fill=colour)
+    draw_shape(ImageDraw.Draw(image), scene.shape, cx + scene.dx, cy + scene.dy, SIZES[scene.size] + scene.dsize,
+               COLOURS[scene.colour])
     return np.asarray(image, dtype=np.uint8).copy()
 
 

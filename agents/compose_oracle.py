@@ -1,0 +1,123 @@
+"""Rule-based agents of the ``toy-compose`` world: the family of static rewrites and the oracle closed loop.
+
+Both read queries with the world's parser (:func:`promptloop_env.toy.compose_spec.parse`); the oracle also
+reads every preview with the world's exact analyser, privileged information no learned policy gets. They are
+the reference points of the headroom measurement (``benchmarks/toy_compose_headroom.py``): a closed-loop policy
+is worth training only if the oracle beats the best static rewrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from promptloop_env.toy.compose import Group, Query, caption, group_text
+from promptloop_env.toy.compose_analyser import analyse
+from promptloop_env.toy.compose_spec import parse
+
+from promptloop_agents.protocol import Observation
+
+_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def _with_counts(query: Query, delta: int, only: int | None = None) -> Query:
+    groups = tuple(
+        replace(g, count=min(4, max(1, g.count + delta))) if only in (None, i) else g
+        for i, g in enumerate(query.groups)
+    )
+    return replace(query, groups=groups)
+
+
+def swapped(query: Query) -> Query:
+    """The same request with its two groups in the other order (and the relation inverted)."""
+    if len(query.groups) != 2:
+        return query
+    relation = _INVERSE[query.relation] if query.relation else None
+    return replace(query, groups=query.groups[::-1], relation=relation)
+
+
+def restated(query: Query) -> str:
+    """The caption followed by each object again: ``a red circle and a square, a red circle, a square``."""
+    return caption(query) + ", " + ", ".join(group_text(g) for g in query.groups)
+
+
+REWRITES: dict[str, Callable[[Query], str]] = {
+    "caption": caption,
+    "swap": lambda q: caption(swapped(q)),
+    "twice": lambda q: caption(q) + ", " + caption(q),
+    "restate": restated,
+    "count_up": lambda q: caption(_with_counts(q, +1)),
+    "count_down": lambda q: caption(_with_counts(q, -1)),
+    "swap_count_up": lambda q: caption(_with_counts(swapped(q), +1)),
+    "background_first": lambda q: (f"{q.background} background, " if q.background else "") + caption(
+        replace(q, background=None)
+    ),
+}
+"""Name -> rewrite of a parsed query. The family the best static rewrite is chosen from, per query."""
+
+
+def rewrite_family(query: str) -> dict[str, str]:
+    """Each distinct rewrite of ``query`` by :data:`REWRITES` (the first name wins for equal texts), plus the
+    query itself as ``identity``."""
+    parsed = parse(query)
+    out: dict[str, str] = {"identity": query}
+    seen = {query}
+    for name, rewrite in REWRITES.items():
+        text = rewrite(parsed)
+        if text not in seen:
+            out[name] = text
+            seen.add(text)
+    return out
+
+
+def oracle_prompt(query: Query, preview) -> str:
+    """The oracle's next prompt for ``query`` given the current preview (uint8 image): rules on what it reads.
+
+    - a counted group with too few objects: ask for one more than wanted per missing object (overshoot);
+      too many: ask for fewer;
+    - a wanted object that is missing: name it first and ask for two of it;
+    - a wanted colour that is missing on a present shape: name that group first, twice;
+    - a relation that does not hold (both objects present): restate it from the other side;
+    - nothing wrong: the caption of the query, to keep the sample on course.
+    """
+    seen = analyse(preview)
+    groups = list(query.groups)
+    for i, g in enumerate(groups):
+        n = seen.count(g.shape, g.colour)
+        if g.count > 1 and n != g.count:
+            fixed = replace(g, count=min(4, max(1, g.count + (g.count - n))))
+            return caption(replace(query, groups=tuple(fixed if j == i else h for j, h in enumerate(groups))))
+        if g.count == 1 and seen.count(g.shape) == 0:
+            others = [h for j, h in enumerate(groups) if j != i]
+            return caption(replace(query, groups=(replace(g, count=2), *others), relation=None))
+        if g.count == 1 and g.colour and n == 0:
+            others = [h for j, h in enumerate(groups) if j != i]
+            return ", ".join([group_text(g), caption(replace(query, groups=(g, *others), relation=None))])
+    if query.relation:
+        from promptloop_env.toy.compose_spec import check
+
+        if not all(check(seen, query).values()):
+            return caption(swapped(query))
+    return caption(query)
+
+
+class ComposeOracleAgent:
+    """The oracle closed loop: :func:`oracle_prompt` on every preview after the first action.
+
+    Args:
+        first: ``query -> prompt`` for the first action, made before any preview exists (default: the caption
+            template; the headroom benchmark passes the best static rewrite so the loop starts where the
+            strongest open-loop baseline stands).
+    """
+
+    def __init__(self, first: Callable[[str], str] | None = None) -> None:
+        self.first = first or (lambda q: caption(parse(q)))
+
+    def reset(self, seed: int | None = None) -> None:
+        """Stateless: every decision is made from the observation."""
+
+    def act(self, observation: Observation) -> str:
+        query = str(observation["query"])
+        if int(observation["segment"]) == 0:
+            return self.first(query)
+        return oracle_prompt(parse(query), observation["image"])
