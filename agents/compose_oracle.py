@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from promptloop_env.toy.compose import Group, Query, caption, group_text
-from promptloop_env.toy.compose_analyser import analyse
-from promptloop_env.toy.compose_spec import parse
+import numpy as np
 
 from promptloop_agents.protocol import Observation
+from promptloop_env.toy.compose import Query, caption, group_text
+from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
+from promptloop_env.toy.compose_spec import parse
 
+STRETCH_TARGET = 160.0  # RGB distance the strongest deviation from the background is scaled to
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
@@ -49,8 +51,8 @@ REWRITES: dict[str, Callable[[Query], str]] = {
     "count_up": lambda q: caption(_with_counts(q, +1)),
     "count_down": lambda q: caption(_with_counts(q, -1)),
     "swap_count_up": lambda q: caption(_with_counts(swapped(q), +1)),
-    "background_first": lambda q: (f"{q.background} background, " if q.background else "") + caption(
-        replace(q, background=None)
+    "background_first": lambda q: (
+        (f"{q.background} background, " if q.background else "") + caption(replace(q, background=None))
     ),
 }
 """Name -> rewrite of a parsed query. The family the best static rewrite is chosen from, per query."""
@@ -70,7 +72,20 @@ def rewrite_family(query: str) -> dict[str, str]:
     return out
 
 
-def oracle_prompt(query: Query, preview) -> str:
+def read_preview(preview: np.ndarray) -> ComposeAnalysis:
+    """The analyser on a preview with its contrast stretched: early x0 estimates are washed-out means in which
+    objects are faint, so deviations from the background are scaled up to full contrast before reading."""
+    image = np.asarray(preview, dtype=np.float32)
+    ring = np.ones(image.shape[:2], dtype=bool)
+    ring[2:-2, 2:-2] = False
+    background = np.median(image[ring], axis=0)
+    deviation = image - background
+    strength = np.percentile(np.linalg.norm(deviation, axis=-1), 99)
+    gain = max(1.0, STRETCH_TARGET / max(float(strength), 1e-6))
+    return analyse(np.clip(background + gain * deviation, 0, 255).astype(np.uint8))
+
+
+def oracle_prompt(query: Query, preview: np.ndarray) -> str:
     """The oracle's next prompt for ``query`` given the current preview (uint8 image): rules on what it reads.
 
     - a counted group with too few objects: ask for one more than wanted per missing object (overshoot);
@@ -80,7 +95,7 @@ def oracle_prompt(query: Query, preview) -> str:
     - a relation that does not hold (both objects present): restate it from the other side;
     - nothing wrong: the caption of the query, to keep the sample on course.
     """
-    seen = analyse(preview)
+    seen = read_preview(preview)
     groups = list(query.groups)
     for i, g in enumerate(groups):
         n = seen.count(g.shape, g.colour)

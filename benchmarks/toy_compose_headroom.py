@@ -32,6 +32,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
@@ -41,6 +42,7 @@ from promptloop_env.toy.compose import CATEGORIES, caption
 from promptloop_env.toy.compose_analyser import analyse
 from promptloop_env.toy.compose_prompts import TOY_COMPOSE_TEST_QUERIES
 from promptloop_env.toy.compose_spec import parse, soft_score, strict_score
+from promptloop_env.viz import image_grid, save_png
 
 TEST_SEED0 = 0
 SELECT_SEED0 = 500_000
@@ -113,9 +115,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--num-envs", type=int, default=60)
     parser.add_argument("--agents", default="identity,caption_rewrite,best_static_rewrite,oracle_closed_loop")
+    parser.add_argument("--speed-repeats", type=int, default=9, help="episodes timed per setting (0: skip)")
     parser.add_argument("--out", default=str(RESULTS / "toy_compose_headroom.json"))
     args = parser.parse_args(argv)
     t0 = time.time()
+    speed_results = None
+    if args.speed_repeats:  # first, while the process is fresh, as a user's would be
+        from toy_world_quality import speed
+
+        speed_results = speed(args.speed_repeats, torch.get_num_threads(), backbone=args.backbone)
     schedule = args.schedule if args.schedule in ("uniform", "random") else [int(s) for s in args.schedule.split(",")]
     base = dict(
         backbone=args.backbone,
@@ -133,8 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ep_queries = [q for _ in range(s) for q in queries]  # episode j * n + i: query i, seed j
     ep_seeds = [TEST_SEED0 + 1000 * j + i for j in range(s) for i in range(n)]
 
+    finals_of: dict[str, list[np.ndarray]] = {}
+
     def evaluate(act: ActFn, kwargs: dict[str, Any], desc: str) -> tuple[np.ndarray, np.ndarray]:
-        strict, soft = scores(rollout(kwargs, ep_queries, ep_seeds, act, args.num_envs, desc), ep_queries)
+        finals_of[desc] = rollout(kwargs, ep_queries, ep_seeds, act, args.num_envs, desc)
+        strict, soft = scores(finals_of[desc], ep_queries)
         return strict.reshape(s, n).T, soft.reshape(s, n).T  # [queries, seeds]
 
     wanted = args.agents.split(",")
@@ -149,7 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sel_q = [queries[i] for _ in range(k) for i, _, _ in cands]
         sel_prompts = [text for _ in range(k) for _, _, text in cands]
         sel_seeds = [SELECT_SEED0 + 1000 * j + i for j in range(k) for i, _, _ in cands]
-        strict, soft = scores(rollout(open_loop, sel_q, sel_seeds, fixed_prompts(sel_prompts), args.num_envs, "select"), sel_q)
+        strict, soft = scores(
+            rollout(open_loop, sel_q, sel_seeds, fixed_prompts(sel_prompts), args.num_envs, "select"), sel_q
+        )
         value = (strict + 0.01 * soft).reshape(k, len(cands)).mean(axis=0)  # soft breaks ties
         for i in range(n):
             mine = [c for c in range(len(cands)) if cands[c][0] == i]
@@ -170,18 +183,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "config": {**vars(args), "queries_used": n, "env": base},
-        "agents": {a: {"strict": summarise(r[0], categories), "soft": summarise(r[1], categories)} for a, r in results.items()},
+        "agents": {
+            a: {"strict": summarise(r[0], categories), "soft": summarise(r[1], categories)} for a, r in results.items()
+        },
         "paired": {},
         "best_static_choices": {name: chosen.count(name) for name in sorted(set(chosen))},
     }
-    for a, b in (("oracle_closed_loop", "best_static_rewrite"), ("oracle_closed_loop", "identity"),
-                 ("best_static_rewrite", "identity"), ("caption_rewrite", "identity")):
+    for a, b in (
+        ("oracle_closed_loop", "best_static_rewrite"),
+        ("oracle_closed_loop", "identity"),
+        ("best_static_rewrite", "identity"),
+        ("caption_rewrite", "identity"),
+    ):
         if a in results and b in results:
             out["paired"][f"{a} - {b}"] = paired_difference(results[a][0].mean(axis=1), results[b][0].mean(axis=1))
     if "identity" in results:
         strict = results["identity"][0]
         mixed = ((strict.max(axis=1) == 1) & (strict.min(axis=1) == 0)).mean()
         out["noise_dependence"] = {"queries_mixed_over_seeds": round(float(mixed), 4), "seeds": s}
+    if speed_results:
+        out["speed"] = speed_results
+    # Sample grid: two test queries per category; per agent, the finals of the first two seeds.
+    rows, labels = [], []
+    for c in CATEGORIES:
+        for i in [i for i in range(n) if categories[i] == c][:2]:
+            rows.append([finals_of[a][j * n + i] for a in finals_of for j in range(min(s, 2))])
+            labels.append(f"{queries[i]}  |  best static: {best[i]}")
+    grid_path = Path(args.out).with_name(Path(args.out).stem + "_samples.png")
+    save_png(image_grid(rows, labels, cell=80), grid_path)
+    out["samples"] = {
+        "path": grid_path.name,
+        "columns": [f"{a} seed {j}" for a in finals_of for j in range(min(s, 2))],
+    }
     out["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
@@ -192,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def print_table(out: dict[str, Any]) -> None:
     """The agents' strict and soft scores, per category, and the paired differences."""
     cats = list(next(iter(out["agents"].values()))["strict"]["by_category"])
-    print(f"| agent | strict [95% CI] | soft | " + " | ".join(cats) + " |")
+    print("| agent | strict [95% CI] | soft | " + " | ".join(cats) + " |")
     print("|---|---|---|" + "---|" * len(cats))
     for name, r in out["agents"].items():
         st = r["strict"]
@@ -201,6 +234,9 @@ def print_table(out: dict[str, Any]) -> None:
         print(f"| {name} | " + " | ".join(row) + " |")
     for name, d in out["paired"].items():
         print(f"{name}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    if "speed" in out:
+        sp = out["speed"]["median_s"]
+        print(f"episode at the defaults: {sp['vae']:.3f} s median (plain pipeline {sp['pipeline']:.3f} s)")
     if "noise_dependence" in out:
         print("queries whose identity success depends on the seed:", out["noise_dependence"])
 

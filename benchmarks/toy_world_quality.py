@@ -286,12 +286,15 @@ class ModuleTimer:
             handle.remove()
 
 
-def speed(repeats: int, threads: int) -> dict[str, Any]:
-    """(c): median seconds per single-env episode per preview, the plain pipeline, and the breakdown."""
+def speed(repeats: int, threads: int, backbone: str = "toy-shapes") -> dict[str, Any]:
+    """(c): median seconds per single-env episode per preview, the plain pipeline, and the breakdown
+    (also used by ``toy_compose_headroom.py`` with ``backbone="toy-compose"``)."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    envs = {p: gym.make("PromptLoop-v0", preview=p) for p in PREVIEWS}
-    envs["vae_guidance_3"] = gym.make("PromptLoop-v0", guidance_scale=3.0)  # what classifier-free guidance costs
+    envs = {p: gym.make("PromptLoop-v0", backbone=backbone, preview=p) for p in PREVIEWS}
+    envs["vae_guidance_3"] = gym.make(
+        "PromptLoop-v0", backbone=backbone, guidance_scale=3.0
+    )  # what classifier-free guidance costs
     env = envs["vae"].unwrapped
     pipe = env.backbone.pipe
     queries = env.queries

@@ -4,10 +4,12 @@
    snapped to the nearest background colour).
 2. Every pixel more than 50 RGB units from the measured background is snapped to its nearest object colour.
 3. Each colour's pixels are split into 4-connected components; a component of fewer than :data:`MIN_AREA`
-   pixels is a speck (blur between two colours, noise) and is dropped. Objects of different colours that
-   touch stay apart; two touching objects of one colour read as one.
-4. Each component is one object: shape by the same two rules as ``toy-shapes`` (the top half of a triangle's
-   box holds a third of its area; a square fills its box, a circle 0.79 of it), centre and size from its box.
+   pixels (a speck) or that one erosion nearly erases (the ring a blurred edge leaves in an in-between colour)
+   is dropped. Objects of different colours that touch stay apart; two touching objects of one colour read as one.
+4. Each component is one object, its colour the median of its eroded core. Its extent is re-read by the midpoint
+   rule (pixels closer to its colour than to the background, around the core), which keeps a blurred shape's
+   area and corners; shape by the same two rules as ``toy-shapes`` (the top half of a triangle's box holds a
+   third of its area; a square fills its box, a circle 0.79 of it), centre and size from its box.
 
 >>> from promptloop_env.toy.compose import ComposeScene, Thing, render
 >>> scene = ComposeScene((Thing("circle", "red", 16, 20, 7), Thing("triangle", "blue", 44, 40, 6)), "gray")
@@ -35,6 +37,7 @@ from promptloop_env.toy.analyser import (
 )
 
 MIN_AREA = 25  # pixels at 64x64; the smallest object (a triangle of half-extent 5) covers about 50
+MIN_CORE_FRACTION = 0.2  # an object keeps a fifth of its pixels after one erosion; an edge ring does not
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,34 @@ class ComposeAnalysis:
         return f"{things} on {self.background}"
 
 
+def _read_object(img: np.ndarray, core: np.ndarray, bg_rgb: np.ndarray) -> SeenObject | None:
+    """The object around ``core`` (its eroded pixels): its colour from the core, then its extent by the midpoint
+    rule (closer to its own colour than to the background) within its box grown by 3 pixels, which keeps a
+    blurred shape's area and corners."""
+    rgb = np.median(img[core], axis=0)
+    rows, cols = np.nonzero(core)
+    y0, y1 = max(rows.min() - 3, 0), min(rows.max() + 4, img.shape[0])
+    x0, x1 = max(cols.min() - 3, 0), min(cols.max() + 4, img.shape[1])
+    window = img[y0:y1, x0:x1]
+    closer = ((window - rgb) ** 2).sum(axis=-1) < ((window - bg_rgb) ** 2).sum(axis=-1)
+    seed = core[y0:y1, x0:x1]
+    labels = label_components(closer)
+    keep = np.unique(labels[seed & (labels >= 0)])
+    mask = np.isin(labels, keep) & closer
+    if mask.sum() < MIN_AREA:
+        return None
+    rows, cols = np.nonzero(mask)
+    by0, by1, bx0, bx1 = rows.min(), rows.max(), cols.min(), cols.max()
+    return SeenObject(
+        shape=classify_shape(rows, by0, by1, bx0, bx1),
+        colour=_COLOUR_NAMES[_nearest(rgb, _COLOUR_RGB)],
+        cx=x0 + (bx0 + bx1 + 1) / 2.0,
+        cy=y0 + (by0 + by1 + 1) / 2.0,
+        size=float(max(bx1 - bx0 + 1, by1 - by0 + 1)),
+        area=int(mask.sum()),
+    )
+
+
 def analyse(image: np.ndarray) -> ComposeAnalysis:
     """Read one uint8 HxWx3 image (any size) into a :class:`ComposeAnalysis`."""
     img = to_world_size(image)
@@ -81,21 +112,11 @@ def analyse(image: np.ndarray) -> ComposeAnalysis:
         labels = label_components(foreground & (nearest == c))
         ids, counts = np.unique(labels[labels >= 0], return_counts=True)
         for label, area in zip(ids, counts, strict=True):
-            if area < MIN_AREA:
-                continue
-            mask = labels == label
-            core = _erode(mask)
-            rgb = np.median(img[core if core.sum() >= 4 else mask], axis=0)
-            rows, cols = np.nonzero(mask)
-            y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
-            obj = SeenObject(
-                shape=classify_shape(rows, y0, y1, x0, x1),
-                colour=_COLOUR_NAMES[_nearest(rgb, _COLOUR_RGB)],
-                cx=(x0 + x1 + 1) / 2.0,
-                cy=(y0 + y1 + 1) / 2.0,
-                size=float(max(x1 - x0 + 1, y1 - y0 + 1)),
-                area=int(area),
-            )
-            result.objects.append(obj)
+            core = _erode(labels == label)
+            if area < MIN_AREA or core.sum() < MIN_CORE_FRACTION * area:
+                continue  # a speck, or the thin ring a blurred edge leaves in an in-between colour
+            obj = _read_object(img, core, bg_rgb)
+            if obj is not None:
+                result.objects.append(obj)
     result.objects.sort(key=lambda o: (o.cx, o.cy))
     return result

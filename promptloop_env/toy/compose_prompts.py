@@ -26,7 +26,7 @@ import itertools
 import random
 from collections.abc import Callable
 
-from promptloop_env.toy.compose import CATEGORIES, COUNT_WORDS, RELATIONS, Group, Query, caption, group_text
+from promptloop_env.toy.compose import CATEGORIES, RELATIONS, Group, Query, caption, group_text
 from promptloop_env.toy.world import BACKGROUNDS, COLOURS, SHAPES
 
 _SEED = 20261202

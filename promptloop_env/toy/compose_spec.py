@@ -48,8 +48,8 @@ def parse(text: str) -> Query:
     ``single_object`` query with no group (every constraint list is then empty and the strict score 1.0 when
     an object is found).
 
-    >>> parse("Three RED triangles")
-    Query(category='counting', groups=(Group(shape='triangle', count=3, colour='red'),), relation=None, background=None)
+    >>> parse("Three RED triangles").groups
+    (Group(shape='triangle', count=3, colour='red'),)
     >>> parse("a photo of a square, with a circle on its left").relation is None
     True
     """
@@ -69,7 +69,12 @@ def parse(text: str) -> Query:
             if len(groups) < 2:
                 groups.append(Group(_PLURALS.get(word, word), count, colour))
             count, colour = 1, None
-        elif word in _RELATION_WORDS and len(groups) == 1 and relation is None and (nxt == "of" or "left" != word != "right"):
+        elif (
+            word in _RELATION_WORDS
+            and len(groups) == 1
+            and relation is None
+            and (nxt == "of" or "left" != word != "right")
+        ):
             relation = _RELATION_WORDS[word]
     if relation is not None and len(groups) < 2:
         relation = None

@@ -31,7 +31,6 @@ held-out queries. Each phase stops at its time budget or step cap. The output fo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -268,7 +267,7 @@ def align_levels(state: dict, saved_levels: int, new_levels: int) -> dict:
 
 
 def transfer_vocabulary(text_encoder, old_tokenizer, new_tokenizer):
-    """``text_encoder`` with its token embeddings re-indexed from ``old_tokenizer``'s vocabulary to ``new_tokenizer``'s.
+    """``text_encoder`` with its token embeddings moved from ``old_tokenizer``'s vocabulary to ``new_tokenizer``'s.
 
     A token both vocabularies have keeps its row; a new token (a new word) starts as the mean of the rows of the
     pieces the old tokenizer split it into, so the fine-tune starts from what the encoder already read.
@@ -282,7 +281,7 @@ def transfer_vocabulary(text_encoder, old_tokenizer, new_tokenizer):
         else:
             pieces = old_tokenizer(token.replace("</w>", ""), add_special_tokens=False).input_ids
             rows.append(old[pieces].mean(dim=0))
-    text_encoder.resize_token_embeddings(len(rows))
+    text_encoder.resize_token_embeddings(len(rows), mean_resizing=False)
     with torch.no_grad():
         text_encoder.get_input_embeddings().weight.copy_(torch.stack(rows))
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
@@ -294,8 +293,8 @@ def load_initial_pipeline(folder: str, tokenizer=None):
     """A saved toy pipeline to fine-tune, its UNet weights loaded into :func:`toy_model.build_unet`'s architecture.
 
     With ``tokenizer`` (a vocabulary of more words), the text encoder's embeddings move to it
-    (:func:`transfer_vocabulary`). Every parameter of the new architecture must be in the saved UNet with the same shape; settings that change no
-    shape (the number of attention heads) may differ, and saved modules the new architecture lacks (an attention
+    (:func:`transfer_vocabulary`). Every parameter of the new architecture must be in the saved UNet with the same
+    shape; settings that change no shape (the number of attention heads) may differ, and saved modules the new architecture lacks (an attention
     block, the mid block) are dropped. Where the new UNet has fewer resolution levels, the saved one's lowest
     levels are dropped: down blocks keep their indices, up blocks are counted from the full-resolution end (see
     :func:`align_levels`).
@@ -480,12 +479,9 @@ def evaluate(pipe, queries: list[str], guidance: float, steps: int, device: torc
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the evaluation results."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(TrainConfig):
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f.metadata["help"]
-        )
-    cfg = TrainConfig(**vars(parser.parse_args(argv)))
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(TrainConfig, description=__doc__.split("\n")[0]).parse_args_into_dataclasses(argv)
     device = torch.device(
         "cuda"
         if cfg.device == "auto" and torch.cuda.is_available()

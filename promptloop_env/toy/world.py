@@ -163,8 +163,14 @@ def render(scene: Scene) -> np.ndarray:
     """Draw ``scene`` as a ``uint8`` array of shape ``(64, 64, 3)`` (no anti-aliasing, flat colours)."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])
     cx, cy = POSITIONS[scene.position]
-    draw_shape(ImageDraw.Draw(image), scene.shape, cx + scene.dx, cy + scene.dy, SIZES[scene.size] + scene.dsize,
-               COLOURS[scene.colour])
+    draw_shape(
+        ImageDraw.Draw(image),
+        scene.shape,
+        cx + scene.dx,
+        cy + scene.dy,
+        SIZES[scene.size] + scene.dsize,
+        COLOURS[scene.colour],
+    )
     return np.asarray(image, dtype=np.uint8).copy()
 
 

@@ -102,3 +102,40 @@ def test_align_levels_drops_the_lowest_level():
     assert torch.equal(two.down_blocks[1].resnets[0].conv1.weight, three.down_blocks[1].resnets[0].conv1.weight)
     with pytest.raises(ValueError, match="cannot add resolution levels"):
         align_levels(two.state_dict(), 2, 3)
+
+
+def test_compose_world_fine_tune_resumes_after_a_kill(tmp_path, monkeypatch):
+    """--world compose: new words get embeddings; a run killed after a checkpoint resumes from its step."""
+    import pytest
+    from transformers import CLIPTextModel
+
+    from promptloop_env.toy import train
+    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, build_compose_tokenizer
+
+    torch.set_num_threads(1)
+    source = Path(__file__).resolve().parents[2] / "promptloop_env/toy/assets/toy-shapes"
+    out = tmp_path / "compose"
+    args = ["--out", str(out), "--world", "compose", "--num-scenes", "16", "--init-from", str(source),
+            "--batch-size", "2", "--captions-per-combo", "2", "--eval-queries", "0", "--checkpoint-minutes", "1e-9",
+            "--device", "cpu"]  # fmt: skip
+
+    original = train.train_unet
+
+    def killed(*a, **k):
+        original(*a, **k)
+        raise KeyboardInterrupt  # the run dies after its last checkpoint, before the final save
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "train_unet", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train.main([*args, "--unet-max-steps", "2"])
+    assert (out / "checkpoint" / train.TRAINER_STATE).is_file() and not (out / "model_index.json").exists()
+    train.main([*args, "--unet-max-steps", "4", "--resume"])
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    resumed = [row for row in log if "resumed_from" in row]
+    assert len(resumed) == 1 and resumed[0]["step"] == 2
+    assert [row["step"] for row in log if row.get("done") and row["phase"] == "unet"] == [2, 4]
+    tokenizer = build_compose_tokenizer()
+    assert all(len(tokenizer.tokenize(w)) == 1 for w in COMPOSE_WORDS)
+    encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
+    assert encoder.get_input_embeddings().weight.shape[0] == len(tokenizer)
