@@ -294,10 +294,10 @@ def load_initial_pipeline(folder: str, tokenizer=None):
 
     With ``tokenizer`` (a vocabulary of more words), the text encoder's embeddings move to it
     (:func:`transfer_vocabulary`). Every parameter of the new architecture must be in the saved UNet with the same
-    shape; settings that change no shape (the number of attention heads) may differ, and saved modules the new architecture lacks (an attention
-    block, the mid block) are dropped. Where the new UNet has fewer resolution levels, the saved one's lowest
-    levels are dropped: down blocks keep their indices, up blocks are counted from the full-resolution end (see
-    :func:`align_levels`).
+    shape; settings that change no shape (the number of attention heads) may differ, and saved modules the new
+    architecture lacks (an attention block, the mid block) are dropped. Where the new UNet has fewer resolution
+    levels, the saved one's lowest levels are dropped: down blocks keep their indices, up blocks are counted from
+    the full-resolution end (see :func:`align_levels`).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizerFast
