@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--num-envs", type=int, default=60)
     parser.add_argument("--agents", default="identity,caption_rewrite,best_static_rewrite,oracle_closed_loop")
+    parser.add_argument("--oracle-min-timestep", type=float, default=0.35)
+    parser.add_argument("--selection-from", default="", help="reuse the best static prompts of a results file")
     parser.add_argument("--speed-repeats", type=int, default=9, help="episodes timed per setting (0: skip)")
     parser.add_argument("--out", default=str(RESULTS / "toy_compose_headroom.json"))
     args = parser.parse_args(argv)
@@ -152,7 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     best: list[str] = [caption(parse(q)) for q in queries]
     chosen: list[str] = ["caption"] * n
-    if {"best_static_rewrite", "oracle_closed_loop"} & set(wanted):
+    if args.selection_from:
+        saved = json.loads(Path(args.selection_from).read_text())["best_static_prompts"]
+        best, chosen = [saved[q]["prompt"] for q in queries], [saved[q]["rewrite"] for q in queries]
+    elif {"best_static_rewrite", "oracle_closed_loop"} & set(wanted):
         # The best static rewrite per query, chosen on other seeds than the test's.
         families = [rewrite_family(q) for q in queries]
         cands = [(i, name, text) for i, fam in enumerate(families) for name, text in fam.items()]
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif name == "best_static_rewrite":
             results[name] = evaluate(fixed_prompts([best_of[q] for q in ep_queries]), open_loop, name)
         elif name == "oracle_closed_loop":
-            results[name] = evaluate(agent_act(ComposeOracleAgent(first=best_of.__getitem__)), closed_loop, name)
+            oracle = ComposeOracleAgent(best_of.__getitem__, args.oracle_min_timestep)
+            results[name] = evaluate(agent_act(oracle), closed_loop, name)
         else:
             raise SystemExit(f"unknown agent {name!r}")
 
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "paired": {},
         "best_static_choices": {name: chosen.count(name) for name in sorted(set(chosen))},
+        "best_static_prompts": {q: {"prompt": p, "rewrite": c} for q, p, c in zip(queries, best, chosen, strict=True)},
     }
     for a, b in (
         ("oracle_closed_loop", "best_static_rewrite"),
