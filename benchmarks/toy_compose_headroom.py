@@ -6,7 +6,8 @@ Agents, on the held-out ``toy-compose-test`` queries (20 per GenEval category), 
 ``--seeds`` noise seeds for every agent (episode ``(i, s)`` uses noise seed ``TEST_SEED0 + 1000 s + i``):
 
 - ``identity``: every action is the query;
-- ``caption_rewrite``: the query rewritten once into the caption template (a fixed rewrite);
+- ``caption_rewrite`` (on request; on users' wordings, ``--prompt-set toy-compose-user-test``): the query
+  rewritten once into the caption template (a fixed rewrite);
 - ``best_static_rewrite``: per query, the best prompt of the rewrite family
   (:data:`promptloop_agents.compose_oracle.REWRITES`: template, reordered, doubled, objects restated, counts
   up or down, background first), chosen by its mean strict score on ``--select-seeds`` other seeds, then applied
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_agents.compose_oracle import ComposeOracleAgent, rewrite_family
+from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import bootstrap_ci, paired_difference
 from promptloop_env.toy.compose import CATEGORIES, caption
 from promptloop_env.toy.compose_analyser import analyse
@@ -114,7 +116,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--schedule", default="uniform", help="'uniform' or comma-separated step indices")
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--num-envs", type=int, default=60)
-    parser.add_argument("--agents", default="identity,caption_rewrite,best_static_rewrite,oracle_closed_loop")
+    parser.add_argument(
+        "--agents",
+        default="identity,best_static_rewrite,oracle_closed_loop",
+        help="any of identity, caption_rewrite (equals identity on the caption-template set), best_static_rewrite, "
+        "oracle_closed_loop",
+    )
+    parser.add_argument("--prompt-set", default="toy-compose-test", help="held-out queries (a prompt set name)")
     parser.add_argument("--oracle-min-timestep", type=float, default=0.35)
     parser.add_argument("--selection-from", default="", help="reuse the best static prompts of a results file")
     parser.add_argument("--speed-repeats", type=int, default=9, help="episodes timed per setting (0: skip)")
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         preview_size=64,
     )
     open_loop, closed_loop = {**base, "preview": "none"}, {**base, "preview": "vae"}
-    queries = list(TOY_COMPOSE_TEST_QUERIES[: args.queries])
+    queries = list(resolve_prompts(args.prompt_set, None)[: args.queries])
     categories = [parse(q).category for q in queries]
     n, s = len(queries), args.seeds
     ep_queries = [q for _ in range(s) for q in queries]  # episode j * n + i: query i, seed j
