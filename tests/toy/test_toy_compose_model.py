@@ -7,7 +7,6 @@ import weakref
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 
 import promptloop_env  # noqa: F401
@@ -20,9 +19,10 @@ from promptloop_env.toy.rewards import ToyCompose
 FOLDER = PACKAGE_ROOT / BACKBONES["toy-compose"].source.removeprefix("package:")
 QUERY = "a red circle and a blue square, gray background"
 SWITCHED = "a green circle and a blue square, gray background"
-# Pixels [11:14, 12:15] (the object the noise of this seed places top left) then [44:47, 44:47] (background), RGB, of the 64x64 preview after the second action (step 8 of 12)
-# and of the final image, for the rollout of test_seeded_rollout_matches_recorded_slice. Recorded on x86-64 CPU,
-# torch 2.13, one thread; other BLAS builds may differ by a grey level or two.
+# Pixels [11:14, 12:15] (the object this seed's noise places top left) then [44:47, 44:47] (background), RGB,
+# of the 64x64 preview after the second action (step 8 of 12) and of the final image, for the rollout of
+# test_seeded_rollout_matches_recorded_slice. Recorded on x86-64 CPU, torch 2.13, one thread; other BLAS builds
+# may differ by a grey level or two.
 PREVIEW_SLICE = [
     29, 67, 225, 37, 68, 223, 38, 70, 226, 26, 66, 221, 31, 67, 219, 31, 68, 223, 29, 67, 226, 31, 65, 222, 32, 66,
     227, 130, 130, 127, 130, 131, 126, 130, 130, 127, 130, 130, 127, 130, 130, 127, 130, 130, 127, 130, 129, 127, 129,
