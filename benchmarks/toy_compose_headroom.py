@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_agents.compose_oracle import ComposeOracleAgent, rewrite_family
 from promptloop_env.prompts import resolve_prompts
-from promptloop_env.stats import bootstrap_ci, paired_difference
+from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 from promptloop_env.toy.compose import CATEGORIES, caption
 from promptloop_env.toy.compose_analyser import analyse
 from promptloop_env.toy.compose_prompts import TOY_COMPOSE_TEST_QUERIES
@@ -98,7 +98,7 @@ def scores(finals: Sequence[np.ndarray], queries: Sequence[str]) -> tuple[np.nda
 def summarise(per_episode: np.ndarray, categories: Sequence[str]) -> dict[str, Any]:
     """``per_episode`` is ``[queries, seeds]``: mean with a bootstrap CI over queries, and the mean per category."""
     per_query = per_episode.mean(axis=1)
-    out = dict(bootstrap_ci(per_query))
+    out = rounded(bootstrap_ci(per_query))
     cats = np.array(categories)
     out["by_category"] = {c: round(float(per_query[cats == c].mean()), 4) for c in CATEGORIES if (cats == c).any()}
     return out
@@ -211,11 +211,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("caption_rewrite", "identity"),
     ):
         if a in results and b in results:
-            out["paired"][f"{a} - {b}"] = paired_difference(results[a][0].mean(axis=1), results[b][0].mean(axis=1))
+            per_query = results[a][0].mean(axis=1), results[b][0].mean(axis=1)
+            out["paired"][f"{a} - {b}"] = rounded(paired_difference(*per_query, method="bootstrap"))
     if "identity" in results:
         strict = results["identity"][0]
         mixed = ((strict.max(axis=1) == 1) & (strict.min(axis=1) == 0)).mean()
         out["noise_dependence"] = {"queries_mixed_over_seeds": round(float(mixed), 4), "seeds": s}
+    out["episodes"] = {  # [query][seed] strict scores, for any other statistic
+        "queries": queries,
+        "seeds": [TEST_SEED0 + 1000 * j for j in range(s)],
+        "strict": {a: r[0].astype(int).tolist() for a, r in results.items()},
+    }
     if speed_results:
         out["speed"] = speed_results
     # Sample grid: two test queries per category; per agent, the finals of the first two seeds.

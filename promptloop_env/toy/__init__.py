@@ -3,5 +3,10 @@
 ``world`` draws scenes and writes captions, ``analyser`` reads an image back into the same attributes,
 ``rewards`` scores images against queries (``toy-fidelity``, ``toy-aesthetic``), ``prompts`` holds the
 train / test query sets, ``tokenizer`` builds the CLIP-style tokenizer over the world's words, and
-``train`` trains the small diffusers pipeline shipped as ``backbone="toy-shapes"``.
+``train`` trains the small diffusers pipelines shipped as ``backbone="toy-shapes"`` and ``"toy-compose"``.
+
+The compositional world (``backbone="toy-compose"``): ``compose`` draws scenes of 1 to 4 objects and writes
+GenEval-style texts, ``compose_analyser`` reads every object back, ``compose_spec`` parses texts into what they
+ask for and scores images by GenEval's rule (rewards ``toy-compose`` and ``toy-compose-soft``), and
+``compose_prompts`` holds the train / test sets of its six categories.
 """

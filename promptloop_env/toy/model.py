@@ -5,18 +5,14 @@ under 0.5 s) and by what the toy world needs:
 
 - **Text encoder**: ``CLIPTextModel``, hidden 128, 3 layers, 32 positions (the tokenizer's window).
 - **UNet**: ``UNet2DConditionModel`` on 16x16x4 latents, channels (32, 64, 64), one resnet per level,
-  cross-attention (32-dim heads) at 8x8 and no mid block. At these sizes a call costs its number of modules
-  more than its arithmetic: attention at 16x16 (over 256 tokens) was a quarter of each call, and the
-  cross-attention mid block at 4x4 about 15%. Dropping the 4x4 level as well (two levels, 0.77 M parameters)
-  would save a quarter of each call, but fine-tuned for 40 minutes on the CPU it fell to 0.90 fidelity and
-  90% colour at guidance 1 (shape 82%), so the third level stays. v-prediction: its x0 estimate at high
-  noise is a smooth mean image, not an amplified noise guess, so the env's early previews already show
-  colours and layout. Trained with the plain v-loss: Min-SNR weights leave the high-noise steps, where the
-  object is placed, almost no weight, and a model trained so ignores position words (24% right, 20% is
-  chance; 95% with the plain v-loss).
+  cross-attention (32-dim heads) at 8x8 and no mid block: at these sizes a call costs its number of modules
+  more than its arithmetic, so attention at 16x16 and the mid block were dropped (the measurements and the
+  rejected smaller variants are in ``assets/toy-shapes/README.md``). v-prediction: its x0 estimate at high
+  noise is a smooth mean image, not an amplified noise guess. Trained with the plain v-loss: Min-SNR weights
+  leave the high-noise steps, where objects are placed, almost no weight.
 - **VAE**: ``AutoencoderKL`` 64x64x3 -> 16x16x4, channels (16, 32, 64), ``norm_num_groups=1``. With one
-  channel per group GroupNorm acts as instance norm and erases flat colours (a spike measured it); one group
-  over all channels keeps the channel ratios that encode colour.
+  channel per group GroupNorm acts as instance norm and erases flat colours; one group over all channels keeps
+  the channel ratios that encode colour.
 - **Schedulers**: linear betas 1e-4..0.02 over 1000 steps, whose terminal SNR (4e-5) is low enough that the
   starting noise does not leak the background; sampling with DDIM and ``trailing`` spacing so 20 steps start
   at t=999.

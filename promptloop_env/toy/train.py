@@ -12,6 +12,15 @@ weights loaded into this version's architecture), e.g. on this repository's 2-co
     python -m promptloop_env.toy.train --out runs/toy-ft --init-from promptloop_env/toy/assets/toy-shapes \
         --unet-minutes 35 --batch-size 128 --lr 4e-4 --warmup-steps 50 --num-threads 2 --eval-guidance 1,3
 
+The compositional world (``--world compose``; the shipped ``toy-compose`` was made so, see its asset README)::
+
+    python -m promptloop_env.toy.train --out runs/toy-compose --world compose --num-scenes 40000 \
+        --init-from promptloop_env/toy/assets/toy-shapes --unet-minutes 75 --batch-size 128 --lr 4e-4 \
+        --warmup-steps 50 --captions-per-combo 4 --eval-queries 0 --num-threads 1
+
+A stopped run goes on from ``<out>/checkpoint`` (written atomically every ``--checkpoint-minutes``) with the same
+command and ``--resume``.
+
 CPU smoke run (about a minute)::
 
     python -m promptloop_env.toy.train --out /tmp/toy --vae-minutes 0.2 --unet-minutes 0.3 --max-images 256 \

@@ -3,9 +3,9 @@
 A scene is one ``shape`` (circle, square, triangle) in a ``colour``, of a ``size``, at a ``position``, on a
 ``background``. Only the exact words below are used, so that any prompt can be checked against them
 (:func:`parse_query`). The RGB values are far apart (at least ~95 RGB units between any two object
-colours, ~105 between an object colour and a background, ~125 between backgrounds) because a spike found
-that close pairs (purple/blue, orange/red, a pastel pink background next to white) get confused both by a
-small autoencoder and by the diffusion model. A white shape on a white background is excluded (invisible).
+colours, ~105 between an object colour and a background, ~125 between backgrounds) because close pairs
+(purple/blue, orange/red, a pastel pink background next to white) get confused both by a small autoencoder and
+by the diffusion model. A white shape on a white background is excluded (invisible).
 
 >>> scene = Scene("circle", "red", "large", "left", "gray")
 >>> render(scene).shape
@@ -41,7 +41,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
     "white": (250, 250, 250),
     "gray": (128, 128, 128),
-    # Dark teal rather than the spike's pastel pink, which the model confused with white.
+    # Dark teal rather than a pastel pink, which the model confused with white.
     "teal": (0, 100, 110),
 }
 SIZES: dict[str, int] = {"small": 7, "large": 14}  # half-extent in pixels
