@@ -42,7 +42,7 @@ BACKBONES: dict[str, BackboneEntry] = {
     ),
     "toy-compose": PackageFolder(
         "toy/assets/toy-compose",
-        description="the compositional toy world: 1 to 4 shapes in GenEval's six categories, failing as real models do",
+        description="the compositional toy world: 1 to 4 shapes, GenEval's six categories, failing as real models do",
         options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
     ),
     "sd15": HubModel("stable-diffusion-v1-5/stable-diffusion-v1-5", description="Stable Diffusion 1.5 (512x512)"),

@@ -1,4 +1,4 @@
-"""The shipped toy-shapes model: offline default env, a recorded rollout slice, identity replay, package size."""
+"""The shipped toy models: offline default env, a recorded rollout slice, identity replay and package size of both."""
 
 from __future__ import annotations
 
@@ -85,10 +85,11 @@ def test_seeded_rollout_matches_recorded_slice():
     assert reward == pytest.approx(0.8)
 
 
-def test_identity_episode_replays_plain_pipeline():
+@pytest.mark.parametrize("backbone", ["toy-shapes", "toy-compose"])
+def test_identity_episode_replays_plain_pipeline(backbone):
     # 8 steps keep the fast tier fast; the code path is the one of the default 20.
     torch.set_num_threads(1)
-    env = gym.make("PromptLoop-v0", num_inference_steps=8, num_refinements=4, preview="none")
+    env = gym.make("PromptLoop-v0", backbone=backbone, num_inference_steps=8, num_refinements=4, preview="none")
     obs, info = env.reset(seed=3)
     query = obs["query"]
     terminated = False
@@ -105,12 +106,15 @@ def test_identity_episode_replays_plain_pipeline():
     np.testing.assert_array_equal((image * 255).round().astype(np.uint8), info["final_image"])
 
 
-def test_packaged_model_is_small_and_safetensors_only():
-    files = [p for p in TOY_FOLDER.rglob("*") if p.is_file()]
+@pytest.mark.parametrize("backbone", ["toy-shapes", "toy-compose"])
+def test_packaged_model_is_small_and_safetensors_only(backbone):
+    folder = PACKAGE_ROOT / BACKBONES[backbone].source.removeprefix("package:")
+    files = [p for p in folder.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
-    assert total < 40 * 2**20, f"toy-shapes folder is {total / 2**20:.1f} MiB"
+    assert total < 40 * 2**20, f"{backbone} folder is {total / 2**20:.1f} MiB"
     pickles = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".h5", ".onnx", ".npy", ".npz"}
     assert not [p.name for p in files if p.suffix in pickles]
     weights = {p.parent.name for p in files if p.suffix == ".safetensors"}
     assert weights == {"unet", "vae", "text_encoder"}
-    assert (TOY_FOLDER / "model_index.json").exists()
+    for name in ("model_index.json", "training_config.json", "training_log.jsonl", "README.md"):
+        assert (folder / name).is_file(), name
