@@ -14,9 +14,10 @@ from dataclasses import replace
 import numpy as np
 
 from promptloop_agents.protocol import Observation
+from promptloop_env.toy.analyser import border_median
 from promptloop_env.toy.compose import Query, caption, group_text
 from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
-from promptloop_env.toy.compose_spec import parse
+from promptloop_env.toy.compose_spec import check, parse
 
 STRETCH_TARGET = 160.0  # RGB distance the strongest deviation from the background is scaled to
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -76,13 +77,9 @@ def read_preview(preview: np.ndarray) -> ComposeAnalysis:
     """The analyser on a preview with its contrast stretched: early x0 estimates are washed-out means in which
     objects are faint, so deviations from the background are scaled up to full contrast before reading."""
     image = np.asarray(preview, dtype=np.float32)
-    ring = np.ones(image.shape[:2], dtype=bool)
-    ring[2:-2, 2:-2] = False
-    background = np.median(image[ring], axis=0)
+    background = border_median(image)
     deviation = image - background
     strength = np.percentile(np.linalg.norm(deviation, axis=-1), 99)
-    if not STRETCH_TARGET:
-        return analyse(preview)
     gain = max(1.0, STRETCH_TARGET / max(float(strength), 1e-6))
     return analyse(np.clip(background + gain * deviation, 0, 255).astype(np.uint8))
 
@@ -113,11 +110,8 @@ def oracle_prompt(query: Query, preview: np.ndarray, current: str | None = None)
         if g.count == 1 and g.colour and n == 0:
             others = [h for j, h in enumerate(groups) if j != i]
             return ", ".join([group_text(g), caption(replace(query, groups=(g, *others), relation=None))])
-    if query.relation:
-        from promptloop_env.toy.compose_spec import check
-
-        if not all(check(seen, query).values()):
-            return caption(swapped(query))
+    if query.relation and not all(check(seen, query).values()):
+        return caption(swapped(query))
     return current if current is not None else caption(query)
 
 

@@ -144,6 +144,14 @@ def classify_shape(rows: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> str:
     return "square" if fill > _SQUARE_FILL else "circle"
 
 
+def border_median(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of an image's 2-pixel border ring: its background colour, ignoring a shape that
+    touches the border."""
+    ring = np.ones(image.shape[:2], dtype=bool)
+    ring[2:-2, 2:-2] = False
+    return np.median(image[ring], axis=0)
+
+
 def _erode(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     out[1:] &= mask[:-1]
@@ -157,9 +165,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 def analyse(image: np.ndarray) -> Analysis:
     """Read one uint8 HxWx3 image (any size) into an :class:`Analysis`."""
     img = to_world_size(image)
-    ring = np.ones(img.shape[:2], dtype=bool)
-    ring[2:-2, 2:-2] = False
-    bg_rgb = np.median(img[ring], axis=0)
+    bg_rgb = border_median(img)
     result = Analysis(
         background=_BACKGROUND_NAMES[_nearest(bg_rgb, _BACKGROUND_RGB)],
         background_rgb=tuple(float(v) for v in bg_rgb),

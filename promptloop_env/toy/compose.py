@@ -29,7 +29,6 @@ axis). Counts are ``a``/``an``/``one``, ``two``, ``three``, ``four``.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,14 +139,14 @@ def random_scene(rng: RandomSource) -> ComposeScene:
         shape, colour = _pick(rng, SHAPES), _pick(rng, colours)
         specs = [(shape, colour)] * (1 + int(rng.random() * MAX_OBJECTS))
     else:
-        first, second = rng_sample(rng, SHAPES, 2)
+        first, second = _sample_distinct(rng, SHAPES, 2)
         counts = (1, 1) if rng.random() < 0.5 else _pick(rng, ((1, 2), (2, 1), (2, 2)))
         specs = [(first, _pick(rng, colours))] * counts[0] + [(second, _pick(rng, colours))] * counts[1]
     things = place(rng, specs)
     return random_scene(rng) if things is None else ComposeScene(things, background)
 
 
-def rng_sample(rng: RandomSource, options: tuple, k: int) -> list:
+def _sample_distinct(rng: RandomSource, options: tuple, k: int) -> list:
     """``k`` distinct options in random order (works with any :class:`RandomSource`)."""
     pool, out = list(options), []
     for _ in range(k):
@@ -246,6 +245,6 @@ def caption(query: Query) -> str:
     return text
 
 
-def random_caption(scene: ComposeScene, rng: random.Random | RandomSource) -> str:
+def random_caption(scene: ComposeScene, rng: RandomSource) -> str:
     """A training caption of ``scene``: :func:`caption` of :func:`describe`."""
     return caption(describe(scene, rng))

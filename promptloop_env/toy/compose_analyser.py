@@ -31,6 +31,7 @@ from promptloop_env.toy.analyser import (
     _FIRST_PASS_DISTANCE,
     _erode,
     _nearest,
+    border_median,
     classify_shape,
     label_components,
     to_world_size,
@@ -100,9 +101,7 @@ def _read_object(img: np.ndarray, core: np.ndarray, bg_rgb: np.ndarray) -> SeenO
 def analyse(image: np.ndarray) -> ComposeAnalysis:
     """Read one uint8 HxWx3 image (any size) into a :class:`ComposeAnalysis`."""
     img = to_world_size(image)
-    ring = np.ones(img.shape[:2], dtype=bool)
-    ring[2:-2, 2:-2] = False
-    bg_rgb = np.median(img[ring], axis=0)
+    bg_rgb = border_median(img)
     result = ComposeAnalysis(background=_BACKGROUND_NAMES[_nearest(bg_rgb, _BACKGROUND_RGB)])
     foreground = np.sqrt(((img - bg_rgb) ** 2).sum(axis=-1)) > _FIRST_PASS_DISTANCE
     if foreground.sum() < MIN_AREA:

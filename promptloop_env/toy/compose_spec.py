@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from promptloop_env.toy.compose import RELATIONS, Group, Query, relation_between
+from promptloop_env.toy.compose import Group, Query, relation_between
 from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
 from promptloop_env.toy.world import BACKGROUNDS, COLOURS, SHAPES
 
@@ -151,11 +151,6 @@ def soft_score(analysis: ComposeAnalysis, query: Query | str) -> float:
 def strict_score(analysis: ComposeAnalysis, query: Query | str) -> float:
     """GenEval's rule: 1.0 if every constraint holds, else 0.0."""
     return float(soft_score(analysis, query) == 1.0)
-
-
-def relation_words(relation: str) -> str:
-    """The caption words of a relation name (``'left of'`` -> ``'to the left of'``)."""
-    return RELATIONS[relation]
 
 
 def evaluate_pipeline(pipe, num_queries: int, guidance: float, steps: int, seed: int, seeds: int = 2) -> dict:

@@ -12,10 +12,11 @@ images of any size (previews are resized, the model's own images are 64x64).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from promptloop_env.toy import compose_analyser, compose_spec
 from promptloop_env.toy.analyser import Analysis, analyse
 from promptloop_env.toy.world import parse_query
 
@@ -52,10 +53,10 @@ def aesthetic(analysis: Analysis) -> float:
     return (size + centring + analysis.contrast) / 3.0
 
 
-def _analyse_all(images: np.ndarray, queries: Sequence[str]) -> list[Analysis]:
+def _analyse_all(images: np.ndarray, queries: Sequence[str], read: Callable = analyse) -> list:
     if len(images) != len(queries):
         raise ValueError(f"Got {len(images)} images for {len(queries)} queries.")
-    return [analyse(image) for image in images]
+    return [read(image) for image in images]
 
 
 class ToyFidelity:
@@ -101,12 +102,9 @@ class ToyCompose:
         self.soft = soft
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
-        from promptloop_env.toy import compose_analyser, compose_spec
-
-        if len(images) != len(queries):
-            raise ValueError(f"Got {len(images)} images for {len(queries)} queries.")
         score = compose_spec.soft_score if self.soft else compose_spec.strict_score
-        return [score(compose_analyser.analyse(image), query) for image, query in zip(images, queries, strict=True)]
+        analyses = _analyse_all(images, queries, compose_analyser.analyse)
+        return [score(a, query) for a, query in zip(analyses, queries, strict=True)]
 
 
 def toy_compose_soft(**kwargs: object) -> ToyCompose:
