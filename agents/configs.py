@@ -178,7 +178,9 @@ class GRPOConfig:
     lora_r: int = _opt(16, "LoRA rank.")
     lora_alpha: int = _opt(32, "LoRA alpha.")
     gradient_checkpointing: bool = _opt(False, "Recompute activations in the backward pass (less memory).")
-    refine_schedule: str = _opt("random", "Refinement points in training: random (paper) | uniform.")
+    refine_schedule: str = _opt(
+        "random", "Refinement points in training: random (paper) | uniform | step indices like '0,9,11,13,15'."
+    )
     max_train_seconds: float = _opt(0.0, "Stop after the iteration that passes this wall time (0 = no limit).")
     seed: int = _opt(0, "Seed of queries, env seeds and sampling (each iteration is re-seeded from it).")
     save_every: int = _opt(10, "Checkpoint every this many iterations (and at the end).")

@@ -15,7 +15,16 @@ def validate_schedule(schedule: str | Sequence[int], num_steps: int, num_refinem
 
     >>> validate_schedule([0, 5, 12], 20, 3)
     (0, 5, 12)
+    >>> validate_schedule("0,5,12", 20, 3)  # the command line's form
+    (0, 5, 12)
     """
+    if isinstance(schedule, str) and "," in schedule:
+        try:
+            schedule = [int(part) for part in schedule.split(",")]
+        except ValueError as err:
+            raise ValueError(
+                f"refine_schedule as text must be comma-separated step indices like '0,9,11,13,15'; got {schedule!r}."
+            ) from err
     if isinstance(schedule, str):
         if schedule not in ("uniform", "random"):
             raise ValueError(
