@@ -1,4 +1,4 @@
-"""Baseline agents: identity, static (feed-forward) rewrite and random modifiers."""
+"""Baseline agents: identity, static (feed-forward) rewrite and random modifiers; the blank-preview control."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from promptloop_agents.protocol import Observation
+from promptloop_agents.protocol import Agent, Observation, act_batch
 
 DEFAULT_MODIFIERS = (
     "highly detailed",
@@ -28,6 +28,8 @@ class IdentityAgent:
     'a red circle'
     """
 
+    uses_previews = False  # evaluation runs it on an env that decodes no previews
+
     def reset(self, seed: int | None = None) -> None:
         """Nothing to reset."""
 
@@ -46,6 +48,8 @@ class StaticRewriteAgent:
     >>> agent.act({"query": "a red circle", "segment": 0})
     'a red circle, bright'
     """
+
+    uses_previews = False
 
     def __init__(self, rewriter: Callable[[str], str] | None = None, template: str = DEFAULT_REWRITE_TEMPLATE) -> None:
         if rewriter is None and "{query}" not in template:
@@ -80,6 +84,8 @@ class RandomModifierAgent:
     'a red circle, bright'
     """
 
+    uses_previews = False
+
     def __init__(self, modifiers: Sequence[str] = DEFAULT_MODIFIERS, max_modifiers: int = 3, seed: int = 0) -> None:
         if not modifiers:
             raise ValueError("modifiers must not be empty.")
@@ -96,3 +102,52 @@ class RandomModifierAgent:
         count = int(self.rng.integers(1, min(self.max_modifiers, len(self.modifiers)) + 1))
         chosen = self.rng.choice(len(self.modifiers), size=count, replace=False)
         return ", ".join([str(observation["query"])] + [self.modifiers[i] for i in sorted(chosen)])
+
+
+BLANK_PREVIEW_VALUE = 128
+"""Pixel value of :class:`BlankPreviews`' images: mid-grey, the middle of the pixel range."""
+
+
+class BlankPreviews:
+    """Wraps an agent so that every preview it sees is one constant image: the "feedback vs compute" control.
+
+    The wrapped agent makes the same calls at the same refinement points of the same denoising run as the
+    closed loop (and the env still decodes its previews), but the image carries no information about the
+    sample, so any gain of the closed loop over this control comes from what the previews show, not from the
+    extra policy calls. The blank image is mid-grey (``value=128``), the middle of the pixel range: it shows no
+    object, as the first, washed-out x0 estimates do, so the policy gets an input like those it was trained on,
+    only never one that says how the sample is going (in ``toy-compose`` it reads as an empty grey background:
+    "nothing drawn yet"). Pass another ``value`` (e.g. a world's most common background) to test that choice.
+
+    Args:
+        agent: any :class:`~promptloop_agents.protocol.Agent` (an ``act_batch`` is used when it has one).
+        value: the constant pixel value (0-255) of every preview.
+
+    >>> import numpy as np
+    >>> class Seen:
+    ...     def reset(self, seed=None): pass
+    ...     def act(self, observation): return str(int(observation["image"].max()))
+    >>> BlankPreviews(Seen()).act({"image": np.full((4, 4, 3), 255, np.uint8), "query": "q"})
+    '128'
+    """
+
+    uses_previews = True  # the env decodes previews as for the closed loop: the same compute, no information
+
+    def __init__(self, agent: Agent, value: int = BLANK_PREVIEW_VALUE) -> None:
+        if not 0 <= int(value) <= 255:
+            raise ValueError(f"value must be a pixel value in [0, 255]; got {value}.")
+        self.agent, self.value = agent, int(value)
+
+    def blank(self, observation: Observation) -> Observation:
+        """The observation with its ``image`` replaced by the constant image of the same shape and dtype."""
+        image = np.asarray(observation["image"])
+        return {**observation, "image": np.full_like(image, self.value)}
+
+    def reset(self, seed: int | None = None) -> None:
+        self.agent.reset(seed=seed)
+
+    def act(self, observation: Observation) -> str:
+        return self.agent.act(self.blank(observation))
+
+    def act_batch(self, observations: list[Observation]) -> list[str]:
+        return act_batch(self.agent, [self.blank(o) for o in observations])

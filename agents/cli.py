@@ -3,6 +3,8 @@
     promptloop train --config recipes/toy.yaml --output-dir runs/toy
     promptloop train --config runs/toy/config.yaml --max-steps 200     # resume or re-run a saved config
     promptloop eval --policy runs/toy/policy --output-dir runs/toy/eval --device cuda
+    promptloop eval --backbone toy-compose --reward toy-compose --eval-prompts toy-compose-test \
+        --metrics toy-compose,toy-compose-soft --agents identity,best-static,oracle,runs/c/policy,runs/c/policy:blank
     promptloop demo --out runs/demo
 
 ``--config`` reads a recipe (``recipes/*.yaml``: sections ``env``, ``policy``, ``grpo``); flags override it.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from promptloop_agents.configs import (
     COMMAND_SECTIONS,
@@ -52,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         dataclass_types=[SECTIONS[s] for s in COMMAND_SECTIONS["eval"]],
-        help="Evaluate agents on held-out queries (mean and 95%% CI per metric); writes metrics.json.",
-        description="Run identity / static rewrite / random / a trained policy on the same held-out episodes "
-        "(uniform refinement schedule) and write metrics.json with mean and 95% CI of every metric.",
+        help="Evaluate agents on held-out queries (bootstrap 95%% CIs, paired differences); writes eval.json/.md.",
+        description="Run built-in agents and policy folders (closed loop, a priori, or on blank previews) on the "
+        "same held-out (query, seed) episodes of one or more backbones (--backbone a,b) and write eval.json "
+        "(mean and bootstrap 95% CI over queries per metric, per category on toy-compose, paired differences, "
+        "per-episode scores), eval.md (tables) and samples_<backbone>.png (final images, a row per agent).",
     )
     for sub in (train, evaluate):
         sub.add_argument("--config", default=None, help="A recipe or saved config.yaml; flags override it.")
@@ -96,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.train(env, policy, grpo)
     elif args.command == "eval":
         env, policy, evaluation = (config_from_args(SECTIONS[s], args) for s in COMMAND_SECTIONS["eval"])
-        results = runner.evaluate_from_configs(env, policy, evaluation)
-        for name, result in results.items():
-            summary = result.summary()
-            print(name, {m: round(summary[m]["mean"], 4) for m in result.scores})
+        runner.evaluate_from_configs(env, policy, evaluation)
+        print((Path(evaluation.output_dir) / "eval.md").read_text())
     else:
         run_demo(config_from_args(DemoConfig, args))
     return 0

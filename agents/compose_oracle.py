@@ -8,7 +8,7 @@ is worth training only if the oracle beats the best static rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -17,8 +17,10 @@ from promptloop_agents.protocol import Observation
 from promptloop_env.toy.analyser import border_median
 from promptloop_env.toy.compose import Query, caption, group_text
 from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
-from promptloop_env.toy.compose_spec import check, parse
+from promptloop_env.toy.compose_spec import check, parse, soft_score, strict_score
 
+SELECT_SEED0 = 500_000
+"""First seed of the best static rewrite's selection episodes (far from the test seeds of the benchmarks)."""
 STRETCH_TARGET = 160.0  # RGB distance the strongest deviation from the background is scaled to
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
@@ -71,6 +73,61 @@ def rewrite_family(query: str) -> dict[str, str]:
             out[name] = text
             seen.add(text)
     return out
+
+
+def compose_scores(finals: Sequence[np.ndarray], queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Strict (GenEval's all-or-nothing rule) and soft score of each final image against its query."""
+    analyses = [analyse(image) for image in finals]
+    strict = np.array([strict_score(a, q) for a, q in zip(analyses, queries, strict=True)], dtype=np.float64)
+    soft = np.array([soft_score(a, q) for a, q in zip(analyses, queries, strict=True)], dtype=np.float64)
+    return strict, soft
+
+
+FinalImages = Callable[[list[str], list[str], list[int]], Sequence[np.ndarray]]
+"""``(queries, prompts, seeds) -> final images``: one open-loop episode per entry, ``prompts[i]`` for the whole
+trajectory of episode ``i`` (how the seed becomes the noise is the caller's: a noise seed or an env seed)."""
+
+
+def select_best_static(
+    queries: Sequence[str], rollout: FinalImages, select_seeds: int = 4, seed0: int = SELECT_SEED0
+) -> list[tuple[str, str]]:
+    """The best static rewrite of each query: ``(rewrite name, prompt)`` of :func:`rewrite_family`.
+
+    Every candidate of every query runs open loop on the same ``select_seeds`` selection seeds (query ``i``,
+    selection seed ``j``: seed ``seed0 + 1000 j + i``, so the candidates of a query meet the same noise), which
+    must differ from the seeds the choice is then evaluated on. The candidate with the highest mean strict score
+    wins (the soft score, weighted 0.01, breaks ties; then the first candidate, the query itself before any
+    rewrite).
+
+    Args:
+        queries: the queries (toy-compose wording).
+        rollout: runs the selection episodes (see :data:`FinalImages`).
+        select_seeds: selection episodes per candidate.
+        seed0: first selection seed.
+    """
+    if select_seeds < 1:
+        raise ValueError(f"select_seeds must be >= 1; got {select_seeds}.")
+    cands = [(i, name, text) for i, q in enumerate(queries) for name, text in rewrite_family(q).items()]
+    sel_q = [queries[i] for _ in range(select_seeds) for i, _, _ in cands]
+    sel_prompts = [text for _ in range(select_seeds) for _, _, text in cands]
+    sel_seeds = [seed0 + 1000 * j + i for j in range(select_seeds) for i, _, _ in cands]
+    strict, soft = compose_scores(rollout(sel_q, sel_prompts, sel_seeds), sel_q)
+    value = (strict + 0.01 * soft).reshape(select_seeds, len(cands)).mean(axis=0)
+    best: list[tuple[str, str]] = []
+    for i in range(len(queries)):
+        mine = [c for c in range(len(cands)) if cands[c][0] == i]
+        top = max(mine, key=lambda c: value[c])
+        best.append((cands[top][1], cands[top][2]))
+    return best
+
+
+def caption_rewrite(query: str) -> str:
+    """The query rewritten once into the world's caption template (what the toy model was trained on).
+
+    >>> caption_rewrite("three RED triangles")
+    'three red triangles'
+    """
+    return caption(parse(query))
 
 
 def read_preview(preview: np.ndarray) -> ComposeAnalysis:
@@ -127,7 +184,7 @@ class ComposeOracleAgent:
     """
 
     def __init__(self, first: Callable[[str], str] | None = None, min_timestep: float = 0.35) -> None:
-        self.first = first or (lambda q: caption(parse(q)))
+        self.first = first or caption_rewrite
         self.min_timestep = min_timestep
 
     def reset(self, seed: int | None = None) -> None:

@@ -207,26 +207,36 @@ class GRPOConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation on held-out queries."""
+    """Evaluation on held-out queries: agents, episodes, metrics and outputs of ``promptloop eval``."""
 
     _argument_group_name = "evaluation"
 
-    output_dir: str = _opt("runs/eval", "Folder for metrics.json and pictures.")
+    output_dir: str = _opt("runs/eval", "Folder for eval.json, eval.md, samples_<backbone>.png and metrics.json.")
     device: str = _opt("auto", "Device of the backbone and the policy: auto (cuda when available) | cpu | cuda:N.")
     eval_prompts: str = _opt("toy-user-test", "Held-out queries: a built-in set name or a text file.")
-    seeds_per_query: int = _opt(2, "Episodes (seeds) per held-out query.")
+    seeds_per_query: int = _opt(2, "Episodes (noise seeds) per held-out query, the same for every agent.")
     max_queries: int = _opt(0, "Use at most this many queries (0 = all).")
     metrics: str = _opt("toy-fidelity,toy-aesthetic", "Comma-separated rewards scored on the final images.")
     agents: str = _opt(
-        "identity,static,policy", "Comma-separated agents: identity, static, random, policy, policy-a-priori."
+        "identity,static,policy",
+        "Comma-separated agents, each [name=]spec: identity, static, random; on toy-compose caption, best-static, "
+        "oracle, oracle:best-static; a policy folder PATH (closed loop), PATH:a-priori (no images) or PATH:blank "
+        "(closed loop on blank previews); policy[:mode] = the --policy path.",
     )
-    static_template: str = _opt("", "Static rewrite template with {query} (used when no --static-policy is given).")
+    baseline: str = _opt("identity", "Agent the paired differences of the table are taken to (default: the first).")
+    refine_schedule: str = _opt("uniform", "Refinement points: uniform | random | step indices like '0,9,11,13,15'.")
+    static_template: str = _opt(
+        "", "Static rewrite template with {query} (default: the query with generic quality modifiers)."
+    )
     static_policy: str = _opt(
         "", "Policy folder whose one greedy a-priori rewrite of the query is the static rewrite."
     )
-    seed: int = _opt(1234, "Evaluation seed (same env seeds for every agent).")
+    select_seeds: int = _opt(4, "best-static: seeds per candidate rewrite in the selection (apart from test seeds).")
+    blank_value: int = _opt(128, "Pixel value of the constant previews of PATH:blank agents (128: mid-grey).")
+    sample_queries: int = _opt(8, "Columns (queries, first seed) of the sample grids; 0 = no grid.")
+    seed: int = _opt(1234, "Evaluation seed: the episodes' env seeds derive from it and the query and seed index.")
     num_envs: int = _opt(32, "Episodes stepped together.")
-    progress: bool = _opt(True, "Show progress bars.")
+    progress: bool = _opt(True, "Show a progress bar.")
 
     def resolved_device(self) -> str:
         """``device`` with ``auto`` resolved."""

@@ -6,12 +6,20 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from promptloop_agents.baselines import IdentityAgent, RandomModifierAgent, StaticRewriteAgent
+from promptloop_agents.baselines import (
+    DEFAULT_REWRITE_TEMPLATE,
+    BlankPreviews,
+    IdentityAgent,
+    RandomModifierAgent,
+    StaticRewriteAgent,
+)
 from promptloop_agents.configs import (
     CONFIG_FILE,
     EnvConfig,
@@ -22,9 +30,16 @@ from promptloop_agents.configs import (
     parse_dtype,
     save_config,
 )
-from promptloop_agents.evaluation import EvalResult, evaluate, paired_difference
+from promptloop_agents.evaluation import (
+    EvalResult,
+    episode_seeds,
+    paired_difference,
+    run_agent,
+    uses_previews,
+    write_report,
+)
 from promptloop_agents.mllm import AGENT_FILE, MLLMAgent
-from promptloop_agents.rollout import make_vector_env, num_refinements
+from promptloop_agents.rollout import make_vector_env, num_refinements, run_episodes
 
 
 def load_queries(spec: str) -> list[str]:
@@ -135,68 +150,268 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
     return agent
 
 
-def build_agents(names: list[str], policy: MLLMAgent | None, config: EvalConfig) -> dict[str, Any]:
-    """The agents to evaluate, by name: identity, static, random, policy (and policy-a-priori)."""
-    agents: dict[str, Any] = {}
-    for name in names:
-        if name == "identity":
-            agents[name] = IdentityAgent()
-        elif name == "static":
-            if config.static_policy:
-                device = config.resolved_device()
-                rewriter = MLLMAgent.from_pretrained(config.static_policy, do_sample=False, device=device)
-                agents[name] = StaticRewriteAgent(rewriter=lambda q, r=rewriter: r.plan(q, [0.0])[0])
-            else:
-                agents[name] = StaticRewriteAgent(template=config.static_template or "{query}")
-        elif name == "random":
-            agents[name] = RandomModifierAgent(seed=config.seed)
-        elif name in ("policy", "policy-a-priori"):
-            if policy is None:
-                raise ValueError(f"Agent {name!r} needs --policy.")
-            agents[name] = (
-                policy
-                if name == "policy"
-                else MLLMAgent(policy.model, policy.processor, **{**policy.settings(), "mode": "a-priori"})
+# -- promptloop eval --------------------------------------------------------------------------------------------
+
+BUILTIN_AGENTS = {
+    "identity": "every action is the query (plain sampling)",
+    "static": "the query in --static-template (or --static-policy's one greedy a-priori rewrite), for the whole run",
+    "random": "the query with random modifiers at every decision",
+    "caption": "toy-compose: the query rewritten once into the world's caption template",
+    "best-static": "toy-compose: per query, the best prompt of the rewrite family on --select-seeds other seeds",
+    "oracle": "toy-compose: the oracle closed loop (reads previews with the exact analyser); oracle:best-static "
+    "starts from the best static rewrite",
+}
+POLICY_MODES = ("closed-loop", "a-priori", "blank")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent of ``promptloop eval --agents``: ``[name=]target[:mode]``.
+
+    ``target`` is a built-in name (:data:`BUILTIN_AGENTS`), a policy folder, or ``policy`` (the ``--policy``
+    path); a policy's ``mode`` is ``closed-loop`` (default), ``a-priori`` (no images: every prompt follows from
+    the query) or ``blank`` (closed loop on blank previews, :class:`~promptloop_agents.baselines.BlankPreviews`);
+    the oracle's is empty or ``best-static`` (its first prompt).
+    """
+
+    name: str
+    target: str
+    mode: str = ""
+    policy_path: str | None = None
+
+    @property
+    def is_policy(self) -> bool:
+        return self.policy_path is not None
+
+
+def parse_agent_specs(text: str, policy_path: str | None = None) -> list[AgentSpec]:
+    """The agents of a comma-separated ``--agents`` value, checked before anything is loaded.
+
+    Args:
+        text: e.g. ``"identity,best-static,runs/a/policy,blind=runs/a/policy:blank"``.
+        policy_path: what ``policy`` / ``policy-a-priori`` stand for (``--policy``), or None.
+
+    Raises:
+        ValueError: an unknown agent or mode, a missing policy folder or a repeated name (named in the message).
+    """
+    specs: list[AgentSpec] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, spec = item.rpartition("=")
+        specs.append(_parse_spec(name.strip() or spec, spec.strip(), policy_path))
+    if not specs:
+        raise ValueError("--agents is empty: name at least one agent.")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Agent names must be unique; got {names}. Name them: 'name=spec'.")
+    return specs
+
+
+def _parse_spec(name: str, spec: str, policy_path: str | None) -> AgentSpec:
+    target, _, mode = spec.partition(":") if not Path(spec).is_dir() else (spec, "", "")
+    if target == "policy-a-priori" and not mode:  # the older name of policy:a-priori
+        target, mode = "policy", "a-priori"
+    if target in BUILTIN_AGENTS:
+        if mode and (target, mode) != ("oracle", "best-static"):
+            raise ValueError(
+                f"Agent {spec!r}: {target!r} takes no mode" + (" but 'best-static'." if target == "oracle" else ".")
             )
-        else:
-            raise ValueError(f"Unknown agent {name!r}; valid: identity, static, random, policy, policy-a-priori.")
-    return agents
+        return AgentSpec(name, target, mode)
+    if target == "policy":
+        if not policy_path or policy_path == "toy":
+            raise ValueError(f"Agent {spec!r} needs --policy PATH (a policy folder or hub id).")
+        path = policy_path
+    elif Path(target).is_dir():
+        path = target
+    else:
+        valid = ", ".join(BUILTIN_AGENTS)
+        raise ValueError(
+            f"Unknown agent {spec!r}: not a built-in agent ({valid}) and no policy folder {target!r} exists. "
+            "A policy is PATH, PATH:a-priori or PATH:blank; name any agent with 'name=spec'."
+        )
+    if mode and mode not in POLICY_MODES:
+        raise ValueError(f"Agent {spec!r}: unknown policy mode {mode!r}; valid: {', '.join(POLICY_MODES)}.")
+    return AgentSpec(name, "policy", mode or "closed-loop", str(path))
 
 
-def evaluate_from_configs(env: EnvConfig, policy: PolicyConfig, config: EvalConfig) -> dict[str, EvalResult]:
-    """``promptloop eval``: load the policy (when one of the agents needs it) on ``config.device`` and evaluate."""
-    loaded = None
-    if any(name.startswith("policy") for name in config.agents.split(",")):
-        if policy.policy == "toy":
-            raise SystemExit("promptloop eval: pass --policy PATH (a policy folder or hub id) to evaluate a policy.")
-        sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p", "mode")}
-        dtype, device = parse_dtype(policy.policy_dtype), config.resolved_device()
-        loaded = MLLMAgent.from_pretrained(policy.policy, torch_dtype=dtype, device=device, **sampling)
-    return run_evaluation(env, config, build_agents(config.agents.split(","), loaded, config))
+def load_policies(specs: list[AgentSpec], policy: PolicyConfig, device: str) -> dict[str, MLLMAgent]:
+    """Each policy folder of ``specs`` loaded once (closed loop; the modes share its weights)."""
+    sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p")}
+    dtype = parse_dtype(policy.policy_dtype)
+    paths = dict.fromkeys(s.policy_path for s in specs if s.is_policy)
+    return {
+        path: MLLMAgent.from_pretrained(path, torch_dtype=dtype, device=device, mode="closed-loop", **sampling)
+        for path in paths
+    }
+
+
+def build_agent(spec: AgentSpec, config: EvalConfig, policies: dict[str, MLLMAgent], best_static: Callable) -> Any:
+    """The agent of ``spec``; ``best_static()`` gives ``{query: prompt}`` of the backbone under evaluation."""
+    from promptloop_agents import compose_oracle
+
+    if spec.is_policy:
+        loaded = policies[spec.policy_path]
+        if spec.mode == "a-priori":
+            return MLLMAgent(loaded.model, loaded.processor, **{**loaded.settings(), "mode": "a-priori"})
+        return BlankPreviews(loaded, config.blank_value) if spec.mode == "blank" else loaded
+    if spec.target == "identity":
+        return IdentityAgent()
+    if spec.target == "static":
+        if config.static_policy:
+            rewriter = MLLMAgent.from_pretrained(
+                config.static_policy, do_sample=False, device=config.resolved_device()
+            )
+            return StaticRewriteAgent(rewriter=lambda q, r=rewriter: r.plan(q, [0.0])[0])
+        return StaticRewriteAgent(template=config.static_template or DEFAULT_REWRITE_TEMPLATE)
+    if spec.target == "random":
+        return RandomModifierAgent(seed=config.seed)
+    if spec.target == "caption":
+        return StaticRewriteAgent(rewriter=compose_oracle.caption_rewrite)
+    if spec.target == "best-static":
+        return StaticRewriteAgent(rewriter=best_static().__getitem__)
+    first = best_static().__getitem__ if spec.mode == "best-static" else None
+    return compose_oracle.ComposeOracleAgent(first=first)
+
+
+def evaluate_from_configs(
+    env: EnvConfig, policy: PolicyConfig, config: EvalConfig
+) -> dict[str, dict[str, EvalResult]]:
+    """``promptloop eval``: parse ``config.agents``, load the policies on ``config.device`` and evaluate every agent
+    on every backbone of ``env.backbone`` (comma-separated); returns ``{backbone: {agent: result}}``."""
+    try:
+        specs = parse_agent_specs(config.agents, policy.policy)
+    except ValueError as err:
+        raise SystemExit(f"promptloop eval: {err}") from None
+    policies = load_policies(specs, policy, config.resolved_device())
+
+    def agents_for(backbone: str, best_static: Callable) -> dict[str, Any]:
+        return {s.name: build_agent(s, config, policies, best_static) for s in specs}
+
+    extra = {"agent_specs": {s.name: dataclasses.asdict(s) for s in specs}, "policy": dataclasses.asdict(policy)}
+    return evaluate_backbones(env, config, agents_for, **extra)
 
 
 def run_evaluation(env: EnvConfig, config: EvalConfig, agents: dict[str, Any]) -> dict[str, EvalResult]:
-    """``promptloop eval``: every agent on the same held-out episodes; writes ``metrics.json``."""
+    """Evaluate ready-made agents on ``env.backbone`` (the first, if several); writes what ``promptloop eval``
+    writes and returns ``{agent: result}``."""
+    backbone = env.backbone.split(",")[0]
+    one = dataclasses.replace(env, backbone=backbone)
+    return evaluate_backbones(one, config, lambda b, best_static: agents)[backbone]
+
+
+def evaluate_backbones(
+    env: EnvConfig, config: EvalConfig, agents_for: Callable[[str, Callable], dict[str, Any]], **extra: Any
+) -> dict[str, dict[str, EvalResult]]:
+    """Every agent of ``agents_for(backbone, best_static)`` on the same episodes of every backbone.
+
+    Episode ``(query i, seed j)`` has the env seed :func:`~promptloop_agents.evaluation.episode_seeds` gives
+    (the same for every agent and backbone). Agents that ignore previews run on an env that decodes none (the
+    final images are the same). Writes ``eval.json``, ``eval.md``, a sample grid per backbone and, for one
+    backbone, the older ``metrics.json`` under ``config.output_dir``.
+    """
+    from tqdm.auto import tqdm
+
     from promptloop_env.rewards import make_reward
 
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    queries = load_queries(config.eval_prompts)
-    if config.max_queries:
-        queries = queries[: config.max_queries]
-    episodes_q = [q for q in queries for _ in range(config.seeds_per_query)]
-    seeds = np.random.default_rng(config.seed).integers(0, 2**31 - 1, size=len(episodes_q))
-    num_envs = min(config.num_envs, len(episodes_q))
-    envs = make_vector_env(num_envs, **env.env_kwargs("uniform", config.resolved_device()))
+    started = time.perf_counter()
+    queries = load_queries(config.eval_prompts)[: config.max_queries or None]
+    n_seeds = config.seeds_per_query
+    ep_queries = [q for q in queries for _ in range(n_seeds)]
+    ep_seeds = episode_seeds(len(queries), n_seeds, config.seed).reshape(-1).tolist()
     metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
-    results = evaluate(agents, envs, episodes_q, seeds, metrics, progress=config.progress, seed=config.seed)
-    envs.close()
-    write_metrics(out / "metrics.json", results, config, env)
+    categories = query_categories(queries, env, config)
+    samples = sample_episodes(categories or [""] * len(queries), n_seeds, config.sample_queries)
+    results: dict[str, dict[str, EvalResult]] = {}
+    chosen: dict[str, dict[str, dict[str, str]]] = {}
+    bar = tqdm(total=0, desc="promptloop eval", unit="episode", disable=not config.progress)
+    for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
+        kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
+            config.refine_schedule, config.resolved_device()
+        )
+        envs: dict[bool, Any] = {}
+
+        def envs_for(previews: bool, kwargs=kwargs, envs=envs) -> Any:
+            if previews not in envs:
+                settings = kwargs if previews else {**kwargs, "preview": "none"}
+                envs[previews] = make_vector_env(min(config.num_envs, len(ep_queries)), **settings)
+            return envs[previews]
+
+        def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
+            if backbone not in chosen:
+                chosen[backbone] = select_best_static(queries, envs_for(False), config, bar)
+            return {q: c["prompt"] for q, c in chosen[backbone].items()}
+
+        agents = agents_for(backbone, best_static)
+        bar.total += len(agents) * len(ep_queries)
+        bar.refresh()
+        results[backbone] = {
+            name: run_agent(
+                name, agent, envs_for(uses_previews(agent)), ep_queries, ep_seeds, metrics, config.seed, bar, samples
+            )
+            for name, agent in agents.items()
+        }
+        for vector_env in envs.values():
+            vector_env.close()
+    bar.close()
+    setup = {**dataclasses.asdict(env), **dataclasses.asdict(config), "queries": len(queries)}
+    extra["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(Path(config.output_dir), results, setup, queries, categories, ep_seeds, samples, chosen, **extra)
+    if len(results) == 1:
+        write_metrics(Path(config.output_dir) / "metrics.json", next(iter(results.values())), config, env)
     return results
 
 
+def query_categories(queries: list[str], env: EnvConfig, config: EvalConfig) -> list[str] | None:
+    """Each query's GenEval category when the evaluation is on toy-compose (its backbone or its prompt set)."""
+    if not (config.eval_prompts.startswith("toy-compose") or env.backbone.startswith("toy-compose")):
+        return None
+    from promptloop_env.toy.compose_spec import parse
+
+    return [parse(q).category for q in queries]
+
+
+def sample_episodes(categories: list[str], seeds_per_query: int, count: int) -> list[int]:
+    """Episode indices of the sample grid, seed 0 of ``count`` queries: the first query of each category, then
+    the second of each, and so on (one category for all: the first ``count`` queries).
+
+    >>> sample_episodes(["a", "a", "b", "b"], seeds_per_query=2, count=3)
+    [0, 4, 2]
+    """
+    seen: dict[str, int] = {}
+    rank = []
+    for category in categories:
+        rank.append(seen.get(category, 0))
+        seen[category] = rank[-1] + 1
+    order = sorted(range(len(categories)), key=lambda i: (rank[i], i))
+    return [i * seeds_per_query for i in order[:count]]
+
+
+def select_best_static(queries: list[str], envs: Any, config: EvalConfig, bar: Any) -> dict[str, dict[str, str]]:
+    """``{query: {"rewrite", "prompt"}}``: :func:`promptloop_agents.compose_oracle.select_best_static` with its
+    selection episodes run open loop on ``envs`` (their seeds are env seeds, apart from the test episodes')."""
+    from promptloop_agents.compose_oracle import select_best_static as select
+
+    def rollout(sel_q: list[str], sel_prompts: list[str], sel_seeds: list[int]) -> list[Any]:
+        bar.total += len(sel_q)
+        finals, n = [], envs.num_envs
+        for start in range(0, len(sel_q), n):
+            prompts = sel_prompts[start : start + n]
+            padded = prompts + [prompts[-1]] * (n - len(prompts))
+            chunk = run_episodes(
+                envs, lambda obs, p=padded: p, sel_q[start : start + n], sel_seeds[start : start + n], keep_images=True
+            )
+            finals += [e.final_image for e in chunk]
+            bar.update(len(chunk))
+        return finals
+
+    picks = select(queries, rollout, config.select_seeds)
+    return {q: {"rewrite": name, "prompt": prompt} for q, (name, prompt) in zip(queries, picks, strict=True)}
+
+
 def write_metrics(path: Path, results: dict[str, EvalResult], config: EvalConfig, env: EnvConfig, **extra: Any):
-    """``metrics.json``: per agent, mean and 95% CI of every metric; paired differences to identity."""
+    """``metrics.json`` (the older summary, kept for its readers): per agent, mean and t 95% CI over episodes of
+    every metric; paired differences to identity."""
     payload: dict[str, Any] = {"agents": {name: r.summary() for name, r in results.items()}}
     if "identity" in results:
         payload["paired_vs_identity"] = {
@@ -206,7 +421,8 @@ def write_metrics(path: Path, results: dict[str, EvalResult], config: EvalConfig
         }
     payload["episodes"] = len(next(iter(results.values())).episodes) if results else 0
     payload["eval"] = {"prompts": config.eval_prompts, "seeds_per_query": config.seeds_per_query, "seed": config.seed}
-    payload["env"] = {**dataclasses.asdict(env), "refine_schedule": "uniform"}
+    payload["env"] = {**dataclasses.asdict(env), "refine_schedule": config.refine_schedule}
     payload.update(extra)
-    path.write_text(json.dumps(payload, indent=2))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2))
     return payload

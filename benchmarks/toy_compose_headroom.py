@@ -37,17 +37,15 @@ import torch
 from tqdm.auto import tqdm
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_agents.compose_oracle import ComposeOracleAgent, rewrite_family
+from promptloop_agents.compose_oracle import SELECT_SEED0, ComposeOracleAgent, compose_scores, select_best_static
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 from promptloop_env.toy.compose import CATEGORIES, caption
-from promptloop_env.toy.compose_analyser import analyse
 from promptloop_env.toy.compose_prompts import TOY_COMPOSE_TEST_QUERIES
-from promptloop_env.toy.compose_spec import parse, soft_score, strict_score
+from promptloop_env.toy.compose_spec import parse
 from promptloop_env.viz import image_grid, save_png
 
 TEST_SEED0 = 0
-SELECT_SEED0 = 500_000
 RESULTS = Path(__file__).parent / "results"
 ActFn = Callable[[dict[str, Any], list[int]], list[str]]
 """``act(batched_observation, episode_indices) -> one prompt per episode``."""
@@ -85,14 +83,6 @@ def agent_act(agent: Any) -> ActFn:
     """Batch an agent with ``act(observation) -> prompt`` (the Gymnasium-facing protocol of ``promptloop_agents``)."""
     keys = ("image", "query", "prompt", "segment", "timestep")
     return lambda obs, idx: [agent.act({k: obs[k][j] for k in keys}) for j in range(len(idx))]
-
-
-def scores(finals: Sequence[np.ndarray], queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Strict and soft score of each final image against its query."""
-    analyses = [analyse(image) for image in finals]
-    strict = np.array([strict_score(a, q) for a, q in zip(analyses, queries, strict=True)])
-    soft = np.array([soft_score(a, q) for a, q in zip(analyses, queries, strict=True)])
-    return strict, soft
 
 
 def summarise(per_episode: np.ndarray, categories: Sequence[str]) -> dict[str, Any]:
@@ -155,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def evaluate(act: ActFn, kwargs: dict[str, Any], desc: str) -> tuple[np.ndarray, np.ndarray]:
         finals_of[desc] = rollout(kwargs, ep_queries, ep_seeds, act, args.num_envs, desc)
-        strict, soft = scores(finals_of[desc], ep_queries)
+        strict, soft = compose_scores(finals_of[desc], ep_queries)
         return strict.reshape(s, n).T, soft.reshape(s, n).T  # [queries, seeds]
 
     wanted = args.agents.split(",")
@@ -167,20 +157,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         best, chosen = [saved[q]["prompt"] for q in queries], [saved[q]["rewrite"] for q in queries]
     elif {"best_static_rewrite", "oracle_closed_loop"} & set(wanted):
         # The best static rewrite per query, chosen on other seeds than the test's.
-        families = [rewrite_family(q) for q in queries]
-        cands = [(i, name, text) for i, fam in enumerate(families) for name, text in fam.items()]
-        k = args.select_seeds
-        sel_q = [queries[i] for _ in range(k) for i, _, _ in cands]
-        sel_prompts = [text for _ in range(k) for _, _, text in cands]
-        sel_seeds = [SELECT_SEED0 + 1000 * j + i for j in range(k) for i, _, _ in cands]
-        strict, soft = scores(
-            rollout(open_loop, sel_q, sel_seeds, fixed_prompts(sel_prompts), args.num_envs, "select"), sel_q
-        )
-        value = (strict + 0.01 * soft).reshape(k, len(cands)).mean(axis=0)  # soft breaks ties
-        for i in range(n):
-            mine = [c for c in range(len(cands)) if cands[c][0] == i]
-            top = max(mine, key=lambda c: value[c])
-            best[i], chosen[i] = cands[top][2], cands[top][1]
+        def select_rollout(sel_q: list[str], sel_prompts: list[str], sel_seeds: list[int]) -> list[np.ndarray]:
+            return rollout(open_loop, sel_q, sel_seeds, fixed_prompts(sel_prompts), args.num_envs, "select")
+
+        picks = select_best_static(queries, select_rollout, args.select_seeds, SELECT_SEED0)
+        chosen, best = [name for name, _ in picks], [prompt for _, prompt in picks]
     best_of = dict(zip(queries, best, strict=True))
     for name in wanted:
         if name == "identity":
