@@ -165,6 +165,35 @@ def paired_difference(a: EvalResult, b: EvalResult, metric: str) -> dict[str, fl
     return stats.paired_difference(a.scores[metric], b.scores[metric])
 
 
+def query_categories(queries: Sequence[str], prompt_set: str, backbone: str) -> list[str] | None:
+    """Each query's GenEval category when the evaluation is on toy-compose (its prompt set or backbone), else None.
+
+    >>> query_categories(["two red circles"], "toy-compose-test", "toy-compose")
+    ['counting']
+    """
+    if not (prompt_set.startswith("toy-compose") or backbone.startswith("toy-compose")):
+        return None
+    from promptloop_env.toy.compose_spec import parse
+
+    return [parse(q).category for q in queries]
+
+
+def sample_episodes(categories: list[str], seeds_per_query: int, count: int) -> list[int]:
+    """Episode indices of the sample grid, seed 0 of ``count`` queries: the first query of each category, then
+    the second of each, and so on (one category for all: the first ``count`` queries).
+
+    >>> sample_episodes(["a", "a", "b", "b"], seeds_per_query=2, count=3)
+    [0, 4, 2]
+    """
+    seen: dict[str, int] = {}
+    rank = []
+    for category in categories:
+        rank.append(seen.get(category, 0))
+        seen[category] = rank[-1] + 1
+    order = sorted(range(len(categories)), key=lambda i: (rank[i], i))
+    return [i * seeds_per_query for i in order[:count]]
+
+
 # -- reports --------------------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,9 @@ from promptloop_agents.evaluation import (
     EvalResult,
     episode_seeds,
     paired_difference,
+    query_categories,
     run_agent,
+    sample_episodes,
     uses_previews,
     write_report,
 )
@@ -184,12 +186,13 @@ class AgentSpec:
         return self.policy_path is not None
 
 
-def parse_agent_specs(text: str, policy_path: str | None = None) -> list[AgentSpec]:
+def parse_agent_specs(text: str, policy_path: str | None = None, default_mode: str = "closed-loop") -> list[AgentSpec]:
     """The agents of a comma-separated ``--agents`` value, checked before anything is loaded.
 
     Args:
         text: e.g. ``"identity,best-static,runs/a/policy,blind=runs/a/policy:blank"``.
         policy_path: what ``policy`` / ``policy-a-priori`` stand for (``--policy``), or None.
+        default_mode: the mode of a policy given without one (``--mode``).
 
     Raises:
         ValueError: an unknown agent or mode, a missing policy folder or a repeated name (named in the message).
@@ -199,7 +202,7 @@ def parse_agent_specs(text: str, policy_path: str | None = None) -> list[AgentSp
         if not item:
             continue
         name, _, spec = item.rpartition("=")
-        specs.append(_parse_spec(name.strip() or spec, spec.strip(), policy_path))
+        specs.append(_parse_spec(name.strip() or spec, spec.strip(), policy_path, default_mode))
     if not specs:
         raise ValueError("--agents is empty: name at least one agent.")
     names = [s.name for s in specs]
@@ -208,7 +211,7 @@ def parse_agent_specs(text: str, policy_path: str | None = None) -> list[AgentSp
     return specs
 
 
-def _parse_spec(name: str, spec: str, policy_path: str | None) -> AgentSpec:
+def _parse_spec(name: str, spec: str, policy_path: str | None, default_mode: str) -> AgentSpec:
     target, _, mode = spec.partition(":") if not Path(spec).is_dir() else (spec, "", "")
     if target == "policy-a-priori" and not mode:  # the older name of policy:a-priori
         target, mode = "policy", "a-priori"
@@ -230,9 +233,10 @@ def _parse_spec(name: str, spec: str, policy_path: str | None) -> AgentSpec:
             f"Unknown agent {spec!r}: not a built-in agent ({valid}) and no policy folder {target!r} exists. "
             "A policy is PATH, PATH:a-priori or PATH:blank; name any agent with 'name=spec'."
         )
-    if mode and mode not in POLICY_MODES:
+    mode = mode or default_mode
+    if mode not in POLICY_MODES:
         raise ValueError(f"Agent {spec!r}: unknown policy mode {mode!r}; valid: {', '.join(POLICY_MODES)}.")
-    return AgentSpec(name, "policy", mode or "closed-loop", str(path))
+    return AgentSpec(name, "policy", mode, str(path))
 
 
 def load_policies(specs: list[AgentSpec], policy: PolicyConfig, device: str) -> dict[str, MLLMAgent]:
@@ -259,10 +263,11 @@ def build_agent(spec: AgentSpec, config: EvalConfig, policies: dict[str, MLLMAge
         return IdentityAgent()
     if spec.target == "static":
         if config.static_policy:
-            rewriter = MLLMAgent.from_pretrained(
-                config.static_policy, do_sample=False, device=config.resolved_device()
-            )
-            return StaticRewriteAgent(rewriter=lambda q, r=rewriter: r.plan(q, [0.0])[0])
+            key = f"static:{config.static_policy}"  # loaded once for all backbones
+            if key not in policies:
+                device = config.resolved_device()
+                policies[key] = MLLMAgent.from_pretrained(config.static_policy, do_sample=False, device=device)
+            return StaticRewriteAgent(rewriter=lambda q, r=policies[key]: r.plan(q, [0.0])[0])
         return StaticRewriteAgent(template=config.static_template or DEFAULT_REWRITE_TEMPLATE)
     if spec.target == "random":
         return RandomModifierAgent(seed=config.seed)
@@ -280,7 +285,7 @@ def evaluate_from_configs(
     """``promptloop eval``: parse ``config.agents``, load the policies on ``config.device`` and evaluate every agent
     on every backbone of ``env.backbone`` (comma-separated); returns ``{backbone: {agent: result}}``."""
     try:
-        specs = parse_agent_specs(config.agents, policy.policy)
+        specs = parse_agent_specs(config.agents, policy.policy, policy.mode)
     except ValueError as err:
         raise SystemExit(f"promptloop eval: {err}") from None
     policies = load_policies(specs, policy, config.resolved_device())
@@ -320,7 +325,9 @@ def evaluate_backbones(
     ep_queries = [q for q in queries for _ in range(n_seeds)]
     ep_seeds = episode_seeds(len(queries), n_seeds, config.seed).reshape(-1).tolist()
     metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
-    categories = query_categories(queries, env, config)
+    if not metrics:
+        raise ValueError("--metrics is empty: name at least one reward to score the final images with.")
+    categories = query_categories(queries, config.eval_prompts, env.backbone)
     samples = sample_episodes(categories or [""] * len(queries), n_seeds, config.sample_queries)
     results: dict[str, dict[str, EvalResult]] = {}
     chosen: dict[str, dict[str, dict[str, str]]] = {}
@@ -360,31 +367,6 @@ def evaluate_backbones(
     if len(results) == 1:
         write_metrics(Path(config.output_dir) / "metrics.json", next(iter(results.values())), config, env)
     return results
-
-
-def query_categories(queries: list[str], env: EnvConfig, config: EvalConfig) -> list[str] | None:
-    """Each query's GenEval category when the evaluation is on toy-compose (its backbone or its prompt set)."""
-    if not (config.eval_prompts.startswith("toy-compose") or env.backbone.startswith("toy-compose")):
-        return None
-    from promptloop_env.toy.compose_spec import parse
-
-    return [parse(q).category for q in queries]
-
-
-def sample_episodes(categories: list[str], seeds_per_query: int, count: int) -> list[int]:
-    """Episode indices of the sample grid, seed 0 of ``count`` queries: the first query of each category, then
-    the second of each, and so on (one category for all: the first ``count`` queries).
-
-    >>> sample_episodes(["a", "a", "b", "b"], seeds_per_query=2, count=3)
-    [0, 4, 2]
-    """
-    seen: dict[str, int] = {}
-    rank = []
-    for category in categories:
-        rank.append(seen.get(category, 0))
-        seen[category] = rank[-1] + 1
-    order = sorted(range(len(categories)), key=lambda i: (rank[i], i))
-    return [i * seeds_per_query for i in order[:count]]
 
 
 def select_best_static(queries: list[str], envs: Any, config: EvalConfig, bar: Any) -> dict[str, dict[str, str]]:
