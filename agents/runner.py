@@ -346,7 +346,8 @@ def evaluate_backbones(
 
         def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
             if backbone not in chosen:
-                chosen[backbone] = select_best_static(queries, envs_for(False), config, bar)
+                unique = list(dict.fromkeys(queries))  # a set may word several of its queries alike
+                chosen[backbone] = select_best_static(unique, envs_for(False), config, bar)
             return {q: c["prompt"] for q, c in chosen[backbone].items()}
 
         agents = agents_for(backbone, best_static)
