@@ -17,8 +17,10 @@ constant (not timed: it is the same for every setting and not part of inference)
 ``--policy`` (default: ``agents/assets/toy-compose-policy`` when it exists, else the shipped toy policy).
 
 Every repeat runs all settings one after the other, so load from other processes hits all of them alike;
-one warm-up round is not timed. Reported per setting: the median seconds per image over ``--repeats``
-(policy and env parts too) and its ratio to the median of ``0 refinements``. Writes
+one warm-up round is not timed. Reported per setting: the median wall-clock seconds per image over
+``--repeats`` (policy and env parts too) and its ratio to the median of ``0 refinements``, and the same for
+the process's CPU seconds, which a loaded shared machine distorts less (with ``OMP_NUM_THREADS=1`` the
+process computes on one core, so CPU seconds are the wall time it would take alone). Writes
 ``benchmarks/results/inference_overhead.json`` and prints a table.
 """
 
@@ -115,18 +117,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             k,
         )
 
-    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in settings}
+    times: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in settings}
     for repeat in range(args.repeats + 1):  # round 0 warms up
         for name, (vector_env, make_act, _) in settings.items():
             closed.reset(seed=repeat)
             split = RolloutTimes()
-            start = time.perf_counter()
+            cpu_start, start = time.process_time(), time.perf_counter()
             act = make_act()  # a priori: the planning, before sampling
             plan_seconds = time.perf_counter() - start
             run_episodes(vector_env, act, queries, seeds, times=split)
-            total = time.perf_counter() - start
+            total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             if repeat:
-                times[name].append((total, split.policy + plan_seconds, split.env))
+                times[name].append((total, split.policy + plan_seconds, split.env, cpu))
         print(f"round {repeat}/{args.repeats} done", flush=True)
     for vector_env, _, _ in settings.values():
         vector_env.close()
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = len(queries)
     medians = {name: statistics.median(t[0] for t in rows) / n for name, rows in times.items()}
     reference = medians["0 refinements"]
+    cpu_medians = {name: statistics.median(t[3] for t in rows) / n for name, rows in times.items()}
     rows = []
     for name, (_, _, k) in settings.items():
         rows.append(
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "ratio_to_0_refinements": round(medians[name] / reference, 3),
                 "median_policy_s_per_image": round(statistics.median(t[1] for t in times[name]) / n, 5),
                 "median_env_s_per_image": round(statistics.median(t[2] for t in times[name]) / n, 5),
+                "median_cpu_s_per_image": round(cpu_medians[name], 5),
+                "cpu_ratio_to_0_refinements": round(cpu_medians[name] / cpu_medians["0 refinements"], 3),
                 "repeats_s_per_batch": [round(t[0], 4) for t in times[name]],
             }
         )
@@ -166,12 +171,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(out: dict[str, Any]) -> None:
     """Seconds per image and ratios, one row per setting."""
-    print("| setting | s / image (median) | x 0 refinements | policy s / image | env s / image |")
-    print("|---|---|---|---|---|")
+    print(
+        "| setting | s / image (median) | x 0 refinements | policy s / image | env s / image | CPU s / image | x 0 |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in out["results"]:
         print(
             f"| {r['setting']} | {r['median_s_per_image']:.4f} | {r['ratio_to_0_refinements']:.2f} | "
-            f"{r['median_policy_s_per_image']:.4f} | {r['median_env_s_per_image']:.4f} |"
+            f"{r['median_policy_s_per_image']:.4f} | {r['median_env_s_per_image']:.4f} | "
+            f"{r['median_cpu_s_per_image']:.4f} | {r['cpu_ratio_to_0_refinements']:.2f} |"
         )
 
 
