@@ -25,6 +25,7 @@ REWARDS: dict[str, str] = {
     "toy-aesthetic": "promptloop_env.toy.rewards:ToyAesthetic",
     "toy-compose": "promptloop_env.toy.rewards:ToyCompose",
     "toy-compose-soft": "promptloop_env.toy.rewards:toy_compose_soft",
+    "toy-compose-aesthetic": "promptloop_env.toy.rewards:ToyComposeAesthetic",
     "aesthetic": "promptloop_env.rewards.aesthetic:LaionAesthetic",
     "clip-score": "promptloop_env.rewards.clip_score:ClipScore",
     "pickscore": "promptloop_env.rewards.pickscore:PickScore",

@@ -92,10 +92,29 @@ def build_train_scheduler():
     return DDPMScheduler(**SCHEDULE, prediction_type=PREDICTION_TYPE, clip_sample=False)
 
 
-def build_sample_scheduler():
-    """The DDIM sampling scheduler saved with the pipeline (trailing spacing: step one is at t=999)."""
-    from diffusers import DDIMScheduler
+SAMPLERS: tuple[str, ...] = ("ddim", "dpm++")
 
+
+def build_sample_scheduler(sampler: str = "ddim"):
+    """The sampling scheduler saved with the pipeline, trailing spacing (step one is at t=999).
+
+    Args:
+        sampler: ``"ddim"`` (``toy-shapes``, ``toy-compose``) or ``"dpm++"``: DPM-Solver++ 2M, deterministic, the
+            second-order multistep solver most SD pipelines default to (``toy-compose-b``).
+    """
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if sampler == "dpm++":
+        return DPMSolverMultistepScheduler(
+            **SCHEDULE,
+            prediction_type=PREDICTION_TYPE,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            steps_offset=1,
+        )
+    if sampler != "ddim":
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     # steps_offset=1 only silences the pipeline's legacy-config rewrite; trailing spacing ignores it.
     return DDIMScheduler(
         **SCHEDULE,

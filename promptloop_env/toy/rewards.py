@@ -1,6 +1,7 @@
-"""The toy world's rewards, computed exactly by the analyser: ``toy-fidelity`` and ``toy-aesthetic``.
+"""The toy worlds' rewards, computed exactly by the analysers: ``toy-fidelity``, ``toy-aesthetic``, ``toy-compose``
+(strict), ``toy-compose-soft`` and the proxy ``toy-compose-aesthetic``.
 
-Both are plain batched callables ``reward(images: uint8 [B, H, W, 3], queries) -> list[float]`` and take
+All are plain batched callables ``reward(images: uint8 [B, H, W, 3], queries) -> list[float]`` and take
 images of any size (previews are resized, the model's own images are 64x64).
 
 >>> import numpy as np
@@ -12,13 +13,19 @@ images of any size (previews are resized, the model's own images are 64x64).
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from promptloop_env.toy import compose_analyser, compose_spec
 from promptloop_env.toy.analyser import Analysis, analyse
-from promptloop_env.toy.world import parse_query
+from promptloop_env.toy.compose import HALF_EXTENTS, MAX_OBJECTS
+from promptloop_env.toy.world import COLOURS, parse_query
+
+COMPOSE_AESTHETIC_BACKGROUND = "black"
+"""The background ``toy-compose-aesthetic`` likes."""
+_SATURATION = {name: colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[1] for name, rgb in COLOURS.items()}
 
 
 def fidelity(analysis: Analysis, query: str) -> float:
@@ -51,6 +58,30 @@ def aesthetic(analysis: Analysis) -> float:
     offset = float(np.hypot(analysis.centre[0] - 0.5, analysis.centre[1] - 0.5))
     centring = max(0.0, 1.0 - offset / 0.25)
     return (size + centring + analysis.contrast) / 3.0
+
+
+def compose_aesthetic(analysis: compose_analyser.ComposeAnalysis) -> float:
+    """A proxy taste of the compositional world, in [0, 1]: many, large, saturated objects on black.
+
+    The mean of four terms: how many objects (count / 4, capped at 1), how large (mean box side over the
+    largest the world draws, 16 pixels, capped at 1), how saturated (mean HSV saturation of the objects' colours:
+    about 0.9 for the six hues, 0 for white) and the background (1 on black, else 0). It never reads the query,
+    so it disagrees with most of them: a query for one circle, for white shapes or for another background
+    loses proxy reward by being followed. No object scores 0.0.
+
+    >>> from promptloop_env.toy.compose import ComposeScene, Thing, render
+    >>> many = ComposeScene(tuple(Thing("square", "red", x, y, 8) for x in (16, 46) for y in (16, 46)), "black")
+    >>> round(compose_aesthetic(compose_analyser.analyse(render(many))), 2)
+    0.98
+    """
+    objects = analysis.objects
+    if not objects:
+        return 0.0
+    count = min(1.0, len(objects) / MAX_OBJECTS)
+    size = min(1.0, float(np.mean([o.size for o in objects])) / (2 * max(HALF_EXTENTS)))
+    saturation = float(np.mean([_SATURATION[o.colour] for o in objects]))
+    background = float(analysis.background == COMPOSE_AESTHETIC_BACKGROUND)
+    return (count + size + saturation + background) / 4.0
 
 
 def _analyse_all(images: np.ndarray, queries: Sequence[str], read: Callable = analyse) -> list:
@@ -110,3 +141,20 @@ class ToyCompose:
 def toy_compose_soft(**kwargs: object) -> ToyCompose:
     """``toy-compose-soft``: the fraction of the query's constraints that hold (see :class:`ToyCompose`)."""
     return ToyCompose(soft=True)
+
+
+class ToyComposeAesthetic:
+    """``toy-compose-aesthetic``: a proxy reward that ignores the query (see :func:`compose_aesthetic`).
+
+    The reward of the over-optimisation experiment: optimised alone (by prompts or by weights) it drifts away
+    from what ``toy-compose`` (strict) measures against the query.
+
+    Args:
+        **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        return [compose_aesthetic(a) for a in _analyse_all(images, queries, compose_analyser.analyse)]

@@ -18,6 +18,12 @@ The compositional world (``--world compose``; the shipped ``toy-compose`` was ma
         --init-from promptloop_env/toy/assets/toy-shapes --unet-minutes 75 --batch-size 128 --lr 4e-4 \
         --warmup-steps 50 --captions-per-combo 4 --eval-queries 0 --num-threads 1
 
+Reward-filtered fine-tuning (RAFT; ``--data``, a dataset folder of images and their captions made by
+:mod:`promptloop_env.toy.raft`, replaces the world's scenes; the shipped ``toy-compose-tuned`` was made so)::
+
+    python -m promptloop_env.toy.train --out runs/toy-compose-tuned --init-from promptloop_env/toy/assets/toy-compose \
+        --data runs/raft-data --unet-minutes 15 --batch-size 128 --lr 1e-4 --warmup-steps 20 --eval-queries 0
+
 A stopped run goes on from ``<out>/checkpoint`` (written atomically every ``--checkpoint-minutes``) with the same
 command and ``--resume``.
 
@@ -102,6 +108,13 @@ class TrainConfig:
         },
     )
     num_scenes: int = field(default=40000, metadata={"help": "scenes rendered for --world compose"})
+    data: str = field(
+        default="",
+        metadata={
+            "help": "a dataset folder (images.safetensors + captions.json, see promptloop_env.toy.raft) to train on "
+            "instead of the world's scenes, one caption per image (RAFT); the tokenizer is --init-from's"
+        },
+    )
     resume: bool = field(
         default=False, metadata={"help": "continue from <out>/checkpoint (weights, optimiser, EMA, step, clock)"}
     )
@@ -121,6 +134,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.world not in ("shapes", "compose"):
             raise ValueError(f"world must be 'shapes' or 'compose', got {self.world!r}")
+        if self.data and not self.init_from:
+            raise ValueError("--data fine-tunes a saved pipeline: give --init-from (its tokenizer and VAE are kept)")
         if self.loss_weighting not in ("v", "min-snr"):
             raise ValueError(f"loss_weighting must be 'v' or 'min-snr', got {self.loss_weighting!r}")
 
@@ -151,7 +166,14 @@ def _lr_factor(step: int, elapsed: float, budget: float, warmup: int, max_steps:
 def prepare_data(cfg: TrainConfig, tokenizer, device: torch.device) -> dict:
     """Render the world and pre-tokenise the caption bank; everything stays on ``device``."""
     rng = random.Random(cfg.seed)
-    if cfg.world == "compose":
+    if cfg.data:
+        from promptloop_env.toy.raft import load_dataset
+
+        array, texts = load_dataset(cfg.data)
+        images = torch.from_numpy(array).to(device)
+        scene_combo = torch.arange(len(texts), device=device)  # each image has its one caption
+        combos = texts
+    elif cfg.world == "compose":
         scenes = [compose.random_scene(rng) for _ in range(cfg.num_scenes)]
         images = torch.from_numpy(np.stack([compose.render(s) for s in scenes])).to(device)
         scene_combo = torch.arange(len(scenes), device=device)  # each scene has its own captions
@@ -171,7 +193,7 @@ def prepare_data(cfg: TrainConfig, tokenizer, device: torch.device) -> dict:
         kwargs = dict(padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
         return tokenizer(batch, return_tensors="pt", **kwargs).input_ids
 
-    bank = tokenize(texts).view(len(combos), cfg.captions_per_combo, -1).to(device)
+    bank = tokenize(texts).view(len(combos), len(texts) // len(combos), -1).to(device)
     return dict(images=images, scene_combo=scene_combo, bank=bank, empty=tokenize([""]).to(device), examples=texts[:8])
 
 

@@ -62,3 +62,42 @@ def test_registered_by_name():
     parts = reward.components(RED_LEFT[None], ["a red circle"])
     assert parts["toy-fidelity"].tolist() == [1.0]
     assert 0 < parts["toy-aesthetic"][0] < 1
+
+
+def _compose(things, background):
+    from promptloop_env.toy.compose import ComposeScene, Thing, render
+
+    return render(ComposeScene(tuple(Thing(*t) for t in things), background))
+
+
+def test_compose_aesthetic_likes_many_large_saturated_objects_on_black():
+    from promptloop_env.toy.rewards import ToyComposeAesthetic
+
+    four = [("square", "red", x, y, 8) for x in (16, 46) for y in (16, 46)]
+    images = np.stack([
+        _compose(four, "black"),
+        _compose(four, "gray"),  # the wrong background
+        _compose(four[:1], "black"),  # one object
+        _compose([("square", "white", x, y, 8) for x in (16, 46) for y in (16, 46)], "black"),  # unsaturated
+        _compose([("square", "red", x, y, 5) for x in (16, 46) for y in (16, 46)], "black"),  # small
+        np.zeros((64, 64, 3), np.uint8),  # nothing
+    ])  # fmt: skip
+    best, gray, one, white, small, nothing = ToyComposeAesthetic()(images, ["a circle"] * 6)
+    assert best > 0.95 and nothing == 0.0
+    assert best - gray == pytest.approx(0.25)
+    assert best - one == pytest.approx(0.25 * 0.75)
+    assert best > small > one and best > white
+    assert all(0.0 <= v <= 1.0 for v in (best, gray, one, white, small))
+
+
+def test_compose_aesthetic_ignores_and_conflicts_with_the_query():
+    from promptloop_env.toy.rewards import ToyCompose, ToyComposeAesthetic
+
+    query = "a white circle, gray background"
+    follows = _compose([("circle", "white", 32, 32, 6)], "gray")
+    ignores = _compose([("square", "red", x, y, 8) for x in (16, 46) for y in (16, 46)], "black")
+    images = np.stack([follows, ignores])
+    strict, proxy = ToyCompose()(images, [query] * 2), ToyComposeAesthetic()(images, [query] * 2)
+    assert strict == [1.0, 0.0] and proxy[0] < proxy[1]
+    assert ToyComposeAesthetic()(images, ["two squares"] * 2) == proxy  # the query plays no part
+    assert make_reward("toy-compose-aesthetic")(images, [query] * 2) == pytest.approx(proxy)
