@@ -1,5 +1,5 @@
-"""The shipped toy-compose model: offline loading and a recorded rollout slice (replay and package size are tested
-with toy-shapes' in test_toy_model.py)."""
+"""The shipped toy-compose models: offline loading, what each variant is, and a recorded rollout slice of
+toy-compose (replay and package size are tested with toy-shapes' in test_toy_model.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import weakref
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 import promptloop_env  # noqa: F401
@@ -54,16 +55,33 @@ def rollout() -> tuple[np.ndarray, np.ndarray, float, dict]:
     return obs["image"], info["final_image"], reward, info
 
 
-def test_toy_compose_loads_shipped_model_without_network(monkeypatch):
+# Each variant's sampler (the generalisation experiment changes it on purpose) and whether it shares
+# toy-compose's tokenizer and VAE (all do: they are fine-tunes of toy-shapes' VAE and the compose vocabulary).
+VARIANTS = {"toy-compose": "DDIMScheduler", "toy-compose-b": "DPMSolverMultistepScheduler"}
+
+
+@pytest.mark.parametrize("backbone", list(VARIANTS))
+def test_toy_compose_loads_shipped_model_without_network(monkeypatch, backbone):
     def refuse(*args, **kwargs):
         raise OSError("network access attempted while loading the toy world")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(backbones, "_LOADED", weakref.WeakValueDictionary())  # force a fresh load from disk
-    env = gym.make("PromptLoop-v0", backbone="toy-compose", reward="toy-compose")
+    env = gym.make("PromptLoop-v0", backbone=backbone, reward="toy-compose")
     unwrapped = env.unwrapped
-    assert type(unwrapped.backbone.pipe).__name__ == "StableDiffusionPipeline"
+    pipe = unwrapped.backbone.pipe
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert type(pipe.scheduler).__name__ == VARIANTS[backbone]
+    assert (
+        pipe.scheduler.config.prediction_type == "v_prediction"
+        and pipe.scheduler.config.timestep_spacing == "trailing"
+    )
+    assert unwrapped.backbone.latent_rgb is not None
+    folder = PACKAGE_ROOT / BACKBONES[backbone].source.removeprefix("package:")
+    assert (folder / "tokenizer" / "tokenizer.json").read_text() == (
+        FOLDER / "tokenizer" / "tokenizer.json"
+    ).read_text()
     assert [(name, type(fn)) for name, fn, _ in unwrapped.reward_fn.parts] == [("toy-compose", ToyCompose)]
     assert tuple(unwrapped.queries) == tuple(TOY_COMPOSE_TRAIN_QUERIES)
     assert unwrapped.guidance_scale == 1.0
