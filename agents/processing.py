@@ -55,8 +55,26 @@ def scalar(value: Any) -> float:
     return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
 
 
-def preview_to_pil(image: np.ndarray, size: int | None = None) -> Image.Image:
-    """Convert a ``uint8 [H, W, 3]`` preview to PIL, resized to ``size`` x ``size`` when given."""
+def stretch_contrast(image: np.ndarray, target: float) -> np.ndarray:
+    """Scale each pixel's deviation from the background (the border's median colour) so that the strongest
+    deviation (99th percentile of the RGB distance) becomes ``target``; never lowers the contrast.
+
+    Early x0 estimates are washed-out means in which objects are faint; stretched, they are visible.
+    """
+    from promptloop_env.toy.analyser import border_median
+
+    pixels = np.asarray(image, dtype=np.float32)
+    background = border_median(pixels)
+    deviation = pixels - background
+    strength = np.percentile(np.linalg.norm(deviation, axis=-1), 99)
+    gain = max(1.0, target / max(float(strength), 1e-6))
+    return np.clip(background + gain * deviation, 0, 255).astype(np.uint8)
+
+
+def preview_to_pil(image: np.ndarray, size: int | None = None, contrast: float | None = None) -> Image.Image:
+    """Convert a ``uint8 [H, W, 3]`` preview to PIL, contrast-stretched to ``contrast`` (see
+    :func:`stretch_contrast`) and resized to ``size`` x ``size`` when given."""
+    image = stretch_contrast(image, contrast) if contrast else image
     pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
     if size is not None and pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR)

@@ -55,6 +55,8 @@ class ToyPolicySize:
 TOY_POLICY_SIZES = {
     "tiny": ToyPolicySize(hidden_size=32, num_layers=2, num_heads=2, vision_hidden_size=32, vision_depth=1),
     "small": ToyPolicySize(),
+    # toy-compose: more to see (which objects, how many, where), so a wider vision tower
+    "compose": ToyPolicySize(hidden_size=128, num_layers=3, num_heads=4, vision_hidden_size=64, vision_depth=2),
 }
 
 
@@ -154,6 +156,7 @@ def build_toy_policy(
     seed: int = 0,
     image_size: int = 56,
     max_new_tokens: int = 24,
+    preview_contrast: float | None = None,
 ) -> MLLMAgent:
     """A randomly initialised toy policy (warm-start it with :func:`promptloop_agents.sft.warm_start`).
 
@@ -163,6 +166,7 @@ def build_toy_policy(
         seed: weight initialisation seed.
         image_size: side of the preview shown to the policy.
         max_new_tokens: longest answer.
+        preview_contrast: stretch each preview's contrast to this before showing it (see ``MLLMAgent``).
     """
     size = TOY_POLICY_SIZES[size] if isinstance(size, str) else size
     tokenizer = build_policy_tokenizer(world_words() if words is None else words)
@@ -174,4 +178,5 @@ def build_toy_policy(
         answer_tag=None,
         image_size=image_size,
         max_new_tokens=max_new_tokens,
+        preview_contrast=preview_contrast,
     )

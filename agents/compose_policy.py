@@ -1,0 +1,252 @@
+"""The closed-loop learner of the ``toy-compose`` world: a policy that perceives, warm-started by distillation.
+
+PromptLoop's claim is that a policy which *looks at* the model's current x0 estimate writes better prompts than
+any prompt written up front. On ``toy-compose`` the oracle closed loop (the exact analyser reading every preview,
+:mod:`promptloop_agents.compose_oracle`) shows that the headroom exists. This module builds the learner:
+
+1. **The a-priori rewrite a policy can know** (:func:`select_category_rewrites`): per GenEval category, the rewrite
+   of :data:`~promptloop_agents.compose_oracle.REWRITES` with the best mean strict score on *training* queries.
+   :class:`CategoryRewriteAgent` applies it for the whole trajectory (the best one-shot rewrite chosen without
+   test-time reward).
+2. **The teacher** (:func:`compose_teacher`): the oracle closed loop started from that rewrite. It reads the
+   preview with the analyser; the student never does.
+3. **Distillation** (:func:`distill`): the toy Qwen2.5-VL policy is fitted to the teacher's prompts on the env's
+   own previews (``collect_examples``), a share of them without the image so that the same weights also work in
+   a-priori mode (prompts planned from the query alone), then saved as a policy folder for GRPO
+   (``promptloop train --policy toy --warm_start_from FOLDER``) and for ``promptloop eval``.
+
+The toy-compose learner acts at steps 0, 9, 11, 13 and 15 of 20 (:data:`COMPOSE_SCHEDULE`): objects appear in the
+x0 estimate between 45% and 55% of the denoising, so uniform points would spend three of five looks on blank
+previews (``benchmarks/results/toy_compose_headroom*.json``).
+
+Command line::
+
+    python -m promptloop_agents.compose_policy --out runs/compose-distill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptloop_agents.compose_oracle import REWRITES, ComposeOracleAgent
+from promptloop_agents.protocol import Observation
+from promptloop_env.toy.compose import CATEGORIES
+
+COMPOSE_STEPS = 20
+COMPOSE_SCHEDULE = (0, 9, 11, 13, 15)
+COMPOSE_PREVIEW_CONTRAST = 160.0
+SELECTION_SEED0 = 700_000  # noise seeds of the rewrite selection on training queries (tests use 0..)
+
+
+def compose_env_kwargs(
+    backbone: str = "toy-compose",
+    reward: str = "toy-compose-soft",
+    schedule: str | Sequence[int] = COMPOSE_SCHEDULE,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """``gym.make_vec`` keyword arguments of the toy-compose learner (20 steps, refinements at 0/9/11/13/15)."""
+    kwargs = dict(backbone=backbone, reward=reward, num_inference_steps=COMPOSE_STEPS, num_refinements=5)
+    kwargs["refine_schedule"] = list(schedule) if not isinstance(schedule, str) else schedule
+    return {**kwargs, **overrides}
+
+
+def _rewrite(name: str, query: str) -> str:
+    from promptloop_env.toy.compose_spec import parse
+
+    return query if name == "identity" else REWRITES[name](parse(query))
+
+
+def select_category_rewrites(
+    queries: Sequence[str],
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    num_envs: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per category, the rewrite (or ``identity``) with the best mean strict score on ``queries`` (training queries).
+
+    Every candidate runs on the same noise seeds (``SELECTION_SEED0 + 1000 * s + i``). Returns
+    ``{"choice": {category: name}, "scores": {category: {name: mean}}, "episodes": n}``.
+    """
+    from promptloop_agents.rollout import make_vector_env, run_episodes
+    from promptloop_env.toy.compose_spec import parse
+
+    names = ["identity", *REWRITES]
+    categories = [parse(q).category for q in queries]
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
+    envs = make_vector_env(
+        min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform")
+    )
+    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
+    from tqdm.auto import tqdm
+
+    for name in tqdm(names, desc="rewrite selection", disable=not progress, leave=False):
+        prompts = {q: _rewrite(name, q) for q in set(queries)}
+        done = run_episodes(envs, lambda obs: [prompts[str(o["query"])] for o in obs], episodes_q, seeds)
+        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
+        for category in scores:
+            scores[category][name] = float(rewards[[c == category for c in categories]].mean())
+    envs.close()
+    choice = {c: max(s, key=lambda n, s=s: (s[n], n == "identity")) for c, s in scores.items()}
+    return {"choice": choice, "scores": scores, "episodes": len(episodes_q) * len(names)}
+
+
+class CategoryRewriteAgent:
+    """The best one-shot rewrite a policy can know: its category's rewrite, used for the whole trajectory.
+
+    Args:
+        choice: category -> rewrite name (``identity`` or a key of :data:`REWRITES`), e.g. from
+            :func:`select_category_rewrites` on training queries.
+    """
+
+    def __init__(self, choice: dict[str, str]) -> None:
+        self.choice = dict(choice)
+
+    def rewrite(self, query: str) -> str:
+        from promptloop_env.toy.compose_spec import parse
+
+        return _rewrite(self.choice.get(parse(query).category, "identity"), query)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Stateless."""
+
+    def act(self, observation: Observation) -> str:
+        return self.rewrite(str(observation["query"]))
+
+
+def compose_teacher(choice: dict[str, str]) -> Callable[[Observation, np.random.Generator], str]:
+    """The distillation teacher: the oracle closed loop started from the category's a-priori rewrite."""
+    oracle = ComposeOracleAgent(first=CategoryRewriteAgent(choice).rewrite)
+    return lambda observation, rng: oracle.act(observation)
+
+
+def distill(
+    out: str | Path,
+    choice: dict[str, str],
+    queries: Sequence[str],
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    text_only_fraction: float = 0.25,
+    num_envs: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit the toy policy to the teacher on env rollouts of ``queries`` and save it in ``out``; returns a report.
+
+    The student sees the env's previews (contrast-stretched, as a person would look at a faint image) and the
+    state text; it never sees the analyser's reading. ``text_only_fraction`` of the examples hide the preview,
+    so the same weights also serve the a-priori mode.
+    """
+    from promptloop_agents.rollout import make_vector_env
+    from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
+    from promptloop_agents.toy_policy import build_toy_policy
+    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+
+    tick = time.perf_counter()
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone))
+    examples = collect_examples(
+        envs, compose_teacher(choice), episodes_q, seed=seed, text_only_fraction=text_only_fraction
+    )
+    envs.close()
+    rollout_seconds = time.perf_counter() - tick
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(examples))
+    num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
+    held = [examples[i] for i in order[:num_held]]
+    train = [examples[i] for i in order[num_held:]]
+    agent = build_toy_policy(
+        size,
+        words=world_words() + list(COMPOSE_WORDS),
+        seed=seed,
+        image_size=image_size,
+        max_new_tokens=32,
+        preview_contrast=COMPOSE_PREVIEW_CONTRAST,
+    )
+    losses = supervised_finetune(
+        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
+    )
+    changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
+    report = {
+        "teacher_choice": choice,
+        "examples": len(train),
+        "held_out_examples": len(held),
+        "loss_first": losses[0],
+        "loss_last": float(np.mean(losses[-20:])),
+        "greedy_match_held_out": greedy_match_rate(agent, held, limit=256),
+        "greedy_match_held_out_changed_prompt": greedy_match_rate(agent, changed, limit=256),
+        "changed_share": len(changed) / max(len(held), 1),
+        "rollout_seconds": rollout_seconds,
+        "sft_seconds": time.perf_counter() - tick - rollout_seconds,
+        "steps": steps,
+        "image_size": image_size,
+        "size": size,
+    }
+    out = Path(out)
+    agent.save_pretrained(out)
+    (out / "warm_start.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Select the per-category rewrites on training queries, then distil the oracle; writes ``--out``."""
+    from promptloop_env.prompts import resolve_prompts
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/compose-distill")
+    parser.add_argument("--backbone", default="toy-compose")
+    parser.add_argument("--train-prompts", default="toy-compose-train")
+    parser.add_argument("--selection-queries", type=int, default=240, help="training queries used for selection")
+    parser.add_argument("--selection-seeds", type=int, default=2)
+    parser.add_argument("--selection-from", default="", help="reuse the choice of a saved selection.json")
+    parser.add_argument("--seeds-per-query", type=int, default=2, help="teacher episodes per training query")
+    parser.add_argument("--size", default="compose")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--text-only-fraction", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    queries = list(resolve_prompts(args.train_prompts, None))
+    if args.selection_from:
+        selection = json.loads(Path(args.selection_from).read_text())
+    else:
+        rng = np.random.default_rng(args.seed)
+        picked = [queries[i] for i in sorted(rng.choice(len(queries), args.selection_queries, replace=False))]
+        selection = select_category_rewrites(picked, args.selection_seeds, args.backbone)
+        (out / "selection.json").write_text(json.dumps(selection, indent=2))
+    print("per-category rewrite:", selection["choice"])
+    report = distill(
+        out / "policy",
+        selection["choice"],
+        queries,
+        seeds_per_query=args.seeds_per_query,
+        backbone=args.backbone,
+        size=args.size,
+        image_size=args.image_size,
+        steps=args.steps,
+        learning_rate=args.lr,
+        text_only_fraction=args.text_only_fraction,
+        seed=args.seed,
+    )
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
