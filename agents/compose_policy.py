@@ -53,6 +53,7 @@ def compose_env_kwargs(
 ) -> dict[str, Any]:
     """``gym.make_vec`` keyword arguments of the toy-compose learner (20 steps, refinements at 0/9/11/13/15)."""
     kwargs = dict(backbone=backbone, reward=reward, num_inference_steps=COMPOSE_STEPS, num_refinements=5)
+    kwargs.update(preview="vae", preview_size=64)
     kwargs["refine_schedule"] = list(schedule) if not isinstance(schedule, str) else schedule
     return {**kwargs, **overrides}
 
@@ -83,7 +84,7 @@ def select_category_rewrites(
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
     envs = make_vector_env(
-        min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform")
+        min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none")
     )
     scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
     from tqdm.auto import tqdm
