@@ -35,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from promptloop_agents.compose_oracle import REWRITES, ComposeOracleAgent
+from dataclasses import replace
+
+from promptloop_agents.compose_oracle import REWRITES, ComposeOracleAgent, oracle_prompt, read_preview, swapped
 from promptloop_agents.protocol import Observation
-from promptloop_env.toy.compose import CATEGORIES
+from promptloop_env.toy.compose import CATEGORIES, Query, caption
 
 COMPOSE_STEPS = 20
 COMPOSE_SCHEDULE = (0, 9, 11, 13, 15)
@@ -123,16 +125,124 @@ class CategoryRewriteAgent:
         return self.rewrite(str(observation["query"]))
 
 
-def compose_teacher(choice: dict[str, str]) -> Callable[[Observation, np.random.Generator], str]:
-    """The distillation teacher: the oracle closed loop started from the category's a-priori rewrite."""
-    oracle = ComposeOracleAgent(first=CategoryRewriteAgent(choice).rewrite)
-    return lambda observation, rng: oracle.act(observation)
+def corrective_prompt(query: Query, preview: np.ndarray, current: str) -> str:
+    """Correct the prompt in force from what the preview shows, relative to that prompt (rules on the analyser).
+
+    Where :func:`~promptloop_agents.compose_oracle.oracle_prompt` rewrites from the query, this keeps the prompt
+    in force (e.g. the counts a ``count_up`` rewrite raised) and changes only what the preview shows wrong:
+
+    - a counted group (two or more wanted) with the wrong number: its count moves by the error;
+    - a wanted single object (shape, and colour when named) that is missing: its count goes up by one;
+    - both present but the relation wrong: the request is restated from the other side.
+    """
+    from promptloop_env.toy.compose_spec import check, parse
+
+    seen = read_preview(preview)
+    if not seen.objects:
+        return current
+    now = parse(current)
+    if [(g.shape, g.colour) for g in now.groups] != [(g.shape, g.colour) for g in query.groups]:
+        now = query  # the prompt in force names other objects: start again from the query
+    groups, changed = list(now.groups), False
+    for i, wanted in enumerate(query.groups):
+        n = seen.count(wanted.shape, wanted.colour)
+        if wanted.count > 1 and n != wanted.count:
+            groups[i] = replace(groups[i], count=min(4, max(1, groups[i].count + wanted.count - n)))
+            changed = True
+        elif wanted.count == 1 and n == 0:
+            groups[i] = replace(groups[i], count=min(4, groups[i].count + 1))
+            changed = True
+    fixed = replace(now, groups=tuple(groups), background=query.background)
+    if changed:
+        return caption(fixed)
+    if query.relation and not all(check(seen, query).values()):
+        return caption(swapped(fixed))
+    return current
+
+
+TEACHER_RULES: dict[str, Callable[[Query, np.ndarray, str], str] | None] = {
+    "keep": None,
+    "oracle": oracle_prompt,
+    "corrective": corrective_prompt,
+}
+"""How the teacher acts on a preview, per category: keep the a-priori rewrite, or one of the rule sets."""
+
+
+class ComposeTeacher:
+    """The distillation teacher: the category's a-priori rewrite first, then per category a rule set on the
+    previews from ``min_timestep`` on (``keep``: never change; ``oracle`` / ``corrective``: see above).
+
+    The rule set of each category is chosen on training queries (:func:`select_teacher_rules`).
+    """
+
+    def __init__(self, choice: dict[str, str], rules: dict[str, str] | None = None, min_timestep: float = 0.35):
+        self.first = CategoryRewriteAgent(choice)
+        self.rules = {c: "oracle" for c in CATEGORIES} | (rules or {})
+        self.min_timestep = min_timestep
+
+    def reset(self, seed: int | None = None) -> None:
+        """Stateless."""
+
+    def act(self, observation: Observation) -> str:
+        from promptloop_env.toy.compose_spec import parse
+
+        query = parse(str(observation["query"]))
+        if int(observation["segment"]) == 0:
+            return self.first.rewrite(str(observation["query"]))
+        rule = TEACHER_RULES[self.rules[query.category]]
+        if rule is None or float(np.asarray(observation["timestep"]).reshape(-1)[0]) < self.min_timestep:
+            return str(observation["prompt"])
+        return rule(query, observation["image"], str(observation["prompt"]))
+
+    def __call__(self, observation: Observation, rng: np.random.Generator | None = None) -> str:
+        return self.act(observation)
+
+
+def select_teacher_rules(
+    choice: dict[str, str],
+    queries: Sequence[str],
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    num_envs: int = 60,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per category, the rule set of :data:`TEACHER_RULES` whose teacher scores best (mean strict) on ``queries``.
+
+    Use training queries other than those the rewrites were selected on (the a-priori rewrite would otherwise
+    carry its selection's luck). Returns ``{"rules": {category: name}, "scores": {category: {name: mean}}}``.
+    """
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.evaluation import agent_act_fn
+    from promptloop_agents.rollout import make_vector_env, run_episodes
+    from promptloop_env.toy.compose_spec import parse
+
+    categories = [parse(q).category for q in queries]
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    seeds = [SELECTION_SEED0 + 100_000 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
+    envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose"))
+    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
+    for name in tqdm(TEACHER_RULES, desc="teacher rules", disable=not progress, leave=False):
+        teacher = ComposeTeacher(choice, dict.fromkeys(CATEGORIES, name))
+        done = run_episodes(envs, agent_act_fn(teacher), episodes_q, seeds)
+        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
+        for category in scores:
+            scores[category][name] = float(rewards[[c == category for c in categories]].mean())
+    envs.close()
+    rules = {c: max(s, key=lambda n, s=s: (s[n], n == "keep")) for c, s in scores.items()}
+    return {"rules": rules, "scores": scores, "episodes": len(episodes_q) * len(TEACHER_RULES)}
+
+
+def compose_teacher(choice: dict[str, str], rules: dict[str, str] | None = None) -> ComposeTeacher:
+    """The distillation teacher (a ``teacher(observation, rng) -> prompt`` for ``collect_examples``)."""
+    return ComposeTeacher(choice, rules)
 
 
 def distill(
     out: str | Path,
     choice: dict[str, str],
     queries: Sequence[str],
+    rules: dict[str, str] | None = None,
     seeds_per_query: int = 2,
     backbone: str = "toy-compose",
     size: str = "compose",
@@ -160,7 +270,7 @@ def distill(
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone))
     examples = collect_examples(
-        envs, compose_teacher(choice), episodes_q, seed=seed, text_only_fraction=text_only_fraction
+        envs, compose_teacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
     )
     envs.close()
     rollout_seconds = time.perf_counter() - tick
@@ -183,6 +293,7 @@ def distill(
     changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
     report = {
         "teacher_choice": choice,
+        "teacher_rules": compose_teacher(choice, rules).rules,
         "examples": len(train),
         "held_out_examples": len(held),
         "loss_first": losses[0],
@@ -213,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--selection-queries", type=int, default=240, help="training queries used for selection")
     parser.add_argument("--selection-seeds", type=int, default=2)
     parser.add_argument("--selection-from", default="", help="reuse the choice of a saved selection.json")
+    parser.add_argument("--rule-queries", type=int, default=180, help="other training queries for the rule choice")
+    parser.add_argument("--rules-from", default="", help="reuse the rules of a saved teacher_rules.json")
     parser.add_argument("--seeds-per-query", type=int, default=2, help="teacher episodes per training query")
     parser.add_argument("--size", default="compose")
     parser.add_argument("--image-size", type=int, default=112)
@@ -232,10 +345,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         selection = select_category_rewrites(picked, args.selection_seeds, args.backbone)
         (out / "selection.json").write_text(json.dumps(selection, indent=2))
     print("per-category rewrite:", selection["choice"])
+    if args.rules_from:
+        rules = json.loads(Path(args.rules_from).read_text())
+    else:
+        picked = set(np.random.default_rng(args.seed).choice(len(queries), args.selection_queries, replace=False))
+        rest = [i for i in range(len(queries)) if i not in picked]
+        other = np.random.default_rng(args.seed + 1).choice(rest, args.rule_queries, replace=False)
+        rules = select_teacher_rules(selection["choice"], [queries[i] for i in sorted(other)], 2, args.backbone)
+        (out / "teacher_rules.json").write_text(json.dumps(rules, indent=2))
+    print("per-category teacher rules:", rules["rules"])
     report = distill(
         out / "policy",
         selection["choice"],
         queries,
+        rules["rules"],
         seeds_per_query=args.seeds_per_query,
         backbone=args.backbone,
         size=args.size,

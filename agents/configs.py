@@ -118,7 +118,9 @@ class PolicyConfig:
     warm_start_steps: int = _opt(600, "Toy warm start: supervised steps (batch 32).")
     warm_start_lr: float = _opt(2e-3, "Toy warm start: learning rate.")
     warm_start_from: str = _opt(
-        "", "Toy policy: start from this warm-started policy folder ('shipped' = the one in the package) if it exists."
+        "",
+        "Toy policy: start from this warm-started policy folder if it exists; 'shipped' (toy-shapes) and "
+        "'toy-compose' (the distilled oracle) name the package's own.",
     )
     temperature: float = _opt(1.0, "Sampling temperature of the policy (training and evaluation).")
     top_k: int = _opt(0, "Sample from the k most likely tokens only (0 = all); enters the training log-probs.")

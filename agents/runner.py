@@ -73,9 +73,9 @@ def prepare_policy(
         return MLLMAgent.from_pretrained(policy.policy, is_trainable=True, **settings)
     warm = run_dir / "warm_start"
     if not (warm / AGENT_FILE).exists() and accelerator.is_main_process:
-        from promptloop_agents.toy_policy import SHIPPED_TOY_POLICY
+        from promptloop_agents.toy_policy import SHIPPED_POLICIES
 
-        source = SHIPPED_TOY_POLICY if policy.warm_start_from == "shipped" else Path(policy.warm_start_from or "-")
+        source = SHIPPED_POLICIES.get(policy.warm_start_from, Path(policy.warm_start_from or "-"))
         if (source / AGENT_FILE).exists():
             shutil.copytree(source, warm)
         else:
