@@ -30,20 +30,20 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dataclasses import replace
-
-from promptloop_agents.compose_oracle import REWRITES, ComposeOracleAgent, oracle_prompt, read_preview, swapped
+from promptloop_agents.compose_oracle import REWRITES, oracle_prompt, read_preview, swapped
 from promptloop_agents.protocol import Observation
 from promptloop_env.toy.compose import CATEGORIES, Query, caption
 
 COMPOSE_STEPS = 20
 COMPOSE_SCHEDULE = (0, 9, 11, 13, 15)
 COMPOSE_PREVIEW_CONTRAST = 160.0
+SELECTION_FILE = "selection.json"
 SELECTION_SEED0 = 700_000  # noise seeds of the rewrite selection on training queries (tests use 0..)
 
 
@@ -86,14 +86,15 @@ def select_category_rewrites(
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
     envs = make_vector_env(
-        min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none")
+        min(num_envs, len(episodes_q)),
+        **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none"),
     )
     scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
     from tqdm.auto import tqdm
 
     for name in tqdm(names, desc="rewrite selection", disable=not progress, leave=False):
         prompts = {q: _rewrite(name, q) for q in set(queries)}
-        done = run_episodes(envs, lambda obs: [prompts[str(o["query"])] for o in obs], episodes_q, seeds)
+        done = run_episodes(envs, lambda obs, p=prompts: [p[str(o["query"])] for o in obs], episodes_q, seeds)
         rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
         for category in scores:
             scores[category][name] = float(rewards[[c == category for c in categories]].mean())
@@ -310,7 +311,19 @@ def distill(
     out = Path(out)
     agent.save_pretrained(out)
     (out / "warm_start.json").write_text(json.dumps(report, indent=2))
+    (out / SELECTION_FILE).write_text(json.dumps(choice, indent=2))
     return report
+
+
+def load_selection(folder: str | Path) -> dict[str, str]:
+    """The per-category a-priori rewrite saved beside a distilled policy (``selection.json``)."""
+    path = Path(folder) / SELECTION_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the best one-shot rewrite is saved beside a policy distilled by "
+            "`python -m promptloop_agents.compose_policy`; pass that policy (or its warm_start folder)."
+        )
+    return json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

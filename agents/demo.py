@@ -1,11 +1,15 @@
-"""``promptloop demo``: PromptLoop on the toy world, end to end on a CPU.
+"""``promptloop demo``: PromptLoop on the ``toy-compose`` world (GenEval's categories in miniature), on a CPU.
 
-1. Warm start: the toy policy imitates a varied rewrite teacher on env rollouts (train queries).
-2. GRPO on ``toy-fidelity`` with a random refinement schedule (train queries), LoRA + KL anchor.
-3. Held-out evaluation (test queries, uniform schedule, same seeds for every agent): identity, static rewrite
-   (the warm-start policy's one greedy rewrite of the query, used for the whole trajectory), the warm-start
-   policy and the trained policy; ``toy-fidelity`` and the held-out ``toy-aesthetic``, mean and 95% CI.
-4. Pictures: reward curve, trajectory filmstrip, before/after grid; ``metrics.json``; ``policy/``.
+1. Warm start: the shipped policy that distilled the oracle closed loop from previews
+   (``agents/assets/toy-compose-policy``; ``--warm_start train`` re-does the toy-shapes warm start instead).
+2. GRPO on ``toy-compose-soft`` (train queries; refinements at steps 0, 9, 11, 13, 15 of 20; groups share their
+   noise), LoRA + KL anchor.
+3. Held-out evaluation (``toy-compose-test``, same seeds for every agent): identity, the best one-shot rewrite
+   (per category, chosen on training queries), the trained policy in a-priori mode (all prompts planned from the
+   query) and closed loop; strict (GenEval's rule) and soft scores, mean and bootstrap 95% CI over queries, paired
+   differences.
+4. Pictures: reward curve, filmstrip of previews with the prompts written under them, before/after grid;
+   ``metrics.json``; ``policy/``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,27 +31,25 @@ def _opt(default, help):  # noqa: A002
 
 @dataclass
 class DemoConfig:
-    """The demo's knobs (everything else has the defaults of train and eval)."""
+    """The demo's knobs (everything else has the defaults of train and eval); ``recipes/toy-compose.yaml`` is
+    the same training run without the time limit."""
 
     out: str = _opt("runs/demo", "Run folder.")
-    backbone: str = _opt("toy-shapes", "Diffusion backbone (the toy world's model).")
-    reward: str = _opt("toy-fidelity", "Training reward ('name' or 'name:weight,name:weight').")
-    preview: str = _opt("latent_rgb", "Preview shown to the policy: vae | latent_rgb (nearly free) | taesd.")
+    backbone: str = _opt("toy-compose", "Diffusion backbone (the compositional toy world's model).")
+    reward: str = _opt("toy-compose-soft", "Training reward ('name' or 'name:weight,name:weight').")
+    preview: str = _opt("vae", "Preview shown to the policy: vae | latent_rgb | taesd.")
     max_steps: int = _opt(200, "GRPO iterations at most.")
-    max_train_seconds: float = _opt(480.0, "Stop GRPO after this wall time (the warm start is not counted).")
+    max_train_seconds: float = _opt(150.0, "Stop GRPO after this wall time (the demo's budget; the recipe has 900).")
     learning_rate: float = _opt(1e-3, "LoRA learning rate of GRPO.")
-    queries_per_iteration: int = _opt(4, "Queries per GRPO iteration.")
-    group_size: int = _opt(4, "Episodes per query (G).")
-    num_inference_steps: int = _opt(10, "Denoising steps per episode.")
-    num_refinements: int = _opt(5, "Prompts the agent writes per episode.")
-    toy_size: str = _opt("small", "Toy policy size: tiny | small.")
-    warm_start_episodes: int = _opt(64, "Episodes rolled out with the teacher for the warm start.")
-    warm_start_steps: int = _opt(600, "Supervised warm-start steps.")
-    warm_start: str = _opt("shipped", "shipped (the package's warm-started toy policy, if present) | train (now).")
-    train_prompts: str = _opt("toy-user-train", "Training queries (users' wordings of the toy world).")
-    eval_prompts: str = _opt("toy-user-test", "Held-out queries (the same wordings, other attribute combinations).")
-    eval_queries: int = _opt(100, "Held-out queries used (0 = all of eval_prompts).")
-    seeds_per_query: int = _opt(1, "Evaluation episodes per held-out query.")
+    queries_per_iteration: int = _opt(8, "Queries per GRPO iteration.")
+    group_size: int = _opt(4, "Episodes per query (G); a group shares its starting noise.")
+    num_inference_steps: int = _opt(20, "Denoising steps per episode.")
+    refine_schedule: str = _opt("0,9,11,13,15", "Denoising steps at which the policy writes a prompt.")
+    warm_start: str = _opt("toy-compose", "Warm start: a shipped name (toy-compose, shipped) or a policy folder.")
+    train_prompts: str = _opt("toy-compose-train", "Training queries.")
+    eval_prompts: str = _opt("toy-compose-test", "Held-out queries (combinations never trained on).")
+    eval_queries: int = _opt(120, "Held-out queries used (0 = all of eval_prompts).")
+    seeds_per_query: int = _opt(2, "Evaluation episodes (noise seeds) per held-out query.")
     seed: int = _opt(0, "Seed of the whole demo.")
     progress: bool = _opt(True, "Show progress bars.")
 
@@ -56,21 +59,17 @@ def _median(rows: list[dict], key: str) -> float:
 
 
 def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfig, EvalConfig]:
-    """The train and eval configs the demo runs with (``recipes/toy.yaml`` holds the same training run)."""
+    """The train and eval configs the demo runs with (``recipes/toy-compose.yaml`` holds the same training run)."""
     out = Path(config.out)
     env = EnvConfig(
         backbone=config.backbone,
         reward=config.reward,
         preview=config.preview,
+        preview_size=64,
         num_inference_steps=config.num_inference_steps,
-        num_refinements=config.num_refinements,
+        num_refinements=len(config.refine_schedule.split(",")),
     )
-    policy = PolicyConfig(
-        toy_size=config.toy_size,
-        warm_start_episodes=config.warm_start_episodes,
-        warm_start_steps=config.warm_start_steps,
-        warm_start_from="shipped" if config.warm_start == "shipped" else "",
-    )
+    policy = PolicyConfig(warm_start_from=config.warm_start, max_new_tokens=32)
     grpo = GRPOConfig(
         output_dir=str(out),
         train_prompts=config.train_prompts,
@@ -78,8 +77,10 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         max_train_seconds=config.max_train_seconds,
         queries_per_iteration=config.queries_per_iteration,
         group_size=config.group_size,
+        same_noise=True,
         learning_rate=config.learning_rate,
         micro_batch_size=config.queries_per_iteration * config.group_size,  # one decision point per forward
+        refine_schedule=config.refine_schedule,
         seed=config.seed,
         progress=config.progress,
     )
@@ -88,17 +89,72 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         eval_prompts=config.eval_prompts,
         max_queries=config.eval_queries,
         seeds_per_query=config.seeds_per_query,
+        metrics="toy-compose,toy-compose-soft",
         seed=config.seed + 1,
         progress=config.progress,
     )
     return env, policy, grpo, evaluation
 
 
+def demo_agents(run_dir: Path, trained: Any) -> dict[str, Any]:
+    """The demo's held-out contestants: identity, the best one-shot rewrite, the trained policy a priori and
+    closed loop (both greedy, so that the comparison is between policies, not sampling noise)."""
+    from promptloop_agents.baselines import IdentityAgent
+    from promptloop_agents.compose_policy import CategoryRewriteAgent, load_selection
+    from promptloop_agents.mllm import MLLMAgent
+
+    settings = {**trained.settings(), "do_sample": False}
+    return {
+        "identity": IdentityAgent(),
+        "best_one_shot_rewrite": CategoryRewriteAgent(load_selection(run_dir / "warm_start")),
+        "policy_a_priori": MLLMAgent(trained.model, trained.processor, **{**settings, "mode": "a-priori"}),
+        "policy_closed_loop": MLLMAgent(trained.model, trained.processor, **settings),
+    }
+
+
+def evaluate_demo(env: EnvConfig, evaluation: EvalConfig, schedule: str, agents: dict[str, Any]) -> dict[str, Any]:
+    """Every agent on the same held-out (query, noise seed) episodes; bootstrap CIs over queries."""
+    from promptloop_agents.evaluation import evaluate
+    from promptloop_agents.rollout import make_vector_env
+    from promptloop_agents.runner import load_queries
+    from promptloop_env.rewards import make_reward
+    from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
+    from promptloop_env.toy.compose_spec import parse
+
+    queries = load_queries(evaluation.eval_prompts)
+    queries = queries[: evaluation.max_queries] if evaluation.max_queries else queries
+    k = evaluation.seeds_per_query
+    episodes_q = [q for q in queries for _ in range(k)]
+    seeds = [evaluation.seed * 1_000_003 + 1000 * s + i for i in range(len(queries)) for s in range(k)]
+    envs = make_vector_env(min(evaluation.num_envs, len(episodes_q)), **env.env_kwargs(schedule))
+    metrics = {name: make_reward(name) for name in evaluation.metrics.split(",")}
+    results = evaluate(agents, envs, episodes_q, seeds, metrics, progress=evaluation.progress, seed=evaluation.seed)
+    envs.close()
+    categories = np.array([parse(q).category for q in queries])
+    per_query = {n: {m: v.reshape(len(queries), k).mean(1) for m, v in r.scores.items()} for n, r in results.items()}
+    summary: dict[str, Any] = {}
+    for name, scores in per_query.items():
+        summary[name] = {}
+        for metric, values in scores.items():
+            row = rounded(bootstrap_ci(values))
+            row["by_category"] = {
+                c: round(float(values[categories == c].mean()), 4) for c in dict.fromkeys(categories)
+            }
+            summary[name][metric] = row
+    paired = {
+        f"policy_closed_loop - {other}": {
+            m: rounded(paired_difference(per_query["policy_closed_loop"][m], per_query[other][m], method="bootstrap"))
+            for m in metrics
+        }
+        for other in per_query
+        if other != "policy_closed_loop"
+    }
+    return {"results": results, "agents": summary, "paired": paired, "queries": len(queries), "seeds_per_query": k}
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run the demo; returns the ``metrics.json`` payload."""
     from promptloop_agents import runner
-    from promptloop_agents.baselines import IdentityAgent, StaticRewriteAgent
-    from promptloop_agents.mllm import MLLMAgent
     from promptloop_agents.plots import before_after_grid, filmstrip
 
     start = time.perf_counter()
@@ -108,16 +164,8 @@ def run_demo(config: DemoConfig) -> dict:
     save_config(out / "demo_config.yaml", demo=config, env=env, policy=policy, grpo=grpo, eval=evaluation)
     trained = runner.train(env, policy, grpo)
     train_seconds = time.perf_counter() - start
-
-    warm = MLLMAgent.from_pretrained(out / "warm_start", temperature=policy.temperature)
-    rewriter = MLLMAgent.from_pretrained(out / "warm_start", do_sample=False)
-    agents = {
-        "identity": IdentityAgent(),
-        "static_rewrite": StaticRewriteAgent(rewriter=lambda q: rewriter.plan(q, [0.0])[0]),
-        "warm_start_policy": warm,
-        "trained_policy": trained,
-    }
-    results = runner.run_evaluation(env, evaluation, agents)
+    evaluated = evaluate_demo(env, evaluation, config.refine_schedule, demo_agents(out, trained))
+    results = evaluated.pop("results")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timing = {
         "iterations": len(rows),
@@ -126,48 +174,43 @@ def run_demo(config: DemoConfig) -> dict:
         "median_seconds_denoise": _median(rows, "time_denoise"),
         "median_seconds_generate": _median(rows, "time_generate"),
         "median_seconds_update": _median(rows, "time_update"),
-        "train_seconds_including_warm_start": train_seconds,
+        "train_seconds": train_seconds,
         "demo_seconds": time.perf_counter() - start,
     }
-    curve = {"first_10": float(np.mean([r["reward_mean"] for r in rows[:10]]))}
-    curve["last_10"] = float(np.mean([r["reward_mean"] for r in rows[-10:]]))
-    payload = runner.write_metrics(
-        out / "metrics.json",
-        results,
-        evaluation,
-        env,
-        training=timing,
-        training_reward=curve,
-        policy="policy",
-    )
+    rewards = np.array([r["reward_mean"] for r in rows])
+    curve = {"first_10": float(rewards[:10].mean()), "last_10": float(rewards[-10:].mean())}
+    payload = {**evaluated, "training": timing, "training_reward": curve, "policy": "policy", "config": str(config)}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2))
 
-    identity, policy_result = results["identity"].episodes, results["trained_policy"].episodes
-    picks = list(range(min(4, len(identity))))
-    strip = [e for i in picks for e in (identity[i], policy_result[i])]
-    filmstrip(strip, out / "filmstrip.png", labels=[n for _ in picks for n in ("identity", "trained policy")])
-    grid = list(range(min(8, len(identity))))
+    baseline, policy_result = results["best_one_shot_rewrite"].episodes, results["policy_closed_loop"].episodes
+    k = config.seeds_per_query
+    changed = [i for i, e in enumerate(policy_result) if len(set(e.prompts[1:])) > 1]  # the loop acted on a preview
+    picks = (changed + [i for i in range(len(policy_result)) if i not in changed])[: 3 * k : k] or [0]
+    filmstrip(
+        [policy_result[i] for i in picks], out / "filmstrip.png", labels=["trained policy, closed loop"] * len(picks)
+    )
+    grid = list(range(0, min(8 * k, len(baseline)), k))
     before_after_grid(
-        [identity[i] for i in grid],
+        [baseline[i] for i in grid],
         [policy_result[i] for i in grid],
         out / "before_after.png",
-        names=("identity (before)", "trained policy (after)"),
+        names=("best one-shot rewrite", "PromptLoop (closed loop)"),
     )
     _print_summary(payload)
     return payload
 
 
 def _print_summary(payload: dict) -> None:
-    print("\nheld-out results (mean [95% CI])")
+    print(f"\nheld-out results: {payload['queries']} queries x {payload['seeds_per_query']} seeds (mean [95% CI])")
     for name, summary in payload["agents"].items():
-        cells = [
-            f"{m} {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-            for m, s in summary.items()
-            if isinstance(s, dict)
-        ]
-        print(f"  {name:18s} " + "   ".join(cells))
-    timing = payload["training"]
+        cells = [f"{m} {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]" for m, s in summary.items()]
+        print(f"  {name:22s} " + "   ".join(cells))
+    for name, diff in payload["paired"].items():
+        strict = diff["toy-compose"]
+        print(f"  {name:45s} strict {strict['mean']:+.3f} [{strict['ci_low']:+.3f}, {strict['ci_high']:+.3f}]")
+    timing, curve = payload["training"], payload["training_reward"]
     print(
-        f"GRPO: {timing['iterations']} iterations, median {timing['median_seconds_per_iteration']:.2f} s/iteration "
-        f"(denoise {timing['median_seconds_denoise']:.2f}, generate {timing['median_seconds_generate']:.2f}, "
-        f"update {timing['median_seconds_update']:.2f}); demo took {timing['demo_seconds']:.0f} s"
+        f"GRPO: {timing['iterations']} iterations, median {timing['median_seconds_per_iteration']:.1f} s/iteration; "
+        f"training reward first 10 {curve['first_10']:.3f}, last 10 {curve['last_10']:.3f}; "
+        f"demo took {timing['demo_seconds']:.0f} s"
     )
