@@ -252,6 +252,7 @@ def distill(
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     text_only_fraction: float = 0.25,
+    describe: bool = True,
     num_envs: int = 64,
     seed: int = 0,
     progress: bool = True,
@@ -260,7 +261,10 @@ def distill(
 
     The student sees the env's previews (contrast-stretched, as a person would look at a faint image) and the
     state text; it never sees the analyser's reading. ``text_only_fraction`` of the examples hide the preview,
-    so the same weights also serve the a-priori mode.
+    so the same weights also serve the a-priori mode. With ``describe``, every shown preview from
+    ``min_timestep`` on also yields an auxiliary example (:func:`describe_examples`): the state text asks for a
+    description and the target names the objects the analyser reads, left to right. This is perception
+    supervision at training time only; prompting the policy never involves the analyser.
     """
     from promptloop_agents.rollout import make_vector_env
     from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
@@ -275,6 +279,8 @@ def distill(
     )
     envs.close()
     rollout_seconds = time.perf_counter() - tick
+    if describe:
+        examples += describe_examples(examples)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
     num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
@@ -291,6 +297,7 @@ def distill(
     losses = supervised_finetune(
         agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
     )
+    held = [ex for ex in held if ex.observation["query"] != DESCRIBE_QUERY]
     changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
     report = {
         "teacher_choice": choice,
@@ -313,6 +320,30 @@ def distill(
     (out / "warm_start.json").write_text(json.dumps(report, indent=2))
     (out / SELECTION_FILE).write_text(json.dumps(choice, indent=2))
     return report
+
+
+DESCRIBE_QUERY = "describe the image"
+
+
+def seen_text(preview: np.ndarray) -> str:
+    """The objects the analyser reads on a (contrast-stretched) preview, left to right: ``red circle, square``."""
+    seen = read_preview(preview)
+    objects = sorted(seen.objects, key=lambda o: (o.cx, o.cy))
+    return ", ".join(f"{o.colour} {o.shape}" for o in objects) or "nothing"
+
+
+def describe_examples(examples: Sequence[Any], min_timestep: float = 0.35) -> list[Any]:
+    """Auxiliary perception examples: for each shown preview from ``min_timestep`` on, the same observation with
+    the query :data:`DESCRIBE_QUERY` and the analyser's reading as the target (:func:`seen_text`)."""
+    from promptloop_agents.sft import SFTExample
+
+    out = []
+    for ex in examples:
+        timestep = float(np.asarray(ex.observation["timestep"]).reshape(-1)[0])
+        if ex.with_image and timestep >= min_timestep:
+            observation = {**ex.observation, "query": DESCRIBE_QUERY, "prompt": DESCRIBE_QUERY}
+            out.append(SFTExample(observation, seen_text(ex.observation["image"]), with_image=True))
+    return out
 
 
 def load_selection(folder: str | Path) -> dict[str, str]:
@@ -345,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--text-only-fraction", type=float, default=0.25)
+    parser.add_argument("--no-describe", action="store_true", help="no auxiliary perception examples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -379,6 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps=args.steps,
         learning_rate=args.lr,
         text_only_fraction=args.text_only_fraction,
+        describe=not args.no_describe,
         seed=args.seed,
     )
     print(json.dumps(report, indent=2))

@@ -112,7 +112,7 @@ class PolicyConfig:
 
     policy: str = _opt("toy", "'toy' (build the toy-world policy and warm-start it), a policy folder or a hub id.")
     policy_dtype: str | None = _opt(None, "Policy precision: bfloat16 | float16 | float32 (default: as saved).")
-    toy_size: str = _opt("small", "Toy policy size: tiny | small.")
+    toy_size: str = _opt("small", "Toy policy size: tiny | small | compose (a wider vision tower).")
     warm_start_episodes: int = _opt(64, "Toy warm start: env episodes rolled out with the rewrite teacher.")
     warm_start_text_examples: int = _opt(4, "Toy warm start: preview-free examples per training query.")
     warm_start_steps: int = _opt(600, "Toy warm start: supervised steps (batch 32).")

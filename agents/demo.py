@@ -69,7 +69,7 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         num_inference_steps=config.num_inference_steps,
         num_refinements=len(config.refine_schedule.split(",")),
     )
-    policy = PolicyConfig(warm_start_from=config.warm_start, max_new_tokens=32)
+    policy = PolicyConfig(toy_size="compose", warm_start_from=config.warm_start, max_new_tokens=32)
     grpo = GRPOConfig(
         output_dir=str(out),
         train_prompts=config.train_prompts,

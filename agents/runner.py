@@ -131,7 +131,8 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
     )
     eval_envs = None
     if grpo.eval_every:
-        eval_envs = make_vector_env(grpo.eval_queries, **env.env_kwargs("uniform", device))
+        schedule = "uniform" if grpo.refine_schedule == "random" else grpo.refine_schedule  # explicit: kept
+        eval_envs = make_vector_env(grpo.eval_queries, **env.env_kwargs(schedule, device))
     queries = load_queries(grpo.train_prompts)
     agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress, accelerator)
     trainer = GRPOTrainer(

@@ -5,9 +5,9 @@
 - Every ``log_samples_every`` iterations: ``samples/iteration-<n>.json`` (query, prompts, reward of a few
   episodes) and ``samples/iteration-<n>.png`` (their previews with the prompt written on each), also sent to
   the trackers (image, and a table where the tracker has one).
-- Every ``eval_every`` iterations: the policy on held-out queries (fixed seeds, uniform schedule), scored by
-  ``eval_metrics``, logged as ``eval/<metric>``: a training reward that climbs while these fall is reward
-  hacking (over-optimisation).
+- Every ``eval_every`` iterations: the policy on held-out queries (fixed seeds; uniform schedule, or the
+  training one when explicit), scored by ``eval_metrics``, logged as ``eval/<metric>``: a training reward
+  that climbs while these fall is reward hacking (over-optimisation).
 - The run's config, stored in checkpoints and compared on resume.
 """
 
@@ -144,7 +144,8 @@ class RunLogger:
         from promptloop_env.rewards import make_reward
 
         config = self.config
-        queries = load_queries(config.eval_prompts)[: config.eval_queries]
+        every = load_queries(config.eval_prompts)  # evenly spaced: prompt sets are often ordered by category
+        queries = [every[i] for i in np.linspace(0, len(every) - 1, min(config.eval_queries, len(every))).astype(int)]
         seeds = np.random.default_rng(config.seed + 1).integers(0, 2**31 - 1, size=len(queries))
         if self.metric_fns is None:
             self.metric_fns = {name: make_reward(name) for name in config.eval_metrics.split(",") if name}
