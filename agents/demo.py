@@ -40,9 +40,10 @@ class DemoConfig:
     preview: str = _opt("vae", "Preview shown to the policy: vae | latent_rgb | taesd.")
     max_steps: int = _opt(200, "GRPO iterations at most.")
     max_train_seconds: float = _opt(150.0, "Stop GRPO after this wall time (the demo's budget; the recipe has 900).")
-    learning_rate: float = _opt(1e-3, "LoRA learning rate of GRPO.")
-    queries_per_iteration: int = _opt(8, "Queries per GRPO iteration.")
-    group_size: int = _opt(4, "Episodes per query (G); a group shares its starting noise.")
+    learning_rate: float = _opt(2e-3, "LoRA learning rate of GRPO.")
+    temperature: float = _opt(1.3, "Sampling temperature of the policy in training (evaluation is greedy).")
+    queries_per_iteration: int = _opt(4, "Queries per GRPO iteration.")
+    group_size: int = _opt(8, "Episodes per query (G); a group shares its starting noise.")
     num_inference_steps: int = _opt(20, "Denoising steps per episode.")
     refine_schedule: str = _opt("0,9,11,13,15", "Denoising steps at which the policy writes a prompt.")
     warm_start: str = _opt("toy-compose", "Warm start: a shipped name (toy-compose, shipped) or a policy folder.")
@@ -69,7 +70,9 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         num_inference_steps=config.num_inference_steps,
         num_refinements=len(config.refine_schedule.split(",")),
     )
-    policy = PolicyConfig(toy_size="compose", warm_start_from=config.warm_start, max_new_tokens=32)
+    policy = PolicyConfig(
+        toy_size="compose", warm_start_from=config.warm_start, max_new_tokens=32, temperature=config.temperature
+    )
     grpo = GRPOConfig(
         output_dir=str(out),
         train_prompts=config.train_prompts,
