@@ -155,6 +155,20 @@ def evaluate_demo(env: EnvConfig, evaluation: EvalConfig, schedule: str, agents:
     return {"results": results, "agents": summary, "paired": paired, "queries": len(queries), "seeds_per_query": k}
 
 
+def replay_with_previews(env: EnvConfig, schedule: str, agent: Any, episodes: list, picks: list[int]) -> list:
+    """The picked (query, noise seed) episodes run again by ``agent`` with every preview kept (for filmstrips;
+    the env's replay guarantee makes them the evaluated episodes when the agent is deterministic)."""
+    from promptloop_agents.evaluation import agent_act_fn
+    from promptloop_agents.rollout import make_vector_env, run_episodes
+
+    envs = make_vector_env(len(picks), **env.env_kwargs(schedule))
+    again = run_episodes(
+        envs, agent_act_fn(agent), [episodes[i].query for i in picks], [episodes[i].seed for i in picks], True
+    )
+    envs.close()
+    return again
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run the demo; returns the ``metrics.json`` payload."""
     from promptloop_agents import runner
@@ -167,7 +181,8 @@ def run_demo(config: DemoConfig) -> dict:
     save_config(out / "demo_config.yaml", demo=config, env=env, policy=policy, grpo=grpo, eval=evaluation)
     trained = runner.train(env, policy, grpo)
     train_seconds = time.perf_counter() - start
-    evaluated = evaluate_demo(env, evaluation, config.refine_schedule, demo_agents(out, trained))
+    agents = demo_agents(out, trained)
+    evaluated = evaluate_demo(env, evaluation, config.refine_schedule, agents)
     results = evaluated.pop("results")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timing = {
@@ -188,10 +203,9 @@ def run_demo(config: DemoConfig) -> dict:
     baseline, policy_result = results["best_one_shot_rewrite"].episodes, results["policy_closed_loop"].episodes
     k = config.seeds_per_query
     changed = [i for i, e in enumerate(policy_result) if len(set(e.prompts[1:])) > 1]  # the loop acted on a preview
-    picks = (changed + [i for i in range(len(policy_result)) if i not in changed])[: 3 * k : k] or [0]
-    filmstrip(
-        [policy_result[i] for i in picks], out / "filmstrip.png", labels=["trained policy, closed loop"] * len(picks)
-    )
+    picks = (changed + [i for i in range(len(policy_result)) if i not in changed])[:3]
+    replay = replay_with_previews(env, config.refine_schedule, agents["policy_closed_loop"], policy_result, picks)
+    filmstrip(replay, out / "filmstrip.png", labels=["trained policy, closed loop"] * len(replay))
     grid = list(range(0, min(8 * k, len(baseline)), k))
     before_after_grid(
         [baseline[i] for i in grid],
