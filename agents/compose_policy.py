@@ -111,6 +111,8 @@ class CategoryRewriteAgent:
             :func:`select_category_rewrites` on training queries.
     """
 
+    uses_previews = False
+
     def __init__(self, choice: dict[str, str]) -> None:
         self.choice = dict(choice)
 

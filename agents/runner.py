@@ -163,6 +163,10 @@ BUILTIN_AGENTS = {
     "best-static": "toy-compose: per query, the best prompt of the rewrite family on --select-seeds other seeds",
     "oracle": "toy-compose: the oracle closed loop (reads previews with the exact analyser); oracle:best-static "
     "starts from the best static rewrite",
+    "one-shot": "toy-compose: the best one-shot rewrite a policy can know, per category chosen on training queries "
+    "(the shipped toy-compose policy's selection.json)",
+    "teacher": "toy-compose: the distillation teacher (one-shot rewrite, then per category the rules chosen on "
+    "training queries, reading previews with the exact analyser)",
 }
 POLICY_MODES = ("closed-loop", "a-priori", "blank")
 
@@ -276,6 +280,14 @@ def build_agent(spec: AgentSpec, config: EvalConfig, policies: dict[str, MLLMAge
         return StaticRewriteAgent(rewriter=compose_oracle.caption_rewrite)
     if spec.target == "best-static":
         return StaticRewriteAgent(rewriter=best_static().__getitem__)
+    if spec.target in ("one-shot", "teacher"):
+        from promptloop_agents.compose_policy import CategoryRewriteAgent, ComposeTeacher, load_selection
+        from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY as shipped
+
+        if spec.target == "one-shot":
+            return CategoryRewriteAgent(load_selection(shipped))
+        rules = json.loads((shipped / "teacher_rules.json").read_text())["rules"]
+        return ComposeTeacher(load_selection(shipped), rules)
     first = best_static().__getitem__ if spec.mode == "best-static" else None
     return compose_oracle.ComposeOracleAgent(first=first)
 
