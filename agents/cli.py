@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo",
         dataclass_types=[DemoConfig],
-        help="Train on the toy world, evaluate against baselines, draw the pictures (CPU, ~15 min).",
-        description="The toy-world demo: warm start, GRPO, held-out evaluation of identity, static rewrite, the "
-        "warm-start policy and the trained policy; writes metrics.json, reward_curve.png, filmstrip.png, "
-        "before_after.png and policy/ under --out.",
+        help="Train on the toy-compose world, evaluate against baselines, draw the pictures (CPU, ~6 min).",
+        description="The toy-compose demo: the shipped distilled policy, GRPO, held-out evaluation of identity, the "
+        "best one-shot rewrite and the trained policy a priori and closed loop; writes metrics.json, "
+        "reward_curve.png, filmstrip.png, before_after.png and policy/ under --out.",
     )
     parser.subcommands = commands.choices  # type: ignore[attr-defined]  (parse_args sets a recipe's defaults there)
     return parser

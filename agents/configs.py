@@ -128,6 +128,7 @@ class PolicyConfig:
     max_new_tokens: int = _opt(24, "Longest answer the policy may write, in tokens.")
     image_size: int | None = _opt(None, "Resize previews to this square size before the processor (default: as is).")
     mode: str = _opt("closed-loop", "closed-loop (preview at every refinement) | a-priori (no images).")
+    do_sample: bool = _opt(True, "Evaluation: sample the policy's answers (false: greedy, the policy's best guess).")
 
     def sampling(self) -> dict[str, Any]:
         """The :class:`~promptloop_agents.mllm.MLLMAgent` settings this config fixes."""

@@ -246,7 +246,7 @@ def _parse_spec(name: str, spec: str, policy_path: str | None, default_mode: str
 
 def load_policies(specs: list[AgentSpec], policy: PolicyConfig, device: str) -> dict[str, MLLMAgent]:
     """Each policy folder of ``specs`` loaded once (closed loop; the modes share its weights)."""
-    sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p")}
+    sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p", "do_sample")}
     dtype = parse_dtype(policy.policy_dtype)
     paths = dict.fromkeys(s.policy_path for s in specs if s.is_policy)
     return {

@@ -36,10 +36,9 @@ CHAT_TEMPLATE = (
 )
 SHIPPED_TOY_POLICY = Path(__file__).parent / "assets" / "toy-policy"
 """The warm-started toy policy shipped with the package (regenerate: see ``assets/toy-policy/README.md``)."""
-SHIPPED_POLICIES = {
-    "shipped": SHIPPED_TOY_POLICY,
-    "toy-compose": Path(__file__).parent / "assets" / "toy-compose-policy",
-}
+SHIPPED_TOY_COMPOSE_POLICY = Path(__file__).parent / "assets" / "toy-compose-policy"
+"""The distilled toy-compose policy (the closed-loop learner's warm start; see its README)."""
+SHIPPED_POLICIES = {"shipped": SHIPPED_TOY_POLICY, "toy-compose": SHIPPED_TOY_COMPOSE_POLICY}
 """Names of the shipped warm starts: ``shipped`` (toy-shapes) and ``toy-compose`` (the distilled oracle)."""
 TOY_STATE_TEMPLATE = "query: {query}\nprompt: {prompt}\nprogress: {timestep:.1f}"
 # Words of the policy's own state text, on top of the world's words.

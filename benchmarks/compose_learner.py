@@ -1,0 +1,139 @@
+"""The paper's experiments in miniature, on the ``toy-compose`` world: one command each.
+
+Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learner]``:
+
+- ``train``: the GRPO runs the others evaluate, from the shipped distilled policy with ``recipes/toy-compose.yaml``
+  (same budget each): ``closed`` (5 refinements, closed loop: PromptLoop), ``a-priori`` (5 refinements planned
+  from the query, no images), ``one`` (1 refinement: a one-shot rewriter trained by GRPO), and ``aesthetic``
+  (closed loop on the proxy ``toy-compose-aesthetic``, the held-out strict score tracked every 5 iterations).
+- ``reward``: reward optimisation and feedback against compute: identity, caption template, the per-query best
+  static rewrite (chosen on other seeds of each test query: privileged), the best one-shot rewrite (per category,
+  chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
+  exact analyser), the distilled policy and the trained policies, the closed-loop one also on blank previews
+  (same policy calls and denoising steps, no visual feedback).
+- ``ladder``: the paper's ablation: untrained (distilled) policy, GRPO with 1 refinement, GRPO with 5 refinements
+  a priori, GRPO with 5 refinements closed loop.
+- ``generalisation``: the same agents on ``toy-compose-b`` (another seed, budget and sampler), unchanged.
+- ``composition``: on the weight-tuned ``toy-compose-tuned``, with and without PromptLoop on top.
+- ``overoptimisation``: summarises the ``aesthetic`` run's proxy reward and held-out strict score along training.
+
+Every evaluation is ``promptloop eval`` (:func:`promptloop_agents.runner.evaluate_from_configs`): the 120
+held-out ``toy-compose-test`` queries, the same noise seeds for every agent, bootstrap 95% CIs over queries,
+paired differences, per category; policies answer greedily. Results: ``benchmarks/results/compose_<name>/``
+(``eval.json``, ``eval.md``, sample grids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+RECIPE = Path(__file__).parents[1] / "recipes" / "toy-compose.yaml"
+SCHEDULE = "0,9,11,13,15"
+RUNS = {
+    "closed": [],
+    "a-priori": ["--mode", "a-priori"],
+    "one": ["--num_refinements", "1", "--refine_schedule", "0"],
+    "aesthetic": [
+        "--reward",
+        "toy-compose-aesthetic",
+        "--eval_every",
+        "5",
+        "--eval_prompts",
+        "toy-compose-test",
+        "--eval_queries",
+        "60",
+        "--eval_metrics",
+        "toy-compose,toy-compose-soft,toy-compose-aesthetic",
+    ],
+}
+
+
+def train(runs: Path, names: list[str]) -> None:
+    """The GRPO runs (``promptloop train --config recipes/toy-compose.yaml`` plus each run's flags)."""
+    from promptloop_agents.cli import main as cli
+
+    for name in names:
+        cli(["train", "--config", str(RECIPE), "--output_dir", str(runs / name), *RUNS[name]])
+
+
+def evaluate(
+    out: str, agents: str, runs: Path, seeds: int, backbone: str = "toy-compose", max_queries: int = 0, **env: str
+) -> None:
+    """``promptloop eval`` of ``agents`` (``{runs}`` is replaced by the runs folder) into ``results/compose_<out>``."""
+    from promptloop_agents.cli import main as cli
+
+    args = ["eval", "--backbone", backbone, "--reward", "toy-compose", "--eval_prompts", "toy-compose-test"]
+    args += ["--metrics", "toy-compose,toy-compose-soft", "--num_inference_steps", "20", "--preview", "vae"]
+    args += ["--preview_size", "64", "--seeds_per_query", str(seeds), "--do_sample", "false", "--num_envs", "60"]
+    args += ["--refine_schedule", env.get("refine_schedule", SCHEDULE)]
+    args += ["--num_refinements", env.get("num_refinements", "5"), "--baseline", env.get("baseline", "one_shot")]
+    args += ["--agents", agents.format(runs=runs), "--output_dir", str(RESULTS / f"compose_{out}")]
+    args += ["--max_queries", str(max_queries)]
+    cli(args)
+
+
+def overoptimisation(runs: Path) -> dict:
+    """The proxy-trained run's training reward and held-out scores per evaluation, written as JSON."""
+    rows = [json.loads(line) for line in (runs / "aesthetic" / "metrics.jsonl").read_text().splitlines()]
+    evals = [{k: v for k, v in r.items() if k.startswith("eval/") or k == "iteration"} for r in rows]
+    out = {
+        "proxy": "toy-compose-aesthetic",
+        "training_reward": [round(r["reward_mean"], 4) for r in rows],
+        "held_out": [e for e in evals if len(e) > 1],
+    }
+    path = RESULTS / "compose_overoptimisation_policy.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out["held_out"], indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "experiment",
+        choices=["train", "reward", "ladder", "generalisation", "composition", "overoptimisation"],
+    )
+    parser.add_argument("--runs", default="runs/compose-learner", help="folder of the GRPO runs")
+    parser.add_argument("--only", default="", help="train: comma-separated runs (default all)")
+    parser.add_argument("--seeds", type=int, default=4, help="noise seeds per held-out query")
+    parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
+    args = parser.parse_args(argv)
+    runs = Path(args.runs)
+    shipped = "agents/assets/toy-compose-policy"
+    if args.experiment == "train":
+        train(runs, args.only.split(",") if args.only else list(RUNS))
+    elif args.experiment == "reward":
+        agents = (
+            "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"
+            f"distilled={shipped},promptloop={{runs}}/closed/policy,promptloop_a_priori={{runs}}/closed/policy:a-priori,"
+            "promptloop_blank={runs}/closed/policy:blank"
+        )
+        evaluate("reward", agents, runs, args.seeds, max_queries=args.max_queries)
+    elif args.experiment == "ladder":
+        five = (
+            f"untrained={shipped},grpo_a_priori={{runs}}/a-priori/policy:a-priori,grpo_closed={{runs}}/closed/policy"
+        )
+        evaluate("ladder", "one_shot=one-shot," + five, runs, args.seeds, max_queries=args.max_queries)
+        evaluate(
+            "ladder_one_refinement",
+            "one_shot=one-shot,untrained_one={shipped},grpo_one={runs}/one/policy".replace("{shipped}", shipped),
+            runs,
+            args.seeds,
+            max_queries=args.max_queries,
+            refine_schedule="0",
+            num_refinements="1",
+        )
+    elif args.experiment in ("generalisation", "composition"):
+        backbone = "toy-compose,toy-compose-b" if args.experiment == "generalisation" else "toy-compose-tuned"
+        agents = "identity,one_shot=one-shot,promptloop={runs}/closed/policy"
+        agents += ",promptloop_a_priori={runs}/closed/policy:a-priori"
+        evaluate(args.experiment, agents, runs, args.seeds, backbone=backbone, max_queries=args.max_queries)
+    else:
+        overoptimisation(runs)
+
+
+if __name__ == "__main__":
+    main()
