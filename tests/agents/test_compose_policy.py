@@ -1,0 +1,108 @@
+"""The toy-compose learner: one-shot rewrite, teacher rules, perception examples, distillation and the demo."""
+
+import json
+
+import numpy as np
+import pytest
+
+from promptloop_agents.compose_policy import (
+    DESCRIBE_QUERY,
+    CategoryRewriteAgent,
+    ComposeTeacher,
+    compose_env_kwargs,
+    corrective_prompt,
+    describe_examples,
+    distill,
+    load_selection,
+    seen_text,
+    select_category_rewrites,
+)
+from promptloop_agents.sft import SFTExample
+from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
+from promptloop_env.toy.compose import ComposeScene, Thing, render
+from promptloop_env.toy.compose_spec import parse
+
+SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only
+
+
+def observation(query, prompt, segment, timestep, image=None):
+    image = render(SCENE) if image is None else image
+    return {"query": query, "prompt": prompt, "segment": segment, "timestep": np.array([timestep]), "image": image}
+
+
+def test_one_shot_rewrite_follows_the_category():
+    agent = CategoryRewriteAgent({"two_object": "count_up", "single_object": "identity"})
+    assert agent.rewrite("a circle and a square") == "two circles and two squares"
+    assert agent.rewrite("a circle") == "a circle"
+    assert agent.act(observation("three squares", "three squares", 0, 0.0)) == "three squares"  # not chosen: query
+    assert agent.uses_previews is False
+
+
+def test_corrective_rules_change_only_what_the_preview_shows_wrong():
+    query = parse("a red circle and a blue square")
+    # the square is missing: its count goes up by one over the prompt in force; the circle keeps its count
+    prompt = corrective_prompt(query, render(SCENE), "two red circles and two blue squares")
+    assert prompt == "two red circles and three blue squares"
+    both = ComposeScene(SCENE.things + (Thing("square", "blue", 48, 30, 7),), "white")
+    assert corrective_prompt(query, render(both), "a red circle and a blue square") == "a red circle and a blue square"
+    blank = np.full((64, 64, 3), 255, np.uint8)  # nothing visible yet: keep the prompt
+    assert corrective_prompt(query, blank, "anything") == "anything"
+    # counting: the count moves by the error (one seen, three wanted: ask for five, at most four)
+    assert corrective_prompt(parse("three red circles"), render(SCENE), "four red circles") == "four red circles"
+    assert corrective_prompt(parse("two red circles"), render(SCENE), "two red circles") == "three red circles"
+
+
+def test_teacher_starts_with_the_rewrite_keeps_early_and_applies_its_rule():
+    teacher = ComposeTeacher({"color_attr": "count_up"}, {"color_attr": "corrective"})
+    query = "a red circle and a blue square"
+    assert teacher.act(observation(query, query, 0, 0.0)) == "two red circles and two blue squares"
+    early = observation(query, "two red circles and two blue squares", 1, 0.2)
+    assert teacher.act(early) == "two red circles and two blue squares"  # before objects appear: keep
+    late = observation(query, "two red circles and two blue squares", 2, 0.5)
+    assert teacher.act(late) == "two red circles and three blue squares"
+    keeper = ComposeTeacher({"color_attr": "count_up"}, {"color_attr": "keep"})
+    assert keeper.act(late) == "two red circles and two blue squares"
+
+
+def test_describe_examples_read_previews_left_to_right():
+    two = ComposeScene((Thing("square", "blue", 48, 30, 7), Thing("circle", "red", 16, 30, 7)), "white")
+    assert seen_text(render(two)) == "red circle, blue square"
+    examples = [
+        SFTExample(observation("a circle", "a circle", 2, 0.5, render(two)), "x"),
+        SFTExample(observation("a circle", "a circle", 1, 0.2, render(two)), "x"),  # too early
+        SFTExample(observation("a circle", "a circle", 2, 0.5, render(two)), "x", with_image=False),
+    ]
+    (aux,) = describe_examples(examples)
+    assert aux.observation["query"] == DESCRIBE_QUERY and aux.target == "red circle, blue square"
+
+
+def test_the_shipped_policy_carries_its_selection_and_rules(tmp_path):
+    choice = load_selection(SHIPPED_TOY_COMPOSE_POLICY)
+    assert set(choice) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    rules = json.loads((SHIPPED_TOY_COMPOSE_POLICY / "teacher_rules.json").read_text())["rules"]
+    assert set(rules.values()) <= {"keep", "oracle", "corrective"}
+    with pytest.raises(FileNotFoundError, match="compose_policy"):
+        load_selection(tmp_path)
+
+
+def test_selection_and_distillation_run_end_to_end(tmp_path):
+    queries = ["a circle", "a circle and a square", "two triangles"]
+    selection = select_category_rewrites(queries, seeds_per_query=1, num_envs=3, progress=False)
+    assert set(selection["choice"]) == {"single_object", "two_object", "counting"}
+    report = distill(
+        tmp_path / "policy", selection["choice"], queries, size="tiny", image_size=56, steps=2, num_envs=3,
+        progress=False,
+    )  # fmt: skip
+    assert report["examples"] > 0 and load_selection(tmp_path / "policy") == selection["choice"]
+    assert compose_env_kwargs()["refine_schedule"] == [0, 9, 11, 13, 15]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    from promptloop_agents.demo import DemoConfig, run_demo
+
+    out = tmp_path / "demo"
+    payload = run_demo(DemoConfig(out=str(out), max_steps=1, eval_queries=6, seeds_per_query=1, progress=False))
+    assert {"identity", "best_one_shot_rewrite", "policy_a_priori", "policy_closed_loop"} == set(payload["agents"])
+    for name in ("metrics.json", "reward_curve.png", "filmstrip.png", "before_after.png", "policy"):
+        assert (out / name).exists(), name
