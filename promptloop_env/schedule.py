@@ -17,8 +17,10 @@ def validate_schedule(schedule: str | Sequence[int], num_steps: int, num_refinem
     (0, 5, 12)
     >>> validate_schedule("0,5,12", 20, 3)  # the command line's form
     (0, 5, 12)
+    >>> validate_schedule("0", 20, 1)
+    (0,)
     """
-    if isinstance(schedule, str) and "," in schedule:
+    if isinstance(schedule, str) and schedule.replace(",", "").replace(" ", "").isdigit():
         try:
             schedule = [int(part) for part in schedule.split(",")]
         except ValueError as err:
