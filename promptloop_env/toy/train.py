@@ -111,8 +111,9 @@ class TrainConfig:
     data: str = field(
         default="",
         metadata={
-            "help": "a dataset folder (images.safetensors + captions.json, see promptloop_env.toy.raft) to train on "
-            "instead of the world's scenes, one caption per image (RAFT); the tokenizer is --init-from's"
+            "help": "dataset folders, comma-separated (images.safetensors + captions.json, see "
+            "promptloop_env.toy.raft), to train on instead of the world's scenes, one caption per image (RAFT); the "
+            "tokenizer is --init-from's"
         },
     )
     resume: bool = field(
@@ -169,8 +170,9 @@ def prepare_data(cfg: TrainConfig, tokenizer, device: torch.device) -> dict:
     if cfg.data:
         from promptloop_env.toy.raft import load_dataset
 
-        array, texts = load_dataset(cfg.data)
-        images = torch.from_numpy(array).to(device)
+        parts = [load_dataset(folder) for folder in cfg.data.split(",")]
+        images = torch.from_numpy(np.concatenate([array for array, _ in parts])).to(device)
+        texts = [text for _, captions in parts for text in captions]
         scene_combo = torch.arange(len(texts), device=device)  # each image has its one caption
         combos = texts
     elif cfg.world == "compose":

@@ -43,7 +43,7 @@ def test_select_top_fraction_and_cap():
 
 
 def test_train_on_a_dataset_folder(tmp_path):
-    """--data: the dataset's images and captions replace the world's; two steps move the UNet."""
+    """--data: the datasets' images and captions replace the world's; two steps move the UNet."""
     from safetensors.torch import load_file
 
     from promptloop_env.toy.train import main
@@ -51,12 +51,14 @@ def test_train_on_a_dataset_folder(tmp_path):
     torch.set_num_threads(1)
     scene = ComposeScene((Thing("circle", "red", 20, 20, 7), Thing("square", "blue", 44, 44, 6)), "gray")
     raft.save_dataset(tmp_path / "data", np.stack([render(scene)] * 3), ["a red circle and a blue square"] * 3, {})
+    raft.save_dataset(tmp_path / "more", render(scene)[None], ["a red circle and a blue square"], {})
     out = tmp_path / "tuned"
-    common = ["--init-from", str(COMPOSE), "--data", str(tmp_path / "data"), "--batch-size", "2", "--lr", "1e-3",
+    data = f"{tmp_path / 'data'},{tmp_path / 'more'}"
+    common = ["--init-from", str(COMPOSE), "--data", data, "--batch-size", "2", "--lr", "1e-3",
               "--warmup-steps", "1", "--ema-decay", "0", "--eval-queries", "0", "--device", "cpu"]  # fmt: skip
     main(["--out", str(out), "--unet-max-steps", "2", *common])
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    assert log[0]["images"] == 3 and log[0]["captions"] == 3
+    assert log[0]["images"] == 4 and log[0]["captions"] == 4  # both folders
     before = load_file(COMPOSE / "unet/diffusion_pytorch_model.safetensors")
     after = load_file(out / "unet/diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(after[k], v) for k, v in before.items())
