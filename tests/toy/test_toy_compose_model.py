@@ -57,7 +57,11 @@ def rollout() -> tuple[np.ndarray, np.ndarray, float, dict]:
 
 # Each variant's sampler (the generalisation experiment changes it on purpose) and whether it shares
 # toy-compose's tokenizer and VAE (all do: they are fine-tunes of toy-shapes' VAE and the compose vocabulary).
-VARIANTS = {"toy-compose": "DDIMScheduler", "toy-compose-b": "DPMSolverMultistepScheduler"}
+VARIANTS = {
+    "toy-compose": "DDIMScheduler",
+    "toy-compose-b": "DPMSolverMultistepScheduler",
+    "toy-compose-tuned": "DDIMScheduler",
+}
 
 
 @pytest.mark.parametrize("backbone", list(VARIANTS))
