@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model = args.model
     rows = [round_row(0, model, held_out(model), seconds=round(time.time() - t0, 1))]
-    print(json.dumps(rows[-1]), flush=True)
+    result = {"config": vars(args), "proxy": PROXY, "rounds": rows}
+
+    def write() -> None:  # after every round, so a run stopped early keeps what it measured
+        result["seconds"] = round(time.time() - t0, 1)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(json.dumps(rows[-1]), flush=True)
+
+    write()
     for r in range(1, args.rounds + 1):
         data = work / f"data-{r}"
         meta = raft.build(
@@ -107,10 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 seconds=round(time.time() - t0, 1),
             )
         )  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
-    result = {"config": vars(args), "proxy": PROXY, "rounds": rows, "seconds": round(time.time() - t0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+        write()
     print_table(result)
     return result
 
