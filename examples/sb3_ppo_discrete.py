@@ -13,7 +13,7 @@ prompts (``{query}`` is the episode's query) or of modifiers appended to the que
 
 The default is a setting where the action matters and the run is cheap on a CPU: toy-shapes with the ``toy-
 aesthetic`` reward (large, centred, high-contrast objects, whatever the query), one action per episode
-(``num_refinements=1``, a bandit), 10 denoising steps at the backbone's default guidance (1.0) and a small latent-
+(``num_refinements=1``, a bandit), 10 denoising steps at guidance 3 (``--guidance_scale``) and a small latent-
 RGB preview (about 0.3 s an episode on one CPU thread), and the ``aesthetic-prompts`` bank: the query alone, large
 objects on a contrasting background, small ones on a dull background. After training (on the ``toy-train``
 queries), the deterministic policy, uniformly random arms and the query alone play the same held-out seeds on the
@@ -21,15 +21,15 @@ queries), the deterministic policy, uniformly random arms and the query alone pl
 (:mod:`promptloop_env.stats`), and the paired differences.
 
 Measured (default arguments: 640 training episodes on 8 batched envs, 64 held-out episodes per policy, one CPU
-thread on the shared 2-core machine, loaded by other jobs (load average about 4); trained 229 s, evaluated 48 s;
-``benchmarks/results/sb3_ppo_discrete.json``): PPO 0.729 [0.692, 0.765], random arms 0.498 [0.453, 0.542], query
-alone 0.509 [0.467, 0.552] (these intervals, as in the JSON, are the normal approximation the script used then;
-Student t ones are 2% wider at 64 episodes); paired PPO - random +0.231. PPO learned to write "a large white
-square, black background" for every query. These equal the earlier run on two single envs in DummyVecEnv to the
-third decimal (same updates: 64 steps per rollout, 10 updates; the batched images differ by at most a grey level).
-Throughput with random actions, timed in alternating rounds: SB3VecEnv 3.83 episodes/s, DummyVecEnv of 8 single
-envs 1.76, so 2.18x (1.61x in a run under heavier load; the vector benchmark measured 2.49x at N=8). (With the
-earlier toy model, a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
+thread on the shared 2-core machine, loaded by other jobs (load average about 4.5); trained 161 s, evaluated 56 s;
+``benchmarks/results/sb3_ppo_discrete.json``): PPO 0.729 [0.691, 0.766], random arms 0.498 [0.453, 0.543], query
+alone 0.509 [0.466, 0.553] (Student t intervals); paired PPO - random +0.231 [+0.170, +0.292], PPO - query alone
++0.219 [+0.162, +0.277]. PPO learned to write "a large white square, black background" for every query. These
+equal the earlier run on two single envs in DummyVecEnv to the third decimal (same updates: 64 steps per rollout,
+10 updates; the batched images differ by at most a grey level). Throughput with random actions, timed in
+alternating rounds under that load: SB3VecEnv 1.81 episodes/s, DummyVecEnv of 8 single envs 0.64, so 2.82x (2.18x
+in an earlier run on a quieter machine; the vector benchmark measured 2.49x at N=8). (With the earlier toy model,
+a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 """
 
 from __future__ import annotations
