@@ -1,11 +1,13 @@
 """TRL ``GRPOTrainer`` on PromptLoop through ``environment_factory``: a small vision-language policy sees the previews.
 
-Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py``  (``pip install -e .[trl]``; offline: the tokenizer,
-the processor and the tiny Qwen2.5-VL policy are built here with random weights. ``--backbone toy-compose`` once
-that world exists; ``--server_url http://127.0.0.1:8000`` plays the episodes on a PromptLoop OpenEnv server,
-``python -m promptloop_env.integrations.openenv --port 8000 --reward toy-aesthetic --max-concurrent-envs 16
---env-kwargs '{"num_inference_steps": 10, "num_refinements": 2, "preview": "latent_rgb", "preview_size": 56}'``:
-TRL keeps one env, so one session, per rollout of a step, plus one.)
+Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py --output benchmarks/results/trl_grpo_environment.json``
+(``pip install -e .[trl]``; offline: the tokenizer, the processor and the tiny Qwen2.5-VL policy of
+:mod:`promptloop_agents.toy_policy` are built here with random weights; ``--curve curve.png`` draws the reward
+curve; ``--warm_start_dir DIR`` saves the warm-started policy there, or reuses it;
+``--server_url http://127.0.0.1:8000`` plays the episodes on a PromptLoop OpenEnv server,
+``python -m promptloop_env.integrations.openenv --port 8000 --backbone toy-compose --reward toy-compose-soft
+--max-concurrent-envs 32 --env-kwargs '{"num_inference_steps": 10, "num_refinements": 2, "preview":
+"latent_rgb", "preview_size": 56}'``: TRL keeps one env, so one session, per rollout of a step, plus one.)
 
 TRL drives multi-turn environments as *tool calls*: every public method of the environment object becomes a
 tool, ``reset(**row)`` starts an episode and returns the content appended to the user turn, and ``get_reward()``
@@ -14,24 +16,28 @@ next state as an image block (the x0 preview) and the text of
 :class:`~promptloop_env.wrappers.FormatChatObservation`; ``reset`` shows the first preview the same way, so the
 policy sees every preview in its chat. What TRL imposes (``research/trl-grpo-spike.md``): a chat template it
 recognises verbatim and that renders images inside tool messages (TRL's own ``qwen3_vl.jinja``, used here with
-a Qwen2.5-VL model), tool-call JSON rather than a plain prompt, the whole growing chat as the state, and a model
-that decides how many calls it makes. The env, not the model, decides when an episode ends: ``get_reward`` runs
-an unfinished episode to the end with the prompt in force, but a rollout that never called the tool scores
-``--no_call_reward`` (without it, GRPO drifted to not calling at all, which scores as well as an average prompt).
-A random-weight model never emits a tool call, so a format warm start (``--sft_steps`` of teacher forcing on
-played conversations whose prompts are drawn from ``PROMPTS``) comes first; GRPO then learns which prompts the
-reward prefers. The default reward is ``toy-aesthetic`` (large, centred, high-contrast objects), on which the
-SB3 example's best prompt scores about 0.73 and a uniformly random one about 0.50.
-The project's own GRPO loop (``promptloop_agents``) is the faster way to train (a Markov state, no tool JSON).
+a Qwen2.5-VL model, so the shipped warm-started toy policy, whose tokenizer and template differ, is not reused),
+tool-call JSON rather than a plain prompt, the whole growing chat as the state, and a model that decides how many
+calls it makes. The env, not the model, decides when an episode ends: ``get_reward`` runs an unfinished episode to
+the end with the prompt in force; a rollout that never called the tool scores ``--no_call_reward``.
 
-Measured (default arguments: 300 warm-start steps, 30 GRPO steps of 2 groups x 4 rollouts; one CPU thread on the
-shared 2-core machine, heavily loaded by other jobs: 3 min of GRPO). Per-step mean reward:
-0.26 0.30 0.29 0.28 0.21 0.34 0.32 0.37 0.25 0.41 | 0.37 0.32 0.39 0.34 0.40 0.22 0.16 0.45 0.35 0.22 |
-0.38 0.44 0.45 0.42 0.28 0.27 0.33 0.43 0.25 0.31, i.e. 0.303, 0.322, 0.357 over the three tens of steps. With
-``--max_steps 60`` (56 steps logged before the run was cut off) the tens gave 0.335, 0.271, 0.329, 0.355, 0.375,
-then 0.335 over the last six. The trend is upward but small against the step-to-step noise (each step is 8
-rollouts on 2 new seeds): the policy has not found the best prompt (about 0.73) in this budget, and its
-``tools/call_frequency`` drifted down from about 1.4 to 0.75 calls per rollout over the 60-step run.
+The world is ``toy-compose`` (GenEval-style scenes of several objects) with the ``toy-compose-soft`` reward (the
+fraction of the query's constraints that hold) on its ``two_object`` and ``colors`` queries, the categories where
+the wording of the prompt moves the reward most within a few minutes of CPU. The tool expands ``{query}`` in the
+prompt to the user's request (:func:`expand`): a policy this small copies a query of a few words unreliably (it
+named the wrong shapes in a first try, which the reward then mostly measured), so the macro lets it keep, decorate
+or drop the request without copying it. A random-weight model never emits a tool call, so a format warm start
+(``--sft_steps`` of teacher forcing on conversations, loss on the assistant turns) comes first: its prompts are
+drawn uniformly from ``PROMPTS``, the rewrites of a careless prompt writer (the request kept, doubled or
+decorated, or replaced by a generic scene), so the warm-started policy writes each of them about equally often.
+GRPO then has to find, from the reward alone, which of them pay (their mean rewards, each written at both calls,
+on 40 (query, seed) pairs: "{query}, large, bright" 0.70, "{query}, {query}" 0.62, "{query}" 0.55,
+"a photo of {query}" 0.55, "a teal background" 0.32, "a white circle" 0.22). The dataset cycles over
+``--steps_per_epoch`` steps of fixed (query, noise seed) rows, so the first and the last epoch play exactly the
+same episodes and their difference is paired. The project's own GRPO loop (``promptloop_agents``) is the faster
+way to train (a Markov state, no tool JSON).
+
+Measured: see ``benchmarks/results/trl_grpo_environment.json`` and the README section "Use it from your trainer".
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -51,10 +58,20 @@ from PIL import Image
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_agents.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
 from promptloop_env.cli import parse_config
-from promptloop_env.wrappers import CHAT_USER_TEMPLATE, TOY_AESTHETIC_PROMPTS, FormatChatObservation
+from promptloop_env.prompts import resolve_prompts
+from promptloop_env.stats import paired_difference, rounded, t_ci
+from promptloop_env.wrappers import CHAT_USER_TEMPLATE, FormatChatObservation
 
-# Prompts of the warm start ("{query}" is the episode's query): the SB3 example's bank.
-PROMPTS = list(TOY_AESTHETIC_PROMPTS)
+# Prompts of the warm start ("{query}" is the episode's query): what a careless prompt writer does with a request.
+PROMPTS = [
+    "{query}",
+    "{query}, {query}",
+    "a photo of {query}",
+    "{query}, large, bright",
+    "a teal background",
+    "a white circle",
+]
+QUERY_MACRO = "{query}"
 INSTRUCTION = "Improve the image by calling set_prompt once per step until the image is finished.\n"
 FINISHED = "The image is finished."
 TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
@@ -62,68 +79,101 @@ TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>
 
 @dataclass
 class Args:
-    backbone: str = field(default="toy-shapes", metadata={"help": "backbone name (toy-shapes, toy-compose, tiny)"})
-    reward: str = field(default="toy-aesthetic", metadata={"help": "reward name (toy-fidelity, toy-compose, ...)"})
-    prompts: str | None = field(default="toy-train", metadata={"help": "query set of the episodes"})
+    backbone: str = field(default="toy-compose", metadata={"help": "backbone name (toy-compose, toy-shapes, tiny)"})
+    reward: str = field(default="toy-compose-soft", metadata={"help": "reward name (toy-compose, toy-fidelity, ...)"})
+    prompts: str = field(default="toy-compose-train", metadata={"help": "query set of the episodes"})
+    categories: str | None = field(
+        default="two_object,colors", metadata={"help": "toy-compose categories kept from the query set (None: all)"}
+    )
     server_url: str | None = field(default=None, metadata={"help": "play the episodes on this OpenEnv server"})
     num_inference_steps: int = field(default=10, metadata={"help": "denoising steps per episode"})
     num_refinements: int = field(default=2, metadata={"help": "set_prompt calls per episode"})
     preview_size: int = field(default=56, metadata={"help": "preview side (56: 4 image tokens per preview)"})
-    sft_steps: int = field(default=300, metadata={"help": "format warm-start steps (0 to skip)"})
-    sft_conversations: int = field(default=48, metadata={"help": "played conversations the warm start cycles over"})
+    sft_steps: int = field(default=200, metadata={"help": "format warm-start steps (0 to skip)"})
+    sft_batch_size: int = field(default=8, metadata={"help": "conversations per warm-start step"})
+    sft_episodes: int = field(default=16, metadata={"help": "played episodes whose previews the warm start uses"})
+    sft_learning_rate: float = field(default=3e-3, metadata={"help": "warm-start learning rate"})
     max_steps: int = field(default=30, metadata={"help": "GRPO steps"})
-    num_generations: int = field(default=4, metadata={"help": "GRPO group size (one seed: same query and noise)"})
+    steps_per_epoch: int = field(default=10, metadata={"help": "GRPO steps before the (query, seed) rows repeat"})
+    num_generations: int = field(default=8, metadata={"help": "GRPO group size (one row: same query and noise)"})
     queries_per_step: int = field(default=2, metadata={"help": "groups per GRPO step"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "GRPO learning rate"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "GRPO learning rate"})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the warm-started policy"})
     no_call_reward: float = field(default=0.0, metadata={"help": "reward of a rollout that never calls set_prompt"})
     seed: int = field(default=0, metadata={"help": "seed of the model init, the data and training"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
-    output: str | None = field(default=None, metadata={"help": "write the per-step rewards as JSON to this path"})
+    warm_start_dir: str | None = field(
+        default=None, metadata={"help": "save the warm-started policy here, or reuse the one saved here"}
+    )
+    output: str | None = field(default=None, metadata={"help": "write the rewards and their statistics as JSON here"})
+    curve: str | None = field(default=None, metadata={"help": "draw the reward curve to this png"})
+
+
+def episode_queries(args: Args) -> list[str]:
+    """The queries of the episodes: the query set, restricted to ``args.categories`` on toy-compose."""
+    queries = list(resolve_prompts(args.prompts, None))
+    if args.categories is None:
+        return queries
+    from promptloop_env.toy.compose_spec import parse
+
+    wanted = set(args.categories.split(","))
+    return [q for q in queries if parse(q).category in wanted]
+
+
+def make_env(args: Args) -> gym.Env:
+    """The PromptLoop env of the episodes: local, or a session of the OpenEnv server at ``args.server_url``."""
+    if args.server_url is not None:
+        from promptloop_env.integrations.openenv import RemotePromptLoopEnv
+
+        return RemotePromptLoopEnv(args.server_url)
+    return gym.make(
+        "PromptLoop-v0",
+        backbone=args.backbone,
+        reward=args.reward,
+        prompts=episode_queries(args),
+        num_inference_steps=args.num_inference_steps,
+        num_refinements=args.num_refinements,
+        preview="latent_rgb",
+        preview_size=args.preview_size,
+    )
 
 
 class PromptLoopToolEnv:
-    """One PromptLoop episode behind TRL's environment interface: ``reset``, tool ``set_prompt``, ``get_reward``."""
+    """One PromptLoop episode behind TRL's environment interface: ``reset``, tool ``set_prompt``, ``get_reward``.
 
-    def __init__(self, args: Args) -> None:
-        if args.server_url is not None:
-            from promptloop_env.integrations.openenv import RemotePromptLoopEnv
+    Args:
+        args: the example's arguments (world, episode length, preview).
+        log: if given, every :meth:`get_reward` appends ``{"row", "reward", "calls"}`` to it.
+    """
 
-            env = RemotePromptLoopEnv(args.server_url)
-        else:
-            env = gym.make(
-                "PromptLoop-v0",
-                backbone=args.backbone,
-                reward=args.reward,
-                prompts=args.prompts,
-                num_inference_steps=args.num_inference_steps,
-                num_refinements=args.num_refinements,
-                preview="latent_rgb",
-                preview_size=args.preview_size,
-            )
-        self.env = FormatChatObservation(env, system_prompt=None)
+    def __init__(self, args: Args, log: list[dict] | None = None) -> None:
+        self.env = FormatChatObservation(make_env(args), system_prompt=None)
         self.no_call_reward = args.no_call_reward
+        self.log = log
         self.reward: float | None = None
         self.prompt = ""
         self.calls = 0
+        self.row: int | None = None
 
-    def reset(self, seed: int, query: str | None = None, **row) -> list[dict]:
+    def reset(self, seed: int, query: str | None = None, row: int | None = None, **columns) -> list[dict]:
         obs, info = self.env.reset(seed=int(seed), options=None if query is None else {"query": query})
-        self.reward, self.prompt, self.calls = None, info["prompt"], 0
+        self.reward, self.prompt, self.calls, self.row = None, info["prompt"], 0, row
+        self.query = info["prompt"]  # right after reset, the prompt in force is the query
         return self._content(obs)
 
     def set_prompt(self, prompt: str) -> list[dict]:
         """Set the prompt of the image model, used from now until your next call.
 
         Args:
-            prompt: The complete prompt for the image model.
+            prompt: The complete prompt for the image model; {query} in it stands for the user's request.
 
         Returns:
             The image model's current guess of the final image and the state, or a note that it is finished.
         """
         if self.reward is not None:
             return [{"type": "text", "text": FINISHED}]
-        obs, reward, terminated, _, _ = self.env.step(str(prompt))
-        self.prompt = str(prompt)
+        self.prompt = expand(str(prompt), self.query)
+        obs, reward, terminated, _, _ = self.env.step(self.prompt)
         self.calls += 1
         if terminated:
             self.reward = float(reward)
@@ -133,17 +183,32 @@ class PromptLoopToolEnv:
     def get_reward(self) -> float:
         """The episode's reward; an unfinished episode is run to the end with the prompt in force."""
         if self.calls == 0:
-            return self.no_call_reward
-        while self.reward is None:
-            self.set_prompt(self.prompt)
-        return self.reward
+            reward = self.no_call_reward
+        else:
+            calls = self.calls
+            while self.reward is None:
+                self.set_prompt(self.prompt)
+            reward, self.calls = self.reward, calls
+        if self.log is not None:
+            self.log.append({"row": self.row, "reward": float(reward), "calls": self.calls})
+        return reward
 
     @staticmethod
     def _content(obs: dict) -> list[dict]:
-        return [
-            {"type": "image", "image": Image.fromarray(obs["image"])},
-            {"type": "text", "text": obs["messages"][-1]["content"]},
-        ]
+        return tool_content(obs)
+
+
+def expand(prompt: str, query: str) -> str:
+    """``prompt`` with :data:`QUERY_MACRO` replaced by ``query``: the policy need not copy the query to keep it."""
+    return prompt.replace(QUERY_MACRO, query)
+
+
+def tool_content(obs: dict) -> list[dict]:
+    """A :class:`FormatChatObservation` observation as TRL content blocks: the preview, then the state text."""
+    return [
+        {"type": "image", "image": Image.fromarray(obs["image"])},
+        {"type": "text", "text": obs["messages"][-1]["content"]},
+    ]
 
 
 def build_processor(args: Args):
@@ -156,10 +221,8 @@ def build_processor(args: Args):
     words = " ".join(PROMPTS + [INSTRUCTION, FINISHED, PromptLoopToolEnv.set_prompt.__doc__])
     corpus = [template, words, json.dumps({"name": "set_prompt", "arguments": {"prompt": PROMPTS[1]}})]
     corpus += [CHAT_USER_TEMPLATE]
-    if args.prompts is not None and args.server_url is None:
-        from promptloop_env.prompts import resolve_prompts
-
-        corpus += list(resolve_prompts(args.prompts, None))
+    if args.server_url is None:
+        corpus += episode_queries(args)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -180,47 +243,184 @@ def build_processor(args: Args):
     return processor
 
 
-def play_conversation(env: PromptLoopToolEnv, seed: int, rng: np.random.Generator) -> tuple[list[dict], list]:
-    """One episode played with prompts drawn from ``PROMPTS``, as the chat TRL would build, and its images."""
-    content = env.reset(seed=seed)
-    query = env.prompt  # right after reset, the prompt in force is the query
-    messages = [{"role": "user", "content": [{"type": "text", "text": INSTRUCTION}, *content]}]
-    images = [content[0]["image"]]
-    for _ in range(env.env.num_refinements):
-        prompt = PROMPTS[int(rng.integers(len(PROMPTS)))].format(query=query)
+def play_previews(args: Args, queries: list[str], rng: np.random.Generator) -> list[list[dict]]:
+    """The raw observations before each call of ``args.sft_episodes`` episodes played with prompts of ``PROMPTS``."""
+    env = make_env(args)
+    episodes = []
+    for i in range(args.sft_episodes):
+        query = queries[int(rng.integers(len(queries)))]
+        obs, _ = env.reset(seed=10**6 + i, options={"query": query})
+        seen, terminated = [obs], False
+        while not terminated:
+            obs, _, terminated, _, _ = env.step(expand(PROMPTS[int(rng.integers(len(PROMPTS)))], query))
+            seen.append(obs)
+        episodes.append(seen[:-1])
+    env.close()
+    return episodes
+
+
+def warm_start_conversation(
+    fmt: FormatChatObservation, previews: list[dict], query: str, rng: np.random.Generator
+) -> tuple[list[dict], list]:
+    """The chat TRL builds for one episode whose calls write prompts drawn from ``PROMPTS``, and its images.
+
+    The previews and progress are those of a played episode (``previews``), the query and the prompts in force
+    are this conversation's: the warm start teaches the format and a uniform choice among ``PROMPTS``, for which
+    the pairing of previews and queries does not matter, and re-pairing makes many conversations out of a few
+    played episodes.
+    """
+
+    def content(obs: dict, prompt: str) -> list[dict]:
+        return tool_content(fmt.observation({**obs, "query": query, "prompt": prompt}))
+
+    first = content(previews[0], query)
+    messages = [{"role": "user", "content": [{"type": "text", "text": INSTRUCTION}, *first]}]
+    images = [first[0]["image"]]
+    for k in range(len(previews)):
+        prompt = PROMPTS[int(rng.integers(len(PROMPTS)))]
         call = {"type": "function", "function": {"name": "set_prompt", "arguments": {"prompt": prompt}}}
         messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        content = env.set_prompt(prompt)
-        messages.append({"role": "tool", "content": content})
-        images += [part["image"] for part in content if part["type"] == "image"]
+        if k + 1 < len(previews):
+            answer = content(previews[k + 1], expand(prompt, query))
+        else:
+            answer = [{"type": "text", "text": FINISHED}]
+        messages.append({"role": "tool", "content": answer})
+        images += [part["image"] for part in answer if part["type"] == "image"]
     messages.append({"role": "assistant", "content": "Done."})
     return messages, images
 
 
-def warm_start(model, processor, args: Args) -> None:
-    """Teacher-force played conversations (prompts drawn uniformly from ``PROMPTS``): the tool-call format."""
+def assistant_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """``input_ids`` with every token outside the assistant turns (header excluded, ``<|im_end|>`` included) -100."""
+    start, end = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    header = tokenizer.encode("assistant\n", add_special_tokens=False)
+    labels = torch.full_like(input_ids, -100)
+    for b, ids in enumerate(input_ids.tolist()):
+        i = 0
+        while i < len(ids):
+            if ids[i] == start and ids[i + 1 : i + 1 + len(header)] == header:
+                i += 1 + len(header)
+                while i < len(ids):
+                    labels[b, i] = ids[i]
+                    if ids[i] == end:
+                        break
+                    i += 1
+            i += 1
+    return labels
+
+
+def warm_start(model, processor, args: Args, queries: list[str]) -> dict:
+    """Teacher-force conversations whose calls write prompts drawn uniformly from ``PROMPTS``: the tool-call format.
+
+    The loss is on the assistant turns only.
+    """
     if args.sft_steps <= 0:
-        return
-    env = PromptLoopToolEnv(args)
+        return {"steps": 0}
+    start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    batches = []
-    for i in range(min(args.sft_conversations, args.sft_steps)):
-        messages, images = play_conversation(env, seed=10**6 + i, rng=rng)
-        text = processor.apply_chat_template(messages, tools=[env.set_prompt], tokenize=False)
-        batches.append(processor(text=[text], images=images, return_tensors="pt"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    played = play_previews(args, queries, rng)
+    fmt = FormatChatObservation(make_env(args), system_prompt=None)
+    tools = [PromptLoopToolEnv.set_prompt]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.sft_learning_rate)
     model.train()
-    for step in range(args.sft_steps):
-        inputs = batches[step % len(batches)]
-        loss = model(**inputs, labels=inputs["input_ids"]).loss
+    for _ in range(args.sft_steps):
+        texts, images = [], []
+        for _ in range(args.sft_batch_size):
+            query = queries[int(rng.integers(len(queries)))]
+            messages, conversation_images = warm_start_conversation(
+                fmt, played[int(rng.integers(len(played)))], query, rng
+            )
+            texts.append(processor.apply_chat_template(messages, tools=tools, tokenize=False))
+            images += conversation_images
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+        loss = model(**inputs, labels=assistant_labels(inputs["input_ids"], processor.tokenizer)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
-    print(f"format warm start: {args.sft_steps} steps over {len(batches)} conversations, final loss {loss.item():.3f}")
+    seconds = time.perf_counter() - start
+    print(f"format warm start: {args.sft_steps} steps of {args.sft_batch_size} conversations, loss {loss.item():.3f}")
+    return {"steps": args.sft_steps, "episodes_played": len(played), "final_loss": loss.item(), "seconds": seconds}
 
 
-def main(args: Args) -> list[dict]:
+def structural_tokens(tokenizer) -> list[int]:
+    """Ids of the chat's structural tokens a rollout must not generate (all but ``<|im_start|>``/``<|im_end|>``)."""
+    allowed = {"<|im_start|>", "<|im_end|>"}
+    return [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS if t not in allowed]
+
+
+def training_rows(args: Args, queries: list[str]) -> list[dict]:
+    """One row per group, ``steps_per_epoch`` steps of distinct (query, seed) rows repeated up to ``max_steps``."""
+    rng = np.random.default_rng(args.seed)
+    per_epoch = args.steps_per_epoch * args.queries_per_step
+    epoch = [{"row": i, "seed": i, "query": queries[int(rng.integers(len(queries)))]} for i in range(per_epoch)]
+    return [epoch[i % per_epoch] for i in range(args.max_steps * args.queries_per_step)]
+
+
+def summarise(log: list[dict], args: Args) -> dict:
+    """Per-step means, block means of ``steps_per_epoch`` steps, and the last epoch minus the first, paired by row."""
+    per_step = args.num_generations * args.queries_per_step
+    if len(log) != args.max_steps * per_step:
+        raise RuntimeError(f"Expected {args.max_steps * per_step} rewarded rollouts, got {len(log)}.")
+    steps = [log[i : i + per_step] for i in range(0, len(log), per_step)]
+    step_means = [float(np.mean([e["reward"] for e in step])) for step in steps]
+    block = args.steps_per_epoch
+    blocks = [steps[i : i + block] for i in range(0, len(steps), block)]
+
+    def by_row(block_steps: list[list[dict]]) -> dict[int, float]:
+        rewards: dict[int, list[float]] = {}
+        for step in block_steps:
+            for entry in step:
+                rewards.setdefault(entry["row"], []).append(entry["reward"])
+        return {row: float(np.mean(values)) for row, values in sorted(rewards.items())}
+
+    first, last = by_row(blocks[0]), by_row(blocks[-1])
+    rows = sorted(set(first) & set(last))
+    summary = {
+        "step_means": [round(m, 4) for m in step_means],
+        "block_means": [round(float(np.mean(step_means[i : i + block])), 4) for i in range(0, len(steps), block)],
+        "calls_per_rollout_by_block": [
+            round(float(np.mean([e["calls"] for step in b for e in step])), 3) for b in blocks
+        ],
+        "first_block": rounded(t_ci([first[r] for r in rows])),
+        "last_block": rounded(t_ci([last[r] for r in rows])),
+    }
+    if len(blocks) > 1:
+        summary["last_minus_first"] = rounded(paired_difference([last[r] for r in rows], [first[r] for r in rows]))
+    return summary
+
+
+def draw_curve(step_means: list[float], path: str, window: int) -> None:
+    """The per-step mean reward and its running mean, through the package's plotting helper."""
+    from promptloop_agents.plots import reward_curve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.jsonl"
+        lines = [json.dumps({"iteration": i + 1, "reward_mean": m}) for i, m in enumerate(step_means)]
+        metrics.write_text("\n".join(lines) + "\n")
+        reward_curve(metrics, path, window=window)
+
+
+def warm_started_policy(processor, args: Args, queries: list[str], folder: Path):
+    """The policy after the warm start, saved (safetensors) to ``folder``, or reused if a policy is saved there.
+
+    Saved either way: with ``beta > 0`` TRL loads its reference model from the policy's ``_name_or_path``.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    if (folder / "config.json").exists():
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).eval()
+        return model, json.loads((folder / "warm_start.json").read_text())
+    size = ToyPolicySize(hidden_size=64, num_layers=2, num_heads=2)
+    model = build_toy_model(processor.tokenizer, size, args.seed)
+    sft = warm_start(model, processor, args, queries)
+    model.save_pretrained(folder)
+    (folder / "warm_start.json").write_text(json.dumps(sft) + "\n")
+    model.config._name_or_path = str(folder)
+    return model, sft
+
+
+def main(args: Args) -> dict:
     try:
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
@@ -229,16 +429,21 @@ def main(args: Args) -> list[dict]:
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.set_num_threads(args.threads)
+    queries = episode_queries(args)
     processor = build_processor(args)
-    model = build_toy_model(processor.tokenizer, ToyPolicySize(hidden_size=64, num_layers=2, num_heads=2), args.seed)
-    warm_start(model, processor, args)
-    # One row per group: TRL repeats each row num_generations times; the rows' seeds give the episodes (the
-    # query is drawn from the query set by the env's seeded reset), shared by the group.
-    rows = args.max_steps * args.queries_per_step
+    # TRL repeats each row num_generations times: a group shares its query and its noise seed.
+    rows = training_rows(args, queries)
     dataset = Dataset.from_dict(
-        {"prompt": [[{"role": "user", "content": INSTRUCTION}] for _ in range(rows)], "seed": list(range(rows))}
+        {
+            "prompt": [[{"role": "user", "content": INSTRUCTION}] for _ in rows],
+            **{key: [row[key] for row in rows] for key in ("row", "seed", "query")},
+        }
     )
+    log: list[dict] = []
     with tempfile.TemporaryDirectory() as output_dir:
+        folder = Path(args.warm_start_dir or Path(output_dir) / "warm_start")
+        model, sft = warm_started_policy(processor, args, queries, folder)
+        start = time.perf_counter()
         config = GRPOConfig(
             output_dir=output_dir,
             use_cpu=True,
@@ -248,27 +453,39 @@ def main(args: Args) -> list[dict]:
             max_completion_length=512,
             max_tool_calling_iterations=args.num_refinements + 1,
             learning_rate=args.learning_rate,
+            beta=args.beta,
             logging_steps=1,
             report_to="none",
             save_strategy="no",
             seed=args.seed,
             shuffle_dataset=False,
+            # Image and padding tokens the policy must never write (an image token breaks the loss forward).
+            generation_kwargs={"suppress_tokens": structural_tokens(processor.tokenizer)},
         )
         trainer = GRPOTrainer(
             model=model,
             args=config,
             train_dataset=dataset,
             processing_class=processor,
-            environment_factory=lambda: PromptLoopToolEnv(args),
+            environment_factory=lambda: PromptLoopToolEnv(args, log=log),
         )
         trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
-    for entry in logs:
-        print(f"step {entry.get('step')}: mean reward {entry['reward']:.3f}")
+    seconds = time.perf_counter() - start
+    summary = summarise(log, args)
+    print("mean reward per step:", " ".join(f"{m:.3f}" for m in summary["step_means"]))
+    print(f"per {args.steps_per_epoch} steps:", summary["block_means"])
+    if "last_minus_first" in summary:
+        d = summary["last_minus_first"]
+        print(
+            f"last minus first {args.steps_per_epoch} steps, paired by row: {d['mean']:+.3f} "
+            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        )
+    result = {**summary, "grpo_seconds": round(seconds, 1), "warm_start": sft, "args": asdict(args)}
+    if args.curve is not None:
+        draw_curve(summary["step_means"], args.curve, window=args.steps_per_epoch)
     if args.output is not None:
-        curve = [{"step": e.get("step"), "reward": e["reward"], "reward_std": e.get("reward_std")} for e in logs]
-        Path(args.output).write_text(json.dumps({"curve": curve, "args": vars(args)}, indent=2) + "\n")
-    return logs
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

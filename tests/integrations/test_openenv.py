@@ -43,8 +43,14 @@ ACTIONS = ["a red circle, bright", "a red circle at night"]
 
 @contextmanager
 def serve(**app_kwargs):
-    """Run the app on 127.0.0.1 (a free port) in a thread for the block; always stopped within seconds."""
-    app = create_promptloop_app(backbone=tiny_pipe(), **ENV_KWARGS, **app_kwargs)
+    """Serve ``PromptLoop-v0`` on the tiny test model (``ENV_KWARGS``) for the block; see :func:`serve_app`."""
+    with serve_app(create_promptloop_app(backbone=tiny_pipe(), **ENV_KWARGS, **app_kwargs)) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app):
+    """Run ``app`` on 127.0.0.1 (a free port) in a thread for the block; always stopped within seconds."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))

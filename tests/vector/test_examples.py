@@ -41,18 +41,53 @@ def test_sb3_ppo_discrete_runs(tmp_path):
     assert json.loads(output.read_text())["summary"]["ppo"]["mean"] == round(result["ppo"], 4)
 
 
-def test_trl_grpo_environment_runs():
+def test_trl_grpo_environment_runs(tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("datasets")
     example = load_example("trl_grpo_environment")
-    args = example.Args(num_inference_steps=4, sft_steps=4, sft_conversations=2, max_steps=1, num_generations=2)
-    env = example.PromptLoopToolEnv(args)
-    content = env.reset(seed=0)
+    args = example.Args(
+        num_inference_steps=4,
+        sft_steps=2,
+        sft_batch_size=2,
+        sft_episodes=1,
+        max_steps=2,
+        steps_per_epoch=1,
+        num_generations=2,
+        queries_per_step=1,
+        output=str(tmp_path / "trl.json"),
+        curve=str(tmp_path / "curve.png"),
+    )
+    env = example.PromptLoopToolEnv(args, log=[])
+    content = env.reset(seed=0, query="a blue square", row=7)
     assert [part["type"] for part in content] == ["image", "text"] and content[0]["image"].size == (56, 56)
-    assert [part["type"] for part in env.set_prompt("a large white square, black background")] == ["image", "text"]
+    assert "User request: a blue square" in content[1]["text"]
+    assert [part["type"] for part in env.set_prompt("{query}, large, bright")] == ["image", "text"]
+    assert env.prompt == "a blue square, large, bright"  # the policy may write {query} for the request
     assert 0.0 <= env.get_reward() <= 1.0  # the env runs the unfinished episode to its end
-    logs = example.main(args)
-    assert len(logs) == 1 and math.isfinite(logs[0]["reward"])
+    assert env.log == [{"row": 7, "reward": env.reward, "calls": 1}]
+    result = example.main(args)
+    assert len(result["step_means"]) == 2 and all(math.isfinite(m) for m in result["step_means"])
+    assert result["last_minus_first"]["n"] == 1 and (tmp_path / "curve.png").stat().st_size > 0
+    assert json.loads((tmp_path / "trl.json").read_text())["step_means"] == result["step_means"]
+
+
+def test_trl_warm_start_labels_only_the_assistant_turns():
+    pytest.importorskip("trl")
+    example = load_example("trl_grpo_environment")
+    processor = example.build_processor(example.Args())
+    call = {"type": "function", "function": {"name": "set_prompt", "arguments": {"prompt": "a blue square"}}}
+    messages = [
+        {"role": "user", "content": "make it"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "done"},
+        {"role": "assistant", "content": "Done."},
+    ]
+    text = processor.apply_chat_template(messages, tools=[example.PromptLoopToolEnv.set_prompt], tokenize=False)
+    ids = processor.tokenizer(text, return_tensors="pt")["input_ids"]
+    labels = example.assistant_labels(ids, processor.tokenizer)
+    learned = processor.tokenizer.decode(labels[labels != -100])
+    assert learned.count("<|im_end|>") == 2 and '"prompt": "a blue square"' in learned and "Done." in learned
+    assert "make it" not in learned and "set_prompt(" not in learned and "done<" not in learned
 
 
 def test_torchrl_gymenv_runs():
@@ -87,3 +122,12 @@ def test_sb3_ppo_discrete_learns_which_prompt_pays(tmp_path):
     example = load_example("sb3_ppo_discrete")
     result = example.main(example.Args(throughput_episodes=0))
     assert result["ppo_minus_random"]["ci_low"] > 0 and result["ppo_minus_identity"]["ci_low"] > 0
+
+
+@pytest.mark.slow
+def test_trl_grpo_environment_reward_rises(tmp_path):
+    """The example's full budget (several minutes): the last epoch's reward beats the first's on the same rows."""
+    pytest.importorskip("trl")
+    example = load_example("trl_grpo_environment")
+    result = example.main(example.Args())
+    assert result["last_minus_first"]["ci_low"] > 0
