@@ -13,7 +13,8 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   (same policy calls and denoising steps, no visual feedback).
 - ``ladder``: the paper's ablation: untrained (distilled) policy, GRPO with 1 refinement, GRPO with 5 refinements
   a priori, GRPO with 5 refinements closed loop.
-- ``generalisation``: the same agents on ``toy-compose-b`` (another seed, budget and sampler), unchanged.
+- ``generalisation``: the same agents on ``toy-compose-b`` (another seed, budget and sampler), unchanged (their
+  ``toy-compose`` scores on the same seeds are in ``reward``'s results).
 - ``composition``: on the weight-tuned ``toy-compose-tuned``, with and without PromptLoop on top.
 - ``overoptimisation``: summarises the ``aesthetic`` run's proxy reward and held-out strict score along training.
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
             num_refinements="1",
         )
     elif args.experiment in ("generalisation", "composition"):
-        backbone = "toy-compose,toy-compose-b" if args.experiment == "generalisation" else "toy-compose-tuned"
+        # toy-compose itself: the same agents and seeds are in the reward experiment
+        backbone = "toy-compose-b" if args.experiment == "generalisation" else "toy-compose-tuned"
         agents = "identity,one_shot=one-shot,promptloop={runs}/closed/policy"
         agents += ",promptloop_a_priori={runs}/closed/policy:a-priori"
         evaluate(args.experiment, agents, runs, args.seeds, backbone=backbone, max_queries=args.max_queries)
