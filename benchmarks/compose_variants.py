@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from toy_compose_headroom import TEST_SEED0, fixed_prompts, rollout, scores, summarise
+from toy_compose_headroom import TEST_SEED0, fixed_prompts, rollout, summarise
 
+from promptloop_agents.compose_oracle import compose_scores
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded
 from promptloop_env.toy.compose_spec import parse
@@ -60,7 +61,7 @@ def evaluate(spec: str, queries: list[str], seeds: int, args: argparse.Namespace
     )  # fmt: skip
     t0 = time.time()
     finals = rollout(kwargs, ep_queries, ep_seeds, fixed_prompts(ep_queries), args.num_envs, spec)
-    strict, soft = scores(finals, ep_queries)
+    strict, soft = compose_scores(finals, ep_queries)
     proxy = np.asarray(ToyComposeAesthetic()(np.stack(finals), ep_queries))
     strict, soft, proxy = (a.reshape(seeds, n).T for a in (strict, soft, proxy))
     categories = [parse(q).category for q in queries]
