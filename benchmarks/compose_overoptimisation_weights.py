@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="toy-compose", help="the starting model (name or folder)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--train-queries", type=int, default=0, help="N of toy-compose-train, evenly spaced (0: all 600)")
+    parser.add_argument("--train-queries", type=int, default=0, help="N training queries, evenly spaced (0: all)")
     parser.add_argument("--samples-per-query", type=int, default=1)
     parser.add_argument("--keep-top", type=float, default=0.25, help="fraction of samples kept, by proxy reward")
     parser.add_argument("--minutes-per-round", type=float, default=4.0)
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     train_queries = list(resolve_prompts("toy-compose-train", None))
     if args.train_queries:  # evenly spaced: the set is ordered by category
-        train_queries = [train_queries[i * len(train_queries) // args.train_queries] for i in range(args.train_queries)]
+        n = args.train_queries
+        train_queries = [train_queries[i * len(train_queries) // n] for i in range(n)]
     test_queries = list(resolve_prompts("toy-compose-test", None))
     test_queries = test_queries[: args.queries] if args.queries else test_queries
     eval_args = argparse.Namespace(steps=args.steps, guidance=None, num_envs=args.num_envs)
