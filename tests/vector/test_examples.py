@@ -64,7 +64,16 @@ def test_trl_grpo_environment_runs(tmp_path):
     assert [part["type"] for part in env.set_prompt("{query}, large, bright")] == ["image", "text"]
     assert env.prompt == "a blue square, large, bright"  # the policy may write {query} for the request
     assert 0.0 <= env.get_reward() <= 1.0  # the env runs the unfinished episode to its end
-    assert env.log == [{"row": 7, "reward": env.reward, "calls": 1}]
+    assert env.log == [
+        {
+            "row": 7,
+            "reward": env.reward,
+            "calls": 1,
+            "prompt": "a blue square, large, bright",
+            "query": "a blue square",
+        }
+    ]
+    assert example.prompt_shares(env.log)["{query}, large, bright"] == 1.0
     result = example.main(args)
     assert len(result["step_means"]) == 2 and all(math.isfinite(m) for m in result["step_means"])
     assert result["last_minus_first"]["n"] == 1 and (tmp_path / "curve.png").stat().st_size > 0
@@ -122,12 +131,3 @@ def test_sb3_ppo_discrete_learns_which_prompt_pays(tmp_path):
     example = load_example("sb3_ppo_discrete")
     result = example.main(example.Args(throughput_episodes=0))
     assert result["ppo_minus_random"]["ci_low"] > 0 and result["ppo_minus_identity"]["ci_low"] > 0
-
-
-@pytest.mark.slow
-def test_trl_grpo_environment_reward_rises(tmp_path):
-    """The example's full budget (several minutes): the last epoch's reward beats the first's on the same rows."""
-    pytest.importorskip("trl")
-    example = load_example("trl_grpo_environment")
-    result = example.main(example.Args())
-    assert result["last_minus_first"]["ci_low"] > 0
