@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from promptloop_agents.processing import stretch_contrast
 from promptloop_agents.protocol import Observation
-from promptloop_env.toy.analyser import border_median
 from promptloop_env.toy.compose import Query, caption, group_text
 from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
 from promptloop_env.toy.compose_spec import check, parse, soft_score, strict_score
@@ -133,12 +133,7 @@ def caption_rewrite(query: str) -> str:
 def read_preview(preview: np.ndarray) -> ComposeAnalysis:
     """The analyser on a preview with its contrast stretched: early x0 estimates are washed-out means in which
     objects are faint, so deviations from the background are scaled up to full contrast before reading."""
-    image = np.asarray(preview, dtype=np.float32)
-    background = border_median(image)
-    deviation = image - background
-    strength = np.percentile(np.linalg.norm(deviation, axis=-1), 99)
-    gain = max(1.0, STRETCH_TARGET / max(float(strength), 1e-6))
-    return analyse(np.clip(background + gain * deviation, 0, 255).astype(np.uint8))
+    return analyse(stretch_contrast(preview, STRETCH_TARGET))
 
 
 def oracle_prompt(query: Query, preview: np.ndarray, current: str | None = None) -> str:

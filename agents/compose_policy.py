@@ -66,6 +66,32 @@ def _rewrite(name: str, query: str) -> str:
     return query if name == "identity" else REWRITES[name](parse(query))
 
 
+def _scores_per_category(
+    envs: Any,
+    acts: dict[str, Callable],
+    queries: Sequence[str],
+    seeds_per_query: int,
+    seeds: list[int],
+    desc: str,
+    progress: bool,
+) -> dict[str, dict[str, float]]:
+    """``{category: {name: mean strict}}``: each batched ``act`` on the same episodes (env reward: strict)."""
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.rollout import run_episodes
+    from promptloop_env.toy.compose_spec import parse
+
+    categories = np.array([parse(q).category for q in queries])
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
+    for name, act in tqdm(acts.items(), desc=desc, disable=not progress, leave=False):
+        done = run_episodes(envs, act, episodes_q, seeds)
+        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
+        for category in scores:
+            scores[category][name] = float(rewards[categories == category].mean())
+    return scores
+
+
 def select_category_rewrites(
     queries: Sequence[str],
     seeds_per_query: int = 2,
@@ -78,29 +104,24 @@ def select_category_rewrites(
     Every candidate runs on the same noise seeds (``SELECTION_SEED0 + 1000 * s + i``). Returns
     ``{"choice": {category: name}, "scores": {category: {name: mean}}, "episodes": n}``.
     """
-    from promptloop_agents.rollout import make_vector_env, run_episodes
-    from promptloop_env.toy.compose_spec import parse
+    from promptloop_agents.rollout import make_vector_env
 
     names = ["identity", *REWRITES]
-    categories = [parse(q).category for q in queries]
-    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
     envs = make_vector_env(
-        min(num_envs, len(episodes_q)),
+        min(num_envs, len(queries) * seeds_per_query),
         **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none"),
     )
-    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
-    from tqdm.auto import tqdm
 
-    for name in tqdm(names, desc="rewrite selection", disable=not progress, leave=False):
+    def fixed(name: str) -> Callable:
         prompts = {q: _rewrite(name, q) for q in set(queries)}
-        done = run_episodes(envs, lambda obs, p=prompts: [p[str(o["query"])] for o in obs], episodes_q, seeds)
-        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
-        for category in scores:
-            scores[category][name] = float(rewards[[c == category for c in categories]].mean())
+        return lambda obs: [prompts[str(o["query"])] for o in obs]
+
+    acts = {name: fixed(name) for name in names}
+    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "rewrite selection", progress)
     envs.close()
     choice = {c: max(s, key=lambda n, s=s: (s[n], n == "identity")) for c, s in scores.items()}
-    return {"choice": choice, "scores": scores, "episodes": len(episodes_q) * len(names)}
+    return {"choice": choice, "scores": scores, "episodes": len(seeds) * len(names)}
 
 
 class CategoryRewriteAgent:
@@ -214,26 +235,19 @@ def select_teacher_rules(
     Use training queries other than those the rewrites were selected on (the a-priori rewrite would otherwise
     carry its selection's luck). Returns ``{"rules": {category: name}, "scores": {category: {name: mean}}}``.
     """
-    from tqdm.auto import tqdm
 
     from promptloop_agents.evaluation import agent_act_fn
-    from promptloop_agents.rollout import make_vector_env, run_episodes
-    from promptloop_env.toy.compose_spec import parse
+    from promptloop_agents.rollout import make_vector_env
 
-    categories = [parse(q).category for q in queries]
-    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     seeds = [SELECTION_SEED0 + 100_000 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
-    envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone, reward="toy-compose"))
-    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
-    for name in tqdm(TEACHER_RULES, desc="teacher rules", disable=not progress, leave=False):
-        teacher = ComposeTeacher(choice, dict.fromkeys(CATEGORIES, name))
-        done = run_episodes(envs, agent_act_fn(teacher), episodes_q, seeds)
-        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
-        for category in scores:
-            scores[category][name] = float(rewards[[c == category for c in categories]].mean())
+    envs = make_vector_env(
+        min(num_envs, len(queries) * seeds_per_query), **compose_env_kwargs(backbone, reward="toy-compose")
+    )
+    acts = {name: agent_act_fn(ComposeTeacher(choice, dict.fromkeys(CATEGORIES, name))) for name in TEACHER_RULES}
+    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "teacher rules", progress)
     envs.close()
     rules = {c: max(s, key=lambda n, s=s: (s[n], n == "keep")) for c, s in scores.items()}
-    return {"rules": rules, "scores": scores, "episodes": len(episodes_q) * len(TEACHER_RULES)}
+    return {"rules": rules, "scores": scores, "episodes": len(seeds) * len(TEACHER_RULES)}
 
 
 def compose_teacher(choice: dict[str, str], rules: dict[str, str] | None = None) -> ComposeTeacher:
