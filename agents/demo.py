@@ -117,12 +117,11 @@ def demo_agents(run_dir: Path, trained: Any) -> dict[str, Any]:
 
 def evaluate_demo(env: EnvConfig, evaluation: EvalConfig, schedule: str, agents: dict[str, Any]) -> dict[str, Any]:
     """Every agent on the same held-out (query, noise seed) episodes; bootstrap CIs over queries."""
-    from promptloop_agents.evaluation import evaluate
+    from promptloop_agents.evaluation import evaluate, paired_differences, query_categories, query_means
     from promptloop_agents.rollout import make_vector_env
     from promptloop_agents.runner import load_queries
     from promptloop_env.rewards import make_reward
-    from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
-    from promptloop_env.toy.compose_spec import parse
+    from promptloop_env.stats import bootstrap_ci, rounded
 
     queries = load_queries(evaluation.eval_prompts)
     queries = queries[: evaluation.max_queries] if evaluation.max_queries else queries
@@ -133,25 +132,20 @@ def evaluate_demo(env: EnvConfig, evaluation: EvalConfig, schedule: str, agents:
     metrics = {name: make_reward(name) for name in evaluation.metrics.split(",")}
     results = evaluate(agents, envs, episodes_q, seeds, metrics, progress=evaluation.progress, seed=evaluation.seed)
     envs.close()
-    categories = np.array([parse(q).category for q in queries])
-    per_query = {n: {m: v.reshape(len(queries), k).mean(1) for m, v in r.scores.items()} for n, r in results.items()}
+    categories = np.array(query_categories(queries, evaluation.eval_prompts, env.backbone) or ["all"] * len(queries))
     summary: dict[str, Any] = {}
-    for name, scores in per_query.items():
+    for name, result in results.items():
         summary[name] = {}
-        for metric, values in scores.items():
+        for metric, scores in result.scores.items():
+            values = query_means(scores, k)
             row = rounded(bootstrap_ci(values))
             row["by_category"] = {
                 c: round(float(values[categories == c].mean()), 4) for c in dict.fromkeys(categories)
             }
             summary[name][metric] = row
-    paired = {
-        f"policy_closed_loop - {other}": {
-            m: rounded(paired_difference(per_query["policy_closed_loop"][m], per_query[other][m], method="bootstrap"))
-            for m in metrics
-        }
-        for other in per_query
-        if other != "policy_closed_loop"
-    }
+    pairs = [("policy_closed_loop", other) for other in results if other != "policy_closed_loop"]
+    by_metric = {m: paired_differences(results, m, k, pairs) for m in metrics}
+    paired = {f"{a} - {b}": {m: by_metric[m][f"{a} - {b}"] for m in metrics} for a, b in pairs}
     return {"results": results, "agents": summary, "paired": paired, "queries": len(queries), "seeds_per_query": k}
 
 
