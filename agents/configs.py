@@ -149,6 +149,12 @@ class GRPOConfig:
     queries_per_iteration: int = _opt(8, "Queries per iteration and process; each gets a group of episodes.")
     group_size: int = _opt(4, "G: episodes per query, differing in sampled prompts (and in noise unless same_noise).")
     same_noise: bool = _opt(False, "A group shares its starting noise and refinement schedule (one env seed).")
+    query_cycle: int = _opt(
+        0,
+        "Play the (query, seed) groups of a fixed cycle of this many iterations: iteration i replays the groups of"
+        " iteration i mod N (same queries and noise; the sampled prompts differ), so iterations N apart are paired"
+        " and the training curve compares like with like (0 = fresh groups every iteration).",
+    )
     learning_rate: float = _opt(1e-3, "AdamW learning rate (peak, after warm-up).")
     lr_scheduler_type: str = _opt(
         "constant", "transformers scheduler: constant | linear | cosine | constant_with_warmup | ..."
@@ -201,7 +207,7 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 for group-normalised advantages; got {self.group_size}.")
-        for name, low in (("num_iterations", 1), ("steps_per_generation", 1), ("max_steps", 0)):
+        for name, low in (("num_iterations", 1), ("steps_per_generation", 1), ("max_steps", 0), ("query_cycle", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}; got {getattr(self, name)}.")
         if self.finetuning not in ("lora", "full"):

@@ -3,9 +3,10 @@
 One iteration, per process:
 
 1. Draw ``queries_per_iteration`` queries; each gets a group of ``group_size`` episodes (different env seeds,
-   or one shared seed with ``same_noise``: same starting noise and refinement points). All episodes run in
-   lockstep through the Gymnasium vector env; at each refinement point the policy's input is rebuilt from the
-   observation (a Markov state) and prompts are sampled for all episodes at once.
+   or one shared seed with ``same_noise``: same starting noise and refinement points). With ``query_cycle=N``
+   the groups of iteration i are those of iteration i mod N (a fixed training set of N iterations' groups).
+   All episodes run in lockstep through the Gymnasium vector env; at each refinement point the policy's input
+   is rebuilt from the observation (a Markov state) and prompts are sampled for all episodes at once.
 2. Reward = terminal reward minus format / truncation penalties; advantage = reward normalised within its
    group (:func:`~promptloop_agents.objectives.group_advantages`), shared by every generated token of every
    action of the episode. Groups with equal rewards can be left out (``filter_zero_std_groups``).
@@ -189,9 +190,13 @@ class GRPOTrainer:
         config, rank = self.config, self.accelerator.process_index
         rng = np.random.default_rng([config.seed, self.iteration, rank])
         torch.manual_seed(int(rng.integers(2**62)))  # the policy's sampling (generate draws from it)
-        chosen = rng.choice(len(self.queries), size=config.queries_per_iteration, replace=False)
+        # The groups: drawn afresh, or those of the iteration this one replays in a fixed cycle.
+        groups = rng
+        if config.query_cycle:
+            groups = np.random.default_rng([config.seed, self.iteration % config.query_cycle, rank, 1])
+        chosen = groups.choice(len(self.queries), size=config.queries_per_iteration, replace=False)
         queries = [self.queries[i] for i in chosen for _ in range(config.group_size)]
-        seeds = rng.integers(0, 2**31 - 1, size=len(queries))
+        seeds = groups.integers(0, 2**31 - 1, size=len(queries))
         if config.same_noise:  # one env seed per group: same starting latent and refinement points
             seeds = np.repeat(seeds[:: config.group_size], config.group_size)
 

@@ -6,6 +6,8 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   (same budget each): ``closed`` (5 refinements, closed loop: PromptLoop), ``a-priori`` (5 refinements planned
   from the query, no images), ``one`` (1 refinement: a one-shot rewriter trained by GRPO), and ``aesthetic``
   (closed loop on the proxy ``toy-compose-aesthetic``, the held-out strict score tracked every 5 iterations).
+- ``curve``: each run's training reward, the last 10 iterations against the first 10 (paired: with the recipe's
+  ``query_cycle: 10`` they replay the same groups), into ``results/compose_training/curve.json``.
 - ``reward``: reward optimisation and feedback against compute: identity, caption template, the per-query best
   static rewrite (chosen on other seeds of each test query: privileged), the best one-shot rewrite (per category,
   chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
@@ -91,11 +93,54 @@ def overoptimisation(runs: Path) -> dict:
     return out
 
 
+def curve(runs: Path, names: list[str], window: int = 10) -> dict:
+    """Each run's training reward: the last ``window`` iterations against the first, written as JSON.
+
+    With the recipe's ``query_cycle`` equal to ``window`` and a number of iterations divisible by it, iteration
+    ``i`` of the last window replays the (query, noise) groups of iteration ``i`` of the first: the difference is
+    paired per iteration (only the sampled prompts differ), so the query mix's noise cancels. Otherwise the
+    windows are compared as independent samples (Welch).
+    """
+    import yaml
+
+    from promptloop_env.stats import difference_ci, paired_difference, rounded
+
+    out = {}
+    for name in names:
+        folder = runs / name
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
+        cycle = int(config.get("grpo", {}).get("query_cycle", 0) or 0)
+        rewards = [r["reward_mean"] for r in rows]
+        first, last = rewards[:window], rewards[-window:]
+        paired = cycle == window and len(rewards) % window == 0
+        difference = paired_difference(last, first) if paired else difference_ci(last, first)
+        out[name] = {
+            "iterations": len(rewards),
+            "query_cycle": cycle,
+            "comparison": "paired by iteration (same groups)" if paired else "Welch (different groups)",
+            "first_mean": round(float(sum(first) / window), 4),
+            "last_mean": round(float(sum(last) / window), 4),
+            "last_minus_first": rounded(difference),
+            "block_means": [
+                round(float(sum(rewards[i : i + window]) / window), 4) for i in range(0, len(rewards), window)
+            ],
+        }
+        d = out[name]["last_minus_first"]
+        print(
+            f"{name}: last {window} - first {window} = {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            f" ({out[name]['comparison']}); blocks {out[name]['block_means']}"
+        )
+    path = RESULTS / "compose_training" / "curve.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "experiment",
-        choices=["train", "reward", "ladder", "generalisation", "composition", "overoptimisation"],
+        choices=["train", "curve", "reward", "ladder", "generalisation", "composition", "overoptimisation"],
     )
     parser.add_argument("--runs", default="runs/compose-learner", help="folder of the GRPO runs")
     parser.add_argument("--only", default="", help="train: comma-separated runs (default all)")
@@ -106,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     shipped = "agents/assets/toy-compose-policy"
     if args.experiment == "train":
         train(runs, args.only.split(",") if args.only else list(RUNS))
+    elif args.experiment == "curve":
+        curve(runs, args.only.split(",") if args.only else [n for n in RUNS if (runs / n / "metrics.jsonl").exists()])
     elif args.experiment == "reward":
         agents = (
             "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"

@@ -143,3 +143,20 @@ def test_loss_normalisations_and_zero_variance_groups():
     rewards = np.array([0.0, 2.0, 0.0, 4.0])
     scaled = group_advantages(rewards, 2, scale_rewards="batch")
     assert np.allclose(scaled, np.array([-1.0, 1.0, -2.0, 2.0]) / rewards.std(ddof=1), atol=1e-3)
+
+
+def test_query_cycle_replays_the_same_groups(policy, envs, queries, tmp_path, monkeypatch):
+    import promptloop_agents.grpo as grpo
+
+    played, real = [], grpo.run_episodes
+
+    def recording(envs, act, queries, seeds, **kw):
+        played.append((list(queries), [int(s) for s in seeds]))
+        return real(envs, act, queries, seeds, **kw)
+
+    monkeypatch.setattr(grpo, "run_episodes", recording)
+    config = _config(tmp_path, max_steps=3, query_cycle=2, same_noise=True, queries_per_iteration=2)
+    GRPOTrainer(policy, config, envs, queries).train()
+    assert played[2] == played[0] and played[1] != played[0]
+    with pytest.raises(ValueError, match="query_cycle"):
+        _config(tmp_path, query_cycle=-1)
