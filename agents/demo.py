@@ -81,7 +81,6 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         queries_per_iteration=config.queries_per_iteration,
         group_size=config.group_size,
         same_noise=True,
-        query_cycle=10,
         learning_rate=config.learning_rate,
         micro_batch_size=config.queries_per_iteration * config.group_size,  # one decision point per forward
         refine_schedule=config.refine_schedule,

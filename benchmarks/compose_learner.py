@@ -6,8 +6,9 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   (same budget each): ``closed`` (5 refinements, closed loop: PromptLoop), ``a-priori`` (5 refinements planned
   from the query, no images), ``one`` (1 refinement: a one-shot rewriter trained by GRPO), and ``aesthetic``
   (closed loop on the proxy ``toy-compose-aesthetic``, the held-out strict score tracked every 5 iterations).
-- ``curve``: each run's training reward, the last 10 iterations against the first 10 (paired: with the recipe's
-  ``query_cycle: 10`` they replay the same groups), into ``results/compose_training/curve.json``.
+- ``curve``: each run's training reward, the last 10 iterations against the first 10, into
+  ``results/compose_training/curve.json``; paired for ``closed-cycled`` and ``closed-cycled-80`` (the recipe's
+  closed loop with ``--query_cycle 10``, 40 and 80 iterations: iterations 10 apart replay the same groups).
 - ``reward``: reward optimisation and feedback against compute: identity, caption template, the per-query best
   static rewrite (chosen on other seeds of each test query: privileged), the best one-shot rewrite (per category,
   chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
@@ -39,6 +40,9 @@ RUNS = {
     "closed": [],
     "a-priori": ["--mode", "a-priori"],
     "one": ["--num_refinements", "1", "--refine_schedule", "0"],
+    # the recipe's closed loop with the groups replayed every 10 iterations: its training curve is paired
+    "closed-cycled": ["--query_cycle", "10"],
+    "closed-cycled-80": ["--query_cycle", "10", "--max_steps", "80"],
     "aesthetic": [
         "--reward",
         "toy-compose-aesthetic",
