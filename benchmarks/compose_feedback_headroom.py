@@ -201,7 +201,7 @@ def analyse(records: list[dict], metric: str = "strict", min_cell: int = 4, coar
                 values["foresight"].append(max(r[metric].values()))
                 keys.append(r["query"])
 
-        def per_query(xs: list[float]) -> np.ndarray:
+        def per_query(xs: list[float], keys: list[str] = keys) -> np.ndarray:
             by: dict[str, list[float]] = defaultdict(list)
             for k, x in zip(keys, xs, strict=True):
                 by[k].append(x)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seeds": args.seeds,
             "points": points,
             "start": "best one-shot rewrite per category (agents/assets/toy-compose-policy/selection.json)",
-            "candidates": "keep, the query's rewrite family (compose_oracle.rewrite_family), oracle and corrective rule",
+            "candidates": "keep, the query's rewrite family (compose_oracle.rewrite_family), oracle, corrective rule",
             "seconds": round(time.perf_counter() - start, 1),
         }
         with gzip.open(records_path, "wt") as handle:
