@@ -14,6 +14,8 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
   exact analyser), the distilled policy and the trained policies, the closed-loop one also on blank previews
   (same policy calls and denoising steps, no visual feedback).
+- ``longer``: the closed loop trained twice as long (``closed-cycled-80``) against the recipe's run and the best
+  one-shot rewrite, and in its a-priori mode.
 - ``ladder``: the paper's ablation: untrained (distilled) policy, GRPO with 1 refinement, GRPO with 5 refinements
   a priori, GRPO with 5 refinements closed loop.
 - ``generalisation``: the same agents on ``toy-compose-b`` (another seed, budget and sampler), unchanged (their
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "experiment",
-        choices=["train", "curve", "reward", "ladder", "generalisation", "composition", "overoptimisation"],
+        choices=["train", "curve", "reward", "longer", "ladder", "generalisation", "composition", "overoptimisation"],
     )
     parser.add_argument("--runs", default="runs/compose-learner", help="folder of the GRPO runs")
     parser.add_argument("--only", default="", help="train: comma-separated runs (default all)")
@@ -164,6 +166,11 @@ def main(argv: list[str] | None = None) -> None:
             "promptloop_blank={runs}/closed/policy:blank"
         )
         evaluate("reward", agents, runs, args.seeds, max_queries=args.max_queries)
+    elif args.experiment == "longer":
+        agents = "one_shot=one-shot,promptloop={runs}/closed/policy"
+        agents += ",promptloop_cycled_80={runs}/closed-cycled-80/policy"
+        agents += ",promptloop_cycled_80_a_priori={runs}/closed-cycled-80/policy:a-priori"
+        evaluate("longer", agents, runs, args.seeds, max_queries=args.max_queries)
     elif args.experiment == "ladder":
         five = (
             f"untrained={shipped},grpo_a_priori={{runs}}/a-priori/policy:a-priori,grpo_closed={{runs}}/closed/policy"
