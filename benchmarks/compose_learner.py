@@ -35,6 +35,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).parent / "results"
 RECIPE = Path(__file__).parents[1] / "recipes" / "toy-compose.yaml"
 SCHEDULE = "0,9,11,13,15"
@@ -104,12 +106,13 @@ def curve(runs: Path, names: list[str], window: int = 10) -> dict:
 
     With the recipe's ``query_cycle`` equal to ``window`` and a number of iterations divisible by it, iteration
     ``i`` of the last window replays the (query, noise) groups of iteration ``i`` of the first: the difference is
-    paired per iteration (only the sampled prompts differ), so the query mix's noise cancels. Otherwise the
-    windows are compared as independent samples (Welch).
+    paired per iteration (only the sampled prompts differ), so the query mix's noise cancels; with four cycles or
+    more, the within-group trend over the run and the last two cycles against the first two are added (every
+    iteration counts). Otherwise the windows are compared as independent samples (Welch).
     """
     import yaml
 
-    from promptloop_env.stats import difference_ci, paired_difference, rounded
+    from promptloop_env.stats import difference_ci, paired_difference, rounded, t_ci
 
     out = {}
     for name in names:
@@ -132,11 +135,28 @@ def curve(runs: Path, names: list[str], window: int = 10) -> dict:
                 round(float(sum(rewards[i : i + window]) / window), 4) for i in range(0, len(rewards), window)
             ],
         }
+        cycles = len(rewards) // window
+        if paired and cycles >= 4:
+            # the same groups once per cycle: the within-group trend (slope over cycles, one per slot, t interval
+            # over the slots) and the last two cycles against the first two use every iteration
+            by_slot = np.array(rewards).reshape(cycles, window)
+            x = np.arange(cycles) - (cycles - 1) / 2
+            slopes = (x[:, None] * (by_slot - by_slot.mean(axis=0))).sum(axis=0) / (x**2).sum()
+            trend = t_ci(slopes * (cycles - 1))
+            out[name]["rise_over_run_within_groups"] = rounded(trend)
+            two = paired_difference(by_slot[-2:].mean(axis=0), by_slot[:2].mean(axis=0))
+            out[name]["last_two_cycles_minus_first_two"] = rounded(two)
         d = out[name]["last_minus_first"]
         print(
             f"{name}: last {window} - first {window} = {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
             f" ({out[name]['comparison']}); blocks {out[name]['block_means']}"
         )
+        if "rise_over_run_within_groups" in out[name]:
+            t, two = out[name]["rise_over_run_within_groups"], out[name]["last_two_cycles_minus_first_two"]
+            print(
+                f"  within-group rise over the run {t['mean']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}];"
+                f" last two cycles - first two {two['mean']:+.3f} [{two['ci_low']:+.3f}, {two['ci_high']:+.3f}]"
+            )
     path = RESULTS / "compose_training" / "curve.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
