@@ -153,7 +153,9 @@ class GRPOConfig:
         0,
         "Play the (query, seed) groups of a fixed cycle of this many iterations: iteration i replays the groups of"
         " iteration i mod N (same queries and noise; the sampled prompts differ), so iterations N apart are paired"
-        " and the training curve compares like with like (0 = fresh groups every iteration).",
+        " and the training curve compares like with like (0 = fresh groups every iteration). A way to measure,"
+        " not to train: a policy fits the few replayed groups (on toy-compose 60 groups x 8 epochs lost 0.056"
+        " held-out strict).",
     )
     learning_rate: float = _opt(1e-3, "AdamW learning rate (peak, after warm-up).")
     lr_scheduler_type: str = _opt(

@@ -74,7 +74,12 @@ def fork_outcomes(core, episodes: list, candidates: list[dict[str, str]]) -> lis
 
 
 def collect(
-    queries: list[str], seeds: int, points: tuple[int, ...], chunk: int = 32, progress: bool = True
+    queries: list[str],
+    seeds: int,
+    points: tuple[int, ...],
+    chunk: int = 32,
+    progress: bool = True,
+    guidance_scale: float | None = None,
 ) -> list[dict]:
     """One record per (query, seed, point): the preview's reading and every candidate's final scores."""
     from tqdm.auto import tqdm
@@ -91,9 +96,10 @@ def collect(
     from promptloop_env.toy.compose_spec import parse
 
     choice = load_selection(POLICY)
-    core = PromptLoopCore(**compose_env_kwargs(reward="toy-compose", schedule=COMPOSE_SCHEDULE))
+    kwargs = compose_env_kwargs(reward="toy-compose", schedule=COMPOSE_SCHEDULE, guidance_scale=guidance_scale)
+    core = PromptLoopCore(**kwargs)
     # the copies need no previews: a core without them (same backbone object, same schedule) runs them
-    blind = PromptLoopCore(**compose_env_kwargs(reward="toy-compose", schedule=COMPOSE_SCHEDULE, preview="none"))
+    blind = PromptLoopCore(**{**kwargs, "preview": "none"})
     records = []
     jobs = [(i, q, s) for i, q in enumerate(queries) for s in range(seeds)]
     bar = tqdm(total=len(jobs), desc="forked episodes", disable=not progress)
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--points", default="9,11,13", help="refinement steps to fork at (of 0, 9, 11, 13, 15)")
     parser.add_argument("--out", default=str(RESULTS / "compose_feedback_headroom.json"))
     parser.add_argument("--from-records", action="store_true", help="re-analyse the saved records, fork nothing")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the backbone's, 1)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     records_path = out.with_name(out.stem + "_records.jsonl.gz")
@@ -259,11 +266,12 @@ def main(argv: list[str] | None = None) -> dict:
             records = [json.loads(line) for line in handle]
         setup = json.loads(out.read_text())["setup"]
     else:
-        records = collect(queries, args.seeds, points)
+        records = collect(queries, args.seeds, points, guidance_scale=args.guidance)
         setup = {
             "queries": len(queries),
             "seeds": args.seeds,
             "points": points,
+            "guidance_scale": args.guidance,
             "start": "best one-shot rewrite per category (agents/assets/toy-compose-policy/selection.json)",
             "candidates": "keep, the query's rewrite family (compose_oracle.rewrite_family), oracle, corrective rule",
             "seconds": round(time.perf_counter() - start, 1),
