@@ -6,8 +6,8 @@ Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py --output benchmarks/
 curve; ``--warm_start_dir DIR`` saves the warm-started policy there, or reuses it;
 ``--server_url http://127.0.0.1:8000`` plays the episodes on a PromptLoop OpenEnv server,
 ``python -m promptloop_env.integrations.openenv --port 8000 --backbone toy-compose --reward toy-compose-soft
---max-concurrent-envs 32 --env-kwargs '{"num_inference_steps": 10, "num_refinements": 2, "preview":
-"latent_rgb", "preview_size": 56}'``: TRL keeps one env, so one session, per rollout of a step, plus one.)
+--max-concurrent-envs 40 --env-kwargs '{"num_inference_steps": 10, "num_refinements": 2, "preview":
+"latent_rgb", "preview_size": 56}'``: TRL keeps one env, so one session, per rollout of a step (32), plus one.)
 
 TRL drives multi-turn environments as *tool calls*: every public method of the environment object becomes a
 tool, ``reset(**row)`` starts an episode and returns the content appended to the user turn, and ``get_reward()``
@@ -32,16 +32,29 @@ drawn uniformly from ``PROMPTS``, the rewrites of a careless prompt writer (the 
 decorated, or replaced by a generic scene), so the warm-started policy writes each of them about equally often.
 GRPO then has to find, from the reward alone, which of them pay (their mean rewards, each written at both calls,
 on 40 (query, seed) pairs: "{query}, large, bright" 0.70, "{query}, {query}" 0.62, "{query}" 0.55,
-"a photo of {query}" 0.55, "a teal background" 0.32, "a white circle" 0.22). The dataset cycles over
+"a photo of {query}" 0.55, "a teal background" 0.32, "a white circle" 0.22). Each GRPO step plays
+``--queries_per_step`` groups of ``--num_generations`` rollouts (a group shares its query and noise seed) and
+makes ``--num_iterations`` clipped updates on them; rollouts are sampled at ``--temperature`` 0.7, at which the
+warm-started policy keeps the tool-call format (at 1.0 about a fifth of the rollouts rambled to the length limit
+without a call), and a rollout without a call scores -0.5, below every prompt. The dataset cycles over
 ``--steps_per_epoch`` steps of fixed (query, noise seed) rows, so the first and the last epoch play exactly the
-same episodes and their difference is paired. The project's own GRPO loop (``promptloop_agents``) is the faster
-way to train (a Markov state, no tool JSON).
+same episodes and their difference is paired. Before and after GRPO, ``trainer.evaluate()`` plays
+``--eval_generations`` rollouts on each of ``--eval_rows`` held-out rows (``--eval_prompts`` queries, seeds no
+training row uses): the paired before/after difference is the clean measure, since the policy already learns
+during the first epoch. The project's own GRPO loop (``promptloop_agents``) is the faster way to train (a Markov
+state, no tool JSON).
 
 Measured (default arguments, ``benchmarks/results/trl_grpo_environment.json`` and ``.png``; one CPU thread on the
-shared 2-core machine at load average 5 to 7: 10 minutes of GRPO after a 7-minute warm start): mean reward per 8
-steps 0.357, 0.318, 0.378; last 8 steps minus the first 8 on the same rows +0.021 [-0.113, +0.154] (n = 8). The
-reward does not rise measurably in this budget; the README section "Use it from your trainer" lists what else was
-tried (higher learning rates lose the tool-call format).
+shared 2-core machine, 15.0 minutes in all: a 55-second warm start, 11.5 minutes of GRPO, two held-out
+evaluations of 1.3 minutes each; an earlier run of the same code took 13.3 minutes and gave the same figures to the
+last digit). Held out, 64 rows x 4 rollouts: 0.565 [0.510, 0.620] before, 0.777 [0.707, 0.848] after,
+paired difference **+0.212 [+0.149, +0.276]** (Student t 95%, n = 64 rows). The policy learned *which* prompt pays:
+the share of held-out rollouts ending on "{query}, large, bright" went 0.08 -> 0.87, "a photo of {query}" 0.34 ->
+0.02, "a teal background" 0.25 -> 0 and "a white circle" 0.15 -> 0; rollouts without a call were 0.8% and 1.2%, so
+the -0.5 barely enters the means. Training reward per 8 steps (32 rows, 8 rollouts each): 0.559, 0.598, 0.605,
+0.648, 0.675, 0.669; last 8 steps minus the first 8 on the same rows +0.110 [+0.024, +0.196] (n = 32). At
+temperature 1.0 with one update per batch the rise was not measurable (the README section "Use it from your
+trainer" has those runs).
 """
 
 from __future__ import annotations
@@ -85,7 +98,8 @@ TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>
 class Args:
     backbone: str = field(default="toy-compose", metadata={"help": "backbone name (toy-compose, toy-shapes, tiny)"})
     reward: str = field(default="toy-compose-soft", metadata={"help": "reward name (toy-compose, toy-fidelity, ...)"})
-    prompts: str = field(default="toy-compose-train", metadata={"help": "query set of the episodes"})
+    prompts: str = field(default="toy-compose-train", metadata={"help": "query set of the training episodes"})
+    eval_prompts: str = field(default="toy-compose-test", metadata={"help": "query set of the held-out evaluation"})
     categories: str | None = field(
         default="two_object,colors", metadata={"help": "toy-compose categories kept from the query set (None: all)"}
     )
@@ -97,13 +111,17 @@ class Args:
     sft_batch_size: int = field(default=8, metadata={"help": "conversations per warm-start step"})
     sft_episodes: int = field(default=16, metadata={"help": "played episodes whose previews the warm start uses"})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "warm-start learning rate"})
-    max_steps: int = field(default=24, metadata={"help": "GRPO steps"})
+    max_steps: int = field(default=48, metadata={"help": "GRPO steps (batches of rollouts)"})
     steps_per_epoch: int = field(default=8, metadata={"help": "GRPO steps before the (query, seed) rows repeat"})
     num_generations: int = field(default=8, metadata={"help": "GRPO group size (one row: same query and noise)"})
-    queries_per_step: int = field(default=1, metadata={"help": "groups per GRPO step"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "GRPO learning rate"})
+    queries_per_step: int = field(default=4, metadata={"help": "groups per GRPO step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "GRPO learning rate"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the warm-started policy"})
-    no_call_reward: float = field(default=0.0, metadata={"help": "reward of a rollout that never calls set_prompt"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the rollouts"})
+    num_iterations: int = field(default=2, metadata={"help": "policy updates per batch of rollouts (clipped ratio)"})
+    no_call_reward: float = field(default=-0.5, metadata={"help": "reward of a rollout that never calls set_prompt"})
+    eval_rows: int = field(default=64, metadata={"help": "held-out (query, seed) rows scored before and after GRPO"})
+    eval_generations: int = field(default=4, metadata={"help": "sampled rollouts per held-out row"})
     seed: int = field(default=0, metadata={"help": "seed of the model init, the data and training"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     warm_start_dir: str | None = field(
@@ -113,9 +131,9 @@ class Args:
     curve: str | None = field(default=None, metadata={"help": "draw the reward curve to this png"})
 
 
-def episode_queries(args: Args) -> list[str]:
-    """The queries of the episodes: the query set, restricted to ``args.categories`` on toy-compose."""
-    queries = list(resolve_prompts(args.prompts, None))
+def episode_queries(args: Args, prompts: str | None = None) -> list[str]:
+    """The queries of ``prompts`` (default: the training set ``args.prompts``), restricted to ``args.categories``."""
+    queries = list(resolve_prompts(prompts or args.prompts, None))
     if args.categories is None:
         return queries
     from promptloop_env.toy.compose_spec import parse
@@ -370,6 +388,46 @@ def training_rows(args: Args, queries: list[str]) -> list[dict]:
     return [epoch[i % per_epoch] for i in range(args.max_steps * args.queries_per_step)]
 
 
+def held_out_rows(args: Args) -> list[dict]:
+    """``args.eval_rows`` (query, seed) rows of the evaluation: held-out queries and seeds no training row uses."""
+    queries = episode_queries(args, args.eval_prompts)
+    order = np.random.default_rng(args.seed).permutation(len(queries))
+    first = 10**5  # training rows and seeds count from 0, warm-start episodes from 10**6
+    return [
+        {"row": first + i, "seed": first + i, "query": queries[order[i % len(queries)]]} for i in range(args.eval_rows)
+    ]
+
+
+def evaluate(trainer, log: list[dict]) -> list[dict]:
+    """The rewarded rollouts of one pass of ``trainer.evaluate()`` over the held-out rows, taken out of ``log``."""
+    start = len(log)
+    trainer.evaluate()
+    entries = log[start:]
+    del log[start:]
+    return entries
+
+
+def before_after(before: list[dict], after: list[dict]) -> dict:
+    """The held-out scores of the warm-started and the trained policy: row means, paired difference, prompt shares."""
+
+    def row_means(entries: list[dict]) -> dict[int, float]:
+        rewards: dict[int, list[float]] = {}
+        for entry in entries:
+            rewards.setdefault(entry["row"], []).append(entry["reward"])
+        return {row: float(np.mean(values)) for row, values in rewards.items()}
+
+    first, last = row_means(before), row_means(after)
+    rows = sorted(set(first) & set(last))
+    return {
+        "before": rounded(t_ci([first[r] for r in rows])),
+        "after": rounded(t_ci([last[r] for r in rows])),
+        "after_minus_before": rounded(paired_difference([last[r] for r in rows], [first[r] for r in rows])),
+        "rollouts": [len(before), len(after)],
+        "calls_per_rollout": [round(float(np.mean([e["calls"] for e in es])), 3) for es in (before, after)],
+        "prompt_shares": [prompt_shares(before), prompt_shares(after)],
+    }
+
+
 def summarise(log: list[dict], args: Args) -> dict:
     """Per-step means, block means of ``steps_per_epoch`` steps, and the last epoch minus the first, paired by row."""
     per_step = args.num_generations * args.queries_per_step
@@ -450,33 +508,35 @@ def main(args: Args) -> dict:
     except ImportError as err:
         raise DependencyNotInstalled("This example needs trl and datasets: pip install -e .[trl]") from err
 
+    run_start = time.perf_counter()
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.set_num_threads(args.threads)
     queries = episode_queries(args)
     processor = build_processor(args)
+
     # TRL repeats each row num_generations times: a group shares its query and its noise seed.
-    rows = training_rows(args, queries)
-    dataset = Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": INSTRUCTION}] for _ in rows],
-            **{key: [row[key] for row in rows] for key in ("row", "seed", "query")},
-        }
-    )
+    def dataset(rows: list[dict]) -> Dataset:
+        prompts = [[{"role": "user", "content": INSTRUCTION}] for _ in rows]
+        return Dataset.from_dict({"prompt": prompts, **{key: [row[key] for row in rows] for key in rows[0]}})
+
     log: list[dict] = []
     with tempfile.TemporaryDirectory() as output_dir:
         folder = Path(args.warm_start_dir or Path(output_dir) / "warm_start")
         model, sft = warm_started_policy(processor, args, queries, folder)
-        start = time.perf_counter()
         config = GRPOConfig(
             output_dir=output_dir,
             use_cpu=True,
-            max_steps=args.max_steps,
+            max_steps=args.max_steps * args.num_iterations,  # TRL counts updates: num_iterations per batch
             per_device_train_batch_size=args.num_generations * args.queries_per_step,
             num_generations=args.num_generations,
+            per_device_eval_batch_size=args.eval_generations * 8,
+            num_generations_eval=args.eval_generations,
             max_completion_length=320,  # two calls and their answers take about 200 tokens
             max_tool_calling_iterations=args.num_refinements + 1,
             learning_rate=args.learning_rate,
             beta=args.beta,
+            num_iterations=args.num_iterations,
+            temperature=args.temperature,
             logging_steps=1,
             report_to="none",
             save_strategy="no",
@@ -488,13 +548,19 @@ def main(args: Args) -> dict:
         trainer = GRPOTrainer(
             model=model,
             args=config,
-            train_dataset=dataset,
+            train_dataset=dataset(training_rows(args, queries)),
+            eval_dataset=dataset(held_out_rows(args)) if args.eval_rows > 0 else None,
             processing_class=processor,
             environment_factory=lambda: PromptLoopToolEnv(args, log=log),
         )
+        before = evaluate(trainer, log) if args.eval_rows > 0 else []
+        start = time.perf_counter()
         trainer.train()
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        after = evaluate(trainer, log) if args.eval_rows > 0 else []
     summary = summarise(log, args)
+    if args.eval_rows > 0:
+        summary["held_out"] = before_after(before, after)
     print("mean reward per step:", " ".join(f"{m:.3f}" for m in summary["step_means"]))
     print(f"per {args.steps_per_epoch} steps:", summary["block_means"])
     if "last_minus_first" in summary:
@@ -503,7 +569,22 @@ def main(args: Args) -> dict:
             f"last minus first {args.steps_per_epoch} steps, paired by row: {d['mean']:+.3f} "
             f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
         )
-    result = {**summary, "grpo_seconds": round(seconds, 1), "warm_start": sft, "args": asdict(args)}
+    if "held_out" in summary:
+        h = summary["held_out"]
+        d = h["after_minus_before"]
+        print(
+            f"held out, {d['n']} rows x {args.eval_generations} rollouts: {h['before']['mean']:.3f} before, "
+            f"{h['after']['mean']:.3f} after, {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        )
+        print("prompt shares before:", h["prompt_shares"][0])
+        print("prompt shares after: ", h["prompt_shares"][1])
+    result = {
+        **summary,
+        "grpo_seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - run_start, 1),
+        "warm_start": sft,
+        "args": asdict(args),
+    }
     if args.curve is not None:
         draw_curve(summary["step_means"], args.curve, window=args.steps_per_epoch)
     if args.output is not None:

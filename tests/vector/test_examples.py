@@ -47,13 +47,15 @@ def test_trl_grpo_environment_runs(tmp_path):
     example = load_example("trl_grpo_environment")
     args = example.Args(
         num_inference_steps=4,
-        sft_steps=2,
-        sft_batch_size=2,
+        sft_steps=80,  # enough for the policy to write the tool-call JSON (about 20 s)
+        sft_batch_size=4,
         sft_episodes=1,
         max_steps=2,
         steps_per_epoch=1,
         num_generations=2,
         queries_per_step=1,
+        eval_rows=2,
+        eval_generations=2,
         output=str(tmp_path / "trl.json"),
         curve=str(tmp_path / "curve.png"),
     )
@@ -77,6 +79,11 @@ def test_trl_grpo_environment_runs(tmp_path):
     result = example.main(args)
     assert len(result["step_means"]) == 2 and all(math.isfinite(m) for m in result["step_means"])
     assert result["last_minus_first"]["n"] == 1 and (tmp_path / "curve.png").stat().st_size > 0
+    held_out = result["held_out"]  # the same 2 held-out rows, 2 rollouts each, before and after GRPO
+    assert held_out["rollouts"] == [4, 4] and held_out["after_minus_before"]["n"] == 2
+    # The warm-started policy calls set_prompt, so its rollouts are scored by the env (not the no-call reward).
+    assert max(result["calls_per_rollout_by_block"]) > 0 and max(held_out["calls_per_rollout"]) > 0
+    assert all(math.isclose(sum(shares.values()), 1.0, abs_tol=0.01) for shares in held_out["prompt_shares"])
     assert json.loads((tmp_path / "trl.json").read_text())["step_means"] == result["step_means"]
 
 
