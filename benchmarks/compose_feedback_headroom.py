@@ -191,7 +191,8 @@ def analyse(records: list[dict], metric: str = "strict", min_cell: int = 4, coar
     for step in sorted({r["step"] for r in records}):
         rows = [r for r in records if r["step"] == step]
         values: dict[str, list[float]] = defaultdict(list)
-        keys = []
+        keys: list[str] = []
+        categories: list[str] = []
         for test_fold in (0, 1):
             train = [r for r in rows if fold[r["query"]] != test_fold]
             for r in (r for r in rows if fold[r["query"]] == test_fold):
@@ -206,6 +207,7 @@ def analyse(records: list[dict], metric: str = "strict", min_cell: int = 4, coar
                 values["corrective_rule"].append(r[metric]["corrective_rule"])
                 values["foresight"].append(max(r[metric].values()))
                 keys.append(r["query"])
+                categories.append(r["category"])
 
         def per_query(xs: list[float], keys: list[str] = keys) -> np.ndarray:
             by: dict[str, list[float]] = defaultdict(list)
@@ -228,7 +230,15 @@ def analyse(records: list[dict], metric: str = "strict", min_cell: int = 4, coar
         readings = defaultdict(int)
         for r in rows:
             readings[r["reading"] != "no object"] += 1
+        per_category = {
+            c: {
+                n: round(float(np.mean([x for x, k in zip(v, categories, strict=True) if k == c])), 4)
+                for n, v in values.items()
+            }
+            for c in sorted(set(categories))
+        }
         out[str(step)] = {
+            "per_category": per_category,
             "episodes": len(rows),
             "queries": len({r["query"] for r in rows}),
             "previews_with_objects": readings[True] / len(rows),
