@@ -166,7 +166,8 @@ BUILTIN_AGENTS = {
     "one-shot": "toy-compose: the best one-shot rewrite a policy can know, per category chosen on training queries "
     "(the shipped toy-compose policy's selection.json)",
     "teacher": "toy-compose: the distillation teacher (one-shot rewrite, then per category the rules chosen on "
-    "training queries, reading previews with the exact analyser)",
+    "training queries, reading previews with the exact analyser); teacher:keep|oracle|corrective applies that one "
+    "rule set to every category at every refinement whose preview shows objects",
 }
 POLICY_MODES = ("closed-loop", "a-priori", "blank")
 
@@ -221,10 +222,10 @@ def _parse_spec(name: str, spec: str, policy_path: str | None, default_mode: str
     if target == "policy-a-priori" and not mode:  # the older name of policy:a-priori
         target, mode = "policy", "a-priori"
     if target in BUILTIN_AGENTS:
-        if mode and (target, mode) != ("oracle", "best-static"):
-            raise ValueError(
-                f"Agent {spec!r}: {target!r} takes no mode" + (" but 'best-static'." if target == "oracle" else ".")
-            )
+        allowed = {"oracle": ("best-static",), "teacher": ("keep", "oracle", "corrective")}.get(target, ())
+        if mode and mode not in allowed:
+            but = f" but {', '.join(repr(m) for m in allowed)}." if allowed else "."
+            raise ValueError(f"Agent {spec!r}: {target!r} takes no mode{but}")
         return AgentSpec(name, target, mode)
     if target == "policy":
         if not policy_path or policy_path == "toy":
@@ -283,9 +284,12 @@ def build_agent(spec: AgentSpec, config: EvalConfig, policies: dict[str, MLLMAge
     if spec.target in ("one-shot", "teacher"):
         from promptloop_agents.compose_policy import CategoryRewriteAgent, ComposeTeacher, load_selection
         from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY as shipped
+        from promptloop_env.toy.compose import CATEGORIES
 
         if spec.target == "one-shot":
             return CategoryRewriteAgent(load_selection(shipped))
+        if spec.mode:  # one rule set for every category, on every preview that shows objects
+            return ComposeTeacher(load_selection(shipped), dict.fromkeys(CATEGORIES, spec.mode), min_timestep=0.0)
         rules = json.loads((shipped / "teacher_rules.json").read_text())["rules"]
         return ComposeTeacher(load_selection(shipped), rules)
     first = best_static().__getitem__ if spec.mode == "best-static" else None

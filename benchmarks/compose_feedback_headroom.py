@@ -80,6 +80,7 @@ def collect(
     chunk: int = 32,
     progress: bool = True,
     guidance_scale: float | None = None,
+    schedule: tuple[int, ...] | None = None,
 ) -> list[dict]:
     """One record per (query, seed, point): the preview's reading and every candidate's final scores."""
     from tqdm.auto import tqdm
@@ -96,7 +97,8 @@ def collect(
     from promptloop_env.toy.compose_spec import parse
 
     choice = load_selection(POLICY)
-    kwargs = compose_env_kwargs(reward="toy-compose", schedule=COMPOSE_SCHEDULE, guidance_scale=guidance_scale)
+    schedule = schedule or COMPOSE_SCHEDULE  # the episodes stop (and may fork) at these steps
+    kwargs = compose_env_kwargs(reward="toy-compose", schedule=schedule, guidance_scale=guidance_scale)
     core = PromptLoopCore(**kwargs)
     # the copies need no previews: a core without them (same backbone object, same schedule) runs them
     blind = PromptLoopCore(**{**kwargs, "preview": "none"})
@@ -256,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "compose_feedback_headroom.json"))
     parser.add_argument("--from-records", action="store_true", help="re-analyse the saved records, fork nothing")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the backbone's, 1)")
+    parser.add_argument(
+        "--schedule", default="0,9,11,13,15", help="the episodes' 5 refinement steps; --points must be among them"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     records_path = out.with_name(out.stem + "_records.jsonl.gz")
@@ -270,18 +275,22 @@ def main(argv: list[str] | None = None) -> dict:
     per = max(1, args.queries // len(by_category))
     queries = [q for c in sorted(by_category) for q in by_category[c][:per]]
     points = tuple(int(p) for p in args.points.split(","))
+    schedule = tuple(int(p) for p in args.schedule.split(","))
+    if not set(points) <= set(schedule[1:]):
+        parser.error(f"--points {args.points} must be refinement steps of --schedule {args.schedule} (not 0).")
     start = time.perf_counter()
     if args.from_records:
         with gzip.open(records_path, "rt") as handle:
             records = [json.loads(line) for line in handle]
         setup = json.loads(out.read_text())["setup"]
     else:
-        records = collect(queries, args.seeds, points, guidance_scale=args.guidance)
+        records = collect(queries, args.seeds, points, guidance_scale=args.guidance, schedule=schedule)
         setup = {
             "queries": len(queries),
             "seeds": args.seeds,
             "points": points,
             "guidance_scale": args.guidance,
+            "schedule": schedule,
             "start": "best one-shot rewrite per category (agents/assets/toy-compose-policy/selection.json)",
             "candidates": "keep, the query's rewrite family (compose_oracle.rewrite_family), oracle, corrective rule",
             "seconds": round(time.perf_counter() - start, 1),

@@ -134,6 +134,7 @@ def test_agents_without_previews_get_the_same_final_images(env_kwargs, queries):
         ("identity,no/such/folder", "Unknown agent 'no/such/folder'"),
         ("identity:blank", "takes no mode"),
         ("oracle:blank", "but 'best-static'"),
+        ("teacher:blank", "but 'keep', 'oracle', 'corrective'"),
         ("identity,identity", "unique"),
         ("policy", "needs --policy"),
         ("", "empty"),
@@ -142,6 +143,18 @@ def test_agents_without_previews_get_the_same_final_images(env_kwargs, queries):
 def test_bad_agent_specs_are_refused_with_a_clear_message(agents, message):
     with pytest.raises(ValueError, match=message):
         parse_agent_specs(agents)
+
+
+def test_teacher_rule_modes_apply_one_rule_set_everywhere():
+    from promptloop_agents.configs import EvalConfig
+    from promptloop_agents.runner import build_agent
+    from promptloop_env.toy.compose import CATEGORIES
+
+    (spec,) = parse_agent_specs("corrective=teacher:corrective")
+    teacher = build_agent(spec, EvalConfig(), {}, best_static=dict)
+    assert teacher.rules == dict.fromkeys(CATEGORIES, "corrective") and teacher.min_timestep == 0.0
+    (default,) = parse_agent_specs("teacher")
+    assert build_agent(default, EvalConfig(), {}, best_static=dict).min_timestep == 0.35
 
 
 def test_bad_policy_mode_and_the_command_line_error(tmp_path, capsys):
