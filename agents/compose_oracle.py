@@ -83,6 +83,29 @@ def compose_scores(finals: Sequence[np.ndarray], queries: Sequence[str]) -> tupl
     return strict, soft
 
 
+def fork_outcomes(
+    core, episodes: Sequence, candidates: Sequence[dict[str, str]]
+) -> list[dict[str, tuple[float, float]]]:
+    """Copy each episode once per candidate prompt of its own and run all copies to the end in one batch.
+
+    ``core`` is a :class:`~promptloop_env.core.PromptLoopCore` (one without previews is cheaper: the copies need
+    none), ``episodes`` its running episodes, ``candidates[i]`` the ``{name: prompt}`` to try on episode ``i``; the
+    episodes themselves are left untouched. Returns, per episode, ``{name: (strict, soft)}`` of its candidates'
+    final images.
+    """
+    import copy
+
+    jobs = [(i, name, prompt) for i, c in enumerate(candidates) for name, prompt in c.items()]
+    copies = [copy.deepcopy(episodes[i]) for i, _, _ in jobs]
+    while not copies[0].terminated:
+        core.advance(copies, [prompt for _, _, prompt in jobs])
+    strict, soft = compose_scores([c.final_image for c in copies], [c.query for c in copies])
+    out: list[dict[str, tuple[float, float]]] = [{} for _ in episodes]
+    for (i, name, _), a, b in zip(jobs, strict, soft, strict=True):
+        out[i][name] = (float(a), float(b))
+    return out
+
+
 FinalImages = Callable[[list[str], list[str], list[int]], Sequence[np.ndarray]]
 """``(queries, prompts, seeds) -> final images``: one open-loop episode per entry, ``prompts[i]`` for the whole
 trajectory of episode ``i`` (how the seed becomes the noise is the caller's: a noise seed or an env seed)."""

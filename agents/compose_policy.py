@@ -283,9 +283,7 @@ def distill(
     supervision at training time only; prompting the policy never involves the analyser.
     """
     from promptloop_agents.rollout import make_vector_env
-    from promptloop_agents.sft import collect_examples, greedy_match_rate, supervised_finetune
-    from promptloop_agents.toy_policy import build_toy_policy
-    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+    from promptloop_agents.sft import collect_examples
 
     tick = time.perf_counter()
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
@@ -294,9 +292,39 @@ def distill(
         envs, compose_teacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
     )
     envs.close()
-    rollout_seconds = time.perf_counter() - tick
+    report = {
+        "teacher_choice": choice,
+        "teacher_rules": compose_teacher(choice, rules).rules,
+        "rollout_seconds": time.perf_counter() - tick,
+    }
+    return fit_student(
+        out, examples, choice, report, size, image_size, steps, batch_size, learning_rate, describe, seed, progress
+    )
+
+
+def fit_student(
+    out: str | Path,
+    examples: list[Any],
+    choice: dict[str, str],
+    report: dict[str, Any],
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    describe: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit a fresh toy policy to ``examples`` (plus the describe examples), hold out up to 256 for the greedy
+    match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``."""
+    from promptloop_agents.sft import greedy_match_rate, supervised_finetune
+    from promptloop_agents.toy_policy import build_toy_policy
+    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+
+    tick = time.perf_counter()
     if describe:
-        examples += describe_examples(examples)
+        examples = examples + describe_examples(examples)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
     num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
@@ -316,8 +344,7 @@ def distill(
     held = [ex for ex in held if ex.observation["query"] != DESCRIBE_QUERY]
     changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
     report = {
-        "teacher_choice": choice,
-        "teacher_rules": compose_teacher(choice, rules).rules,
+        **report,
         "examples": len(train),
         "held_out_examples": len(held),
         "loss_first": losses[0],
@@ -325,8 +352,7 @@ def distill(
         "greedy_match_held_out": greedy_match_rate(agent, held, limit=256),
         "greedy_match_held_out_changed_prompt": greedy_match_rate(agent, changed, limit=256),
         "changed_share": len(changed) / max(len(held), 1),
-        "rollout_seconds": rollout_seconds,
-        "sft_seconds": time.perf_counter() - tick - rollout_seconds,
+        "sft_seconds": time.perf_counter() - tick,
         "steps": steps,
         "image_size": image_size,
         "size": size,

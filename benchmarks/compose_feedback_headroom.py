@@ -30,7 +30,6 @@ Run: ``python benchmarks/compose_feedback_headroom.py`` (about 10 minutes on one
 from __future__ import annotations
 
 import argparse
-import copy
 import gzip
 import json
 import time
@@ -55,24 +54,6 @@ def preview_reading(preview: np.ndarray, query) -> str:
     return ",".join(f"{k}={int(v)}" for k, v in sorted(check(seen, query).items()))
 
 
-def fork_outcomes(core, episodes: list, candidates: list[dict[str, str]]) -> list[dict[str, tuple[float, float]]]:
-    """Copy each episode once per candidate of its own, run all copies to the end in one batch with their prompts.
-
-    Returns, per episode, ``{name: (strict, soft)}`` of its candidates' final images.
-    """
-    from promptloop_agents.compose_oracle import compose_scores
-
-    jobs = [(i, name, prompt) for i, c in enumerate(candidates) for name, prompt in c.items()]
-    copies = [copy.deepcopy(episodes[i]) for i, _, _ in jobs]
-    while not copies[0].terminated:
-        core.advance(copies, [prompt for _, _, prompt in jobs])
-    strict, soft = compose_scores([c.final_image for c in copies], [c.query for c in copies])
-    out: list[dict[str, tuple[float, float]]] = [{} for _ in episodes]
-    for (i, name, _), a, b in zip(jobs, strict, soft, strict=True):
-        out[i][name] = (float(a), float(b))
-    return out
-
-
 def collect(
     queries: list[str],
     seeds: int,
@@ -85,7 +66,7 @@ def collect(
     """One record per (query, seed, point): the preview's reading and every candidate's final scores."""
     from tqdm.auto import tqdm
 
-    from promptloop_agents.compose_oracle import oracle_prompt, rewrite_family
+    from promptloop_agents.compose_oracle import fork_outcomes, oracle_prompt, rewrite_family
     from promptloop_agents.compose_policy import (
         COMPOSE_SCHEDULE,
         _rewrite,
