@@ -1,0 +1,37 @@
+"""The perception measurement (benchmarks/compose_perception.py): parsing descriptions and counting groups."""
+
+import importlib.util
+from pathlib import Path
+
+from promptloop_agents.compose_policy import seen_text
+from promptloop_env.toy.compose import ComposeScene, Thing, render
+from promptloop_env.toy.compose_spec import parse
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "compose_perception.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("compose_perception", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_descriptions_parse_and_count_per_query_group():
+    module = load()
+    objects = module.parse_description("red circle, square, blue square")
+    assert objects == [("red", "circle"), (None, "square"), ("blue", "square")]
+    assert module.parse_description("nothing") == []
+    assert module.group_counts(objects, parse("a red circle and two squares")) == [1, 2]
+    assert module.group_counts(objects, parse("two blue squares")) == [1]  # the colourless square is not blue
+    # the analyser's own description parses back to its counts
+    scene = ComposeScene((Thing("circle", "red", 16, 30, 7), Thing("square", "blue", 46, 30, 7)), "white")
+    assert module.group_counts(module.parse_description(seen_text(render(scene))), parse("a red circle")) == [1]
+
+
+def test_a_blind_describer_counts_what_the_prompt_asks_for():
+    module = load()
+    query = parse("a circle and a square")
+    assert module.prompt_counts("two circles and two squares", query) == [2, 2]
+    assert module.prompt_counts("two squares below two circles", query) == [2, 2]  # swapped order: same groups
+    assert module.prompt_counts("three triangles", query) == [0, 0]
