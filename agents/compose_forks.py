@@ -104,26 +104,22 @@ def collect_forks(
         )
         while not episodes[0].terminated:
             observations = [core.observation(ep) for ep in episodes]
+            actions = [one_shot[j] if ep.segment == 0 else ep.prompt for j, ep in enumerate(episodes)]  # then keep
             forked = episodes[0].traj.step == fork_step
-            if forked:
+            if forked:  # the fork's examples get their targets once labelled (see main)
                 candidates = [fork_candidates(ep.query, ep.image, ep.prompt) for ep in episodes]
                 outcomes = fork_outcomes(blind, episodes, candidates)
-                for (_, q, s), c, o in zip(part, candidates, outcomes, strict=True):
-                    strict = {n: v[0] for n, v in o.items()}
-                    soft = {n: v[1] for n, v in o.items()}
+                for j, ((_, q, s), c, o) in enumerate(zip(part, candidates, outcomes, strict=True)):
                     records.append(
                         {"query": q, "seed": s, "category": parse(q).category, "prompts": c}
-                        | {"strict": strict, "soft": soft}
+                        | {"strict": {n: v[0] for n, v in o.items()}, "soft": {n: v[1] for n, v in o.items()}}
+                        | {"example": len(examples) + j}
                     )
-            for j, (obs, ep) in enumerate(zip(observations, episodes, strict=True)):
-                target = one_shot[j] if ep.segment == 0 else ep.prompt
-                example = SFTExample(
-                    obs, "" if forked else target, with_image=bool(rng.random() >= text_only_fraction)
-                )
-                if forked:
-                    records[len(records) - len(part) + j]["example"] = len(examples)  # its target is set once labelled
-                examples.append(example)
-            core.advance(episodes, [one_shot[j] if ep.segment == 0 else ep.prompt for j, ep in enumerate(episodes)])
+            examples += [
+                SFTExample(obs, "" if forked else action, with_image=bool(rng.random() >= text_only_fraction))
+                for obs, action in zip(observations, actions, strict=True)
+            ]
+            core.advance(episodes, actions)
         bar.update(len(part))
     bar.close()
     return examples, records

@@ -79,9 +79,21 @@ def previews(queries: list[str], choice: dict[str, str]) -> list[dict]:
     return out
 
 
-def measure(policy: str, observations: list[dict]) -> dict:
+def analyser_readings(observations: list[dict]) -> list[tuple[str, list[int]]]:
+    """Per observation, the analyser's description of the preview and its count of each of the query's groups."""
     from promptloop_agents.compose_oracle import read_preview
-    from promptloop_agents.compose_policy import DESCRIBE_QUERY, seen_text
+    from promptloop_agents.compose_policy import seen_text
+    from promptloop_env.toy.compose_spec import parse
+
+    out = []
+    for o in observations:
+        seen = read_preview(o["image"])
+        out.append((seen_text(o["image"]), [seen.count(g.shape, g.colour) for g in parse(str(o["query"])).groups]))
+    return out
+
+
+def measure(policy: str, observations: list[dict], readings: list[tuple[str, list[int]]]) -> dict:
+    from promptloop_agents.compose_policy import DESCRIBE_QUERY
     from promptloop_agents.mllm import MLLMAgent
     from promptloop_env.toy.compose_spec import parse
 
@@ -92,11 +104,8 @@ def measure(policy: str, observations: list[dict]) -> dict:
     for at in range(0, len(asked), 64):
         answers += agent.sample(asked[at : at + 64], with_images=True).prompts
     exact, counts, when_wrong, blind, blind_prompt = [], [], [], [], []
-    for o, answer in zip(observations, answers, strict=True):
+    for o, answer, (truth, true_counts) in zip(observations, answers, readings, strict=True):
         query = parse(str(o["query"]))
-        truth = seen_text(o["image"])
-        seen = read_preview(o["image"])
-        true_counts = [seen.count(g.shape, g.colour) for g in query.groups]
         agree = group_counts(parse_description(answer), query) == true_counts
         exact.append(answer == truth)
         counts.append(agree)
@@ -113,8 +122,8 @@ def measure(policy: str, observations: list[dict]) -> dict:
         "blind_counts": round(float(np.mean(blind)), 4),
         "blind_prompt_counts": round(float(np.mean(blind_prompt)), 4),
         "examples": [
-            {"query": str(o["query"]), "analyser": seen_text(o["image"]), "policy": a}
-            for o, a in list(zip(observations, answers, strict=True))[:: max(1, len(answers) // 8)][:8]
+            {"query": str(o["query"]), "analyser": r[0], "policy": a}
+            for o, r, a in list(zip(observations, readings, answers, strict=True))[:: max(1, len(answers) // 8)][:8]
         ],
     }
 
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     tick = time.perf_counter()
     queries = list(resolve_prompts("toy-compose-test", None))
     observations = previews(queries, load_selection(SHIPPED_TOY_COMPOSE_POLICY))
+    readings = analyser_readings(observations)
     result = {
         "setup": {
             "queries": "toy-compose-test",
@@ -140,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
             "steps": "9, 11, 13, 15 of 20 (the one-shot rewrite kept to the end)",
         },
         "policies": {
-            name: {"path": p, **measure(p, observations)} for name, p in zip(names, args.policies, strict=True)
+            name: {"path": p, **measure(p, observations, readings)}
+            for name, p in zip(names, args.policies, strict=True)
         },
     }
     result["setup"]["seconds"] = round(time.perf_counter() - tick, 1)
