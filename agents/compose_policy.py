@@ -272,6 +272,8 @@ def distill(
     num_envs: int = 64,
     seed: int = 0,
     progress: bool = True,
+    init: str | Path | None = None,
+    extra_describe: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fit the toy policy to the teacher on env rollouts of ``queries`` and save it in ``out``; returns a report.
 
@@ -298,7 +300,20 @@ def distill(
         "rollout_seconds": time.perf_counter() - tick,
     }
     return fit_student(
-        out, examples, choice, report, size, image_size, steps, batch_size, learning_rate, describe, seed, progress
+        out,
+        examples,
+        choice,
+        report,
+        size,
+        image_size,
+        steps,
+        batch_size,
+        learning_rate,
+        describe,
+        seed,
+        progress,
+        init=init,
+        extra_describe=extra_describe,
     )
 
 
@@ -315,29 +330,31 @@ def fit_student(
     describe: bool = True,
     seed: int = 0,
     progress: bool = True,
+    init: str | Path | None = None,
+    extra_describe: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Fit a fresh toy policy to ``examples`` (plus the describe examples), hold out up to 256 for the greedy
-    match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``."""
+    """Fit a toy policy to ``examples`` (plus the describe examples), hold out up to 256 for the greedy
+    match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``.
+
+    ``init``: start from this policy folder (e.g. the perception stage's, :func:`pretrain_perception`) instead of
+    fresh weights; its size and image size are kept. ``extra_describe``: more describe examples mixed in (e.g. a
+    share of the perception stage's), so that reading is not forgotten while the decisions are fitted."""
+    from promptloop_agents.mllm import MLLMAgent
     from promptloop_agents.sft import greedy_match_rate, supervised_finetune
-    from promptloop_agents.toy_policy import build_toy_policy
-    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
 
     tick = time.perf_counter()
     if describe:
-        examples = examples + describe_examples(examples)
+        examples = [*examples, *describe_examples(examples), *extra_describe]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
     num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
     held = [examples[i] for i in order[:num_held]]
     train = [examples[i] for i in order[num_held:]]
-    agent = build_toy_policy(
-        size,
-        words=world_words() + list(COMPOSE_WORDS),
-        seed=seed,
-        image_size=image_size,
-        max_new_tokens=32,
-        preview_contrast=COMPOSE_PREVIEW_CONTRAST,
-    )
+    if init is None:
+        agent = _fresh_student(size, image_size, seed)
+    else:
+        agent = MLLMAgent.from_pretrained(init)
+        image_size, size = agent.image_size, f"{size} (from {init})"
     losses = supervised_finetune(
         agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
     )
@@ -388,6 +405,112 @@ def describe_examples(examples: Sequence[Any], min_timestep: float = 0.35) -> li
     return out
 
 
+PERCEPTION_POINTS = (0, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+"""Refinement points of the perception rollouts: every step from 7 of 20 (progress 0.35) to 16."""
+PERCEPTION_SEED0 = 2_000_000  # noise seeds of the perception rollouts (the decision rollouts draw theirs at random)
+
+
+def perception_examples(
+    queries: Sequence[str],
+    choice: dict[str, str],
+    seeds_per_query: int = 4,
+    points: Sequence[int] = PERCEPTION_POINTS,
+    backbone: str = "toy-compose",
+    batch: int = 60,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Any]:
+    """Describe examples (:func:`describe_examples`' format) on many previews, without a teacher.
+
+    Each episode keeps one prompt to the end: half the category's one-shot rewrite (``choice``), half a rewrite
+    of the query drawn at random (``identity`` or any of :data:`REWRITES`), so the scenes vary as the closed
+    loop's do. Its x0 previews at every point of ``points`` after the first are labelled with the analyser's
+    reading. This costs rollouts and the analyser only: many more previews than the teacher's rollouts give.
+    """
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.sft import SFTExample
+    from promptloop_env.core import PromptLoopCore
+    from promptloop_env.toy.compose_spec import parse
+
+    core = PromptLoopCore(
+        **compose_env_kwargs(backbone, reward="toy-compose", schedule=list(points)) | {"num_refinements": len(points)}
+    )
+    rng = np.random.default_rng(seed)
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    names = ["identity", *REWRITES]
+    out: list[Any] = []
+    for at in tqdm(range(0, len(episodes_q), batch), desc="perception rollouts", disable=not progress):
+        part = episodes_q[at : at + batch]
+        prompts = [
+            _rewrite(choice[parse(q).category] if rng.random() < 0.5 else names[rng.integers(len(names))], q)
+            for q in part
+        ]
+        noise = [PERCEPTION_SEED0 + seed * 10_000_000 + at + i for i in range(len(part))]
+        episodes = core.start([np.random.default_rng(n) for n in noise], part, noise)
+        core.advance(episodes, prompts)
+        while not episodes[0].terminated:
+            for ep in episodes:
+                observation = {**core.observation(ep), "query": DESCRIBE_QUERY, "prompt": DESCRIBE_QUERY}
+                out.append(SFTExample(observation, seen_text(observation["image"]), with_image=True))
+            core.advance(episodes, prompts)
+    return out
+
+
+def pretrain_perception(
+    out: str | Path,
+    examples: Sequence[Any],
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 4000,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The perception stage: fit a fresh toy policy to describe ``examples`` (:func:`perception_examples`) and
+    save it in ``out``, the start of :func:`fit_student` (``init=out``). Returns the fit's figures, with the
+    greedy exact-description rate on up to 256 held-out previews."""
+    from promptloop_agents.sft import greedy_match_rate, supervised_finetune
+
+    tick = time.perf_counter()
+    order = np.random.default_rng(seed).permutation(len(examples))
+    num_held = min(256, len(examples) // 5)
+    held, train = [examples[i] for i in order[:num_held]], [examples[i] for i in order[num_held:]]
+    agent = _fresh_student(size, image_size, seed)
+    losses = supervised_finetune(
+        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
+    )
+    report = {
+        "perception_examples": len(train),
+        "perception_loss_first": losses[0],
+        "perception_loss_last": float(np.mean(losses[-20:])),
+        "perception_exact_held_out": greedy_match_rate(agent, held, limit=256),
+        "perception_steps": steps,
+        "perception_seconds": time.perf_counter() - tick,
+        "image_size": image_size,
+        "size": size,
+    }
+    out = Path(out)
+    agent.save_pretrained(out)
+    (out / "perception.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _fresh_student(size: str, image_size: int, seed: int):
+    from promptloop_agents.toy_policy import build_toy_policy
+    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+
+    return build_toy_policy(
+        size,
+        words=world_words() + list(COMPOSE_WORDS),
+        seed=seed,
+        image_size=image_size,
+        max_new_tokens=32,
+        preview_contrast=COMPOSE_PREVIEW_CONTRAST,
+    )
+
+
 def load_selection(folder: str | Path) -> dict[str, str]:
     """The per-category a-priori rewrite saved beside a distilled policy (``selection.json``)."""
     path = Path(folder) / SELECTION_FILE
@@ -420,6 +543,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--text-only-fraction", type=float, default=0.25)
     parser.add_argument("--no-describe", action="store_true", help="no auxiliary perception examples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--perception-seeds", type=int, default=0, help="episodes per training query of a perception stage (0: none)"
+    )
+    parser.add_argument("--perception-steps", type=int, default=4000)
+    parser.add_argument("--perception-from", default="", help="start from this perception-stage policy folder")
+    parser.add_argument(
+        "--perception-mix", type=int, default=8000, help="perception previews mixed into the decision fit"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -441,6 +572,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rules = select_teacher_rules(selection["choice"], [queries[i] for i in sorted(other)], 2, args.backbone)
         (out / "teacher_rules.json").write_text(json.dumps(rules, indent=2))
     print("per-category teacher rules:", rules["rules"])
+    init, extra = (args.perception_from or None), []
+    if args.perception_seeds:
+        seen = perception_examples(queries, selection["choice"], args.perception_seeds, seed=args.seed)
+        init = out / "perception"
+        print(json.dumps(pretrain_perception(init, seen, args.size, args.image_size, args.perception_steps), indent=2))
+        rng = np.random.default_rng(args.seed)
+        extra = [seen[i] for i in rng.choice(len(seen), min(args.perception_mix, len(seen)), replace=False)]
     report = distill(
         out / "policy",
         selection["choice"],
@@ -455,6 +593,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         text_only_fraction=args.text_only_fraction,
         describe=not args.no_describe,
         seed=args.seed,
+        init=init,
+        extra_describe=extra,
     )
     print(json.dumps(report, indent=2))
     return report

@@ -150,6 +150,8 @@ def supervised_finetune(
 def greedy_match_rate(agent: MLLMAgent, examples: Sequence[SFTExample], limit: int = 64) -> float:
     """Fraction of ``examples`` whose greedy answer equals the target (a quick warm-start check)."""
     chosen = [ex for ex in examples if ex.with_image][:limit]
+    if not chosen:
+        return float("nan")
     do_sample, agent.do_sample = agent.do_sample, False
     try:
         prompts = agent.sample([ex.observation for ex in chosen], with_images=True).prompts

@@ -14,6 +14,10 @@ first, previews at steps 9, 11, 13 and 15 of 20), as
 - ``blind_counts`` and ``blind_prompt_counts``: the ``counts`` of describers that do not look and name the
   query's objects, or those of the prompt in force (what reading must beat to be worth anything).
 
+It also measures the label itself (``analyser``): how often the analyser's own group counts survive faint noise
+added to the preview (Gaussian, 1 and 3 of 255 per channel, below what a person sees). A reading that flips
+under such noise cannot be imitated exactly, so this is a ceiling for every student.
+
 Run: ``python benchmarks/compose_perception.py [POLICY ...]`` (a minute or two on one core; default: the shipped
 policy); writes ``benchmarks/results/compose_perception.json`` and prints a table.
 """
@@ -92,6 +96,20 @@ def analyser_readings(observations: list[dict]) -> list[tuple[str, list[int]]]:
     return out
 
 
+def analyser_stability(observations: list[dict], readings: list[tuple[str, list[int]]], sigma: float) -> float:
+    """Share of previews whose analyser group counts are unchanged by Gaussian noise of ``sigma`` (uint8 units)."""
+    from promptloop_agents.compose_oracle import read_preview
+    from promptloop_env.toy.compose_spec import parse
+
+    rng = np.random.default_rng(SEED0)
+    same = []
+    for o, (_, counts) in zip(observations, readings, strict=True):
+        noisy = np.clip(o["image"].astype(np.float64) + rng.normal(0.0, sigma, o["image"].shape), 0, 255)
+        seen = read_preview(noisy.astype(np.uint8))
+        same.append([seen.count(g.shape, g.colour) for g in parse(str(o["query"])).groups] == counts)
+    return round(float(np.mean(same)), 4)
+
+
 def measure(policy: str, observations: list[dict], readings: list[tuple[str, list[int]]]) -> dict:
     from promptloop_agents.compose_policy import DESCRIBE_QUERY
     from promptloop_agents.mllm import MLLMAgent
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seeds": 1,
             "steps": "9, 11, 13, 15 of 20 (the one-shot rewrite kept to the end)",
         },
+        "analyser": {f"counts_under_noise_{s}": analyser_stability(observations, readings, s) for s in (1, 3)},
         "policies": {
             name: {"path": p, **measure(p, observations, readings)}
             for name, p in zip(names, args.policies, strict=True)
@@ -156,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     result["setup"]["seconds"] = round(time.perf_counter() - tick, 1)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print("analyser group counts unchanged under faint noise:", result["analyser"])
     print("policy | previews | exact | group counts | ... where a correction is due | blind: query | blind: prompt")
     for name, r in result["policies"].items():
         print(

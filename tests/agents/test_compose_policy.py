@@ -13,7 +13,10 @@ from promptloop_agents.compose_policy import (
     corrective_prompt,
     describe_examples,
     distill,
+    fit_student,
     load_selection,
+    perception_examples,
+    pretrain_perception,
     seen_text,
     select_category_rewrites,
 )
@@ -95,6 +98,30 @@ def test_selection_and_distillation_run_end_to_end(tmp_path):
     )  # fmt: skip
     assert report["examples"] > 0 and load_selection(tmp_path / "policy") == selection["choice"]
     assert compose_env_kwargs()["refine_schedule"] == [0, 9, 11, 13, 15]
+
+
+def test_perception_stage_labels_every_point_and_seeds_the_decision_fit(tmp_path):
+    queries = ["a circle and a square", "two triangles"]
+    choice = {"two_object": "count_up", "counting": "identity"}
+    examples = perception_examples(queries, choice, seeds_per_query=2, points=(0, 8, 12), batch=3, progress=False)
+    assert len(examples) == 2 * 2 * 2  # episodes x points after the first
+    for ex in examples:
+        assert ex.with_image and ex.observation["query"] == DESCRIBE_QUERY == ex.observation["prompt"]
+        assert ex.target == seen_text(ex.observation["image"])  # the analyser's reading, nothing else
+    timesteps = sorted({round(float(np.asarray(ex.observation["timestep"]).reshape(-1)[0]), 2) for ex in examples})
+    assert timesteps == [0.4, 0.6]
+    again = perception_examples(queries, choice, seeds_per_query=2, points=(0, 8, 12), batch=3, progress=False)
+    for a, b in zip(again, examples, strict=True):  # seeded
+        np.testing.assert_array_equal(a.observation["image"], b.observation["image"])
+    report = pretrain_perception(tmp_path / "seen", examples, size="tiny", image_size=56, steps=2, progress=False)
+    assert report["perception_examples"] == len(examples) - 1 and (tmp_path / "seen" / "perception.json").exists()
+    decisions = [SFTExample(observation("a circle", "a circle", 2, 0.5), "two circles") for _ in range(6)]
+    report = fit_student(
+        tmp_path / "policy", decisions, choice, {}, steps=2, progress=False, init=tmp_path / "seen",
+        extra_describe=examples,
+    )  # fmt: skip
+    assert report["image_size"] == 56 and "from" in report["size"]
+    assert report["examples"] == 6 + 6 + len(examples) - 4  # decisions, their describe twins, the extra; 4 held
 
 
 @pytest.mark.slow

@@ -29,6 +29,14 @@ def test_descriptions_parse_and_count_per_query_group():
     assert module.group_counts(module.parse_description(seen_text(render(scene))), parse("a red circle")) == [1]
 
 
+def test_the_analyser_reads_a_clean_scene_the_same_under_faint_noise():
+    module = load()
+    scene = ComposeScene((Thing("circle", "red", 16, 30, 7), Thing("square", "blue", 46, 30, 7)), "white")
+    observations = [{"image": render(scene), "query": "a red circle and a blue square"}]
+    assert module.analyser_stability(observations, [("", [1, 1])], sigma=1) == 1.0
+    assert module.analyser_stability(observations, [("", [2, 1])], sigma=1) == 0.0  # a wrong label never agrees
+
+
 def test_a_blind_describer_counts_what_the_prompt_asks_for():
     module = load()
     query = parse("a circle and a square")
