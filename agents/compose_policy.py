@@ -272,7 +272,7 @@ def distill(
     num_envs: int = 64,
     seed: int = 0,
     progress: bool = True,
-    init: str | Path | None = None,
+    init_vision: str | Path | None = None,
     extra_describe: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fit the toy policy to the teacher on env rollouts of ``queries`` and save it in ``out``; returns a report.
@@ -312,7 +312,7 @@ def distill(
         describe,
         seed,
         progress,
-        init=init,
+        init_vision=init_vision,
         extra_describe=extra_describe,
     )
 
@@ -330,15 +330,17 @@ def fit_student(
     describe: bool = True,
     seed: int = 0,
     progress: bool = True,
-    init: str | Path | None = None,
+    init_vision: str | Path | None = None,
     extra_describe: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fit a toy policy to ``examples`` (plus the describe examples), hold out up to 256 for the greedy
     match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``.
 
-    ``init``: start from this policy folder (e.g. the perception stage's, :func:`pretrain_perception`) instead of
-    fresh weights; its size and image size are kept. ``extra_describe``: more describe examples mixed in (e.g. a
-    share of the perception stage's), so that reading is not forgotten while the decisions are fitted."""
+    ``init_vision``: take the vision tower from this policy folder (the perception stage's,
+    :func:`pretrain_perception`, of the same ``size`` and ``image_size``); the language model starts fresh. (Starting
+    from all of the perception stage's weights does not work: a language model that only ever had to describe
+    ignores the query, and 1500 steps did not teach it back: 6% greedy match.) ``extra_describe``: more describe
+    examples mixed in (e.g. a share of the perception stage's), so reading is kept while the decisions are fitted."""
     from promptloop_agents.mllm import MLLMAgent
     from promptloop_agents.sft import greedy_match_rate, supervised_finetune
 
@@ -350,11 +352,16 @@ def fit_student(
     num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
     held = [examples[i] for i in order[:num_held]]
     train = [examples[i] for i in order[num_held:]]
-    if init is None:
-        agent = _fresh_student(size, image_size, seed)
-    else:
-        agent = MLLMAgent.from_pretrained(init)
-        image_size, size = agent.image_size, f"{size} (from {init})"
+    agent = _fresh_student(size, image_size, seed)
+    if init_vision is not None:
+        seen = MLLMAgent.from_pretrained(init_vision)
+        if seen.image_size != image_size:
+            raise ValueError(
+                f"init_vision={init_vision} was trained on {seen.image_size}-pixel previews but image_size="
+                f"{image_size}; pass image_size={seen.image_size}."
+            )
+        agent.model.model.visual.load_state_dict(seen.model.model.visual.state_dict())
+        report = {**report, "vision_from": str(init_vision)}
     losses = supervised_finetune(
         agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
     )
@@ -469,8 +476,8 @@ def pretrain_perception(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The perception stage: fit a fresh toy policy to describe ``examples`` (:func:`perception_examples`) and
-    save it in ``out``, the start of :func:`fit_student` (``init=out``). Returns the fit's figures, with the
-    greedy exact-description rate on up to 256 held-out previews."""
+    save it in ``out``, whose vision tower starts :func:`fit_student` (``init_vision=out``). Returns the fit's
+    figures, with the greedy exact-description rate on up to 256 held-out previews."""
     from promptloop_agents.sft import greedy_match_rate, supervised_finetune
 
     tick = time.perf_counter()
@@ -547,7 +554,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--perception-seeds", type=int, default=0, help="episodes per training query of a perception stage (0: none)"
     )
     parser.add_argument("--perception-steps", type=int, default=4000)
-    parser.add_argument("--perception-from", default="", help="start from this perception-stage policy folder")
+    parser.add_argument(
+        "--perception-from", default="", help="take the vision tower of this perception-stage policy folder"
+    )
     parser.add_argument(
         "--perception-mix", type=int, default=8000, help="perception previews mixed into the decision fit"
     )
@@ -575,8 +584,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     init, extra = (args.perception_from or None), []
     if args.perception_seeds:
         seen = perception_examples(queries, selection["choice"], args.perception_seeds, seed=args.seed)
-        init = out / "perception"
-        print(json.dumps(pretrain_perception(init, seen, args.size, args.image_size, args.perception_steps), indent=2))
+        if init is None:  # else: the previews are only mixed into the decision fit
+            init = out / "perception"
+            report = pretrain_perception(init, seen, args.size, args.image_size, args.perception_steps)
+            print(json.dumps(report, indent=2))
         rng = np.random.default_rng(args.seed)
         extra = [seen[i] for i in rng.choice(len(seen), min(args.perception_mix, len(seen)), replace=False)]
     report = distill(
@@ -593,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         text_only_fraction=args.text_only_fraction,
         describe=not args.no_describe,
         seed=args.seed,
-        init=init,
+        init_vision=init,
         extra_describe=extra,
     )
     print(json.dumps(report, indent=2))

@@ -20,6 +20,7 @@ from promptloop_agents.compose_policy import (
     seen_text,
     select_category_rewrites,
 )
+from promptloop_agents.mllm import MLLMAgent
 from promptloop_agents.sft import SFTExample
 from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_env.toy.compose import ComposeScene, Thing, render
@@ -113,14 +114,24 @@ def test_perception_stage_labels_every_point_and_seeds_the_decision_fit(tmp_path
     again = perception_examples(queries, choice, seeds_per_query=2, points=(0, 8, 12), batch=3, progress=False)
     for a, b in zip(again, examples, strict=True):  # seeded
         np.testing.assert_array_equal(a.observation["image"], b.observation["image"])
-    report = pretrain_perception(tmp_path / "seen", examples, size="tiny", image_size=56, steps=2, progress=False)
+    report = pretrain_perception(
+        tmp_path / "seen", examples, size="tiny", image_size=56, steps=2, seed=1, progress=False
+    )  # fmt: skip
     assert report["perception_examples"] == len(examples) - 1 and (tmp_path / "seen" / "perception.json").exists()
     decisions = [SFTExample(observation("a circle", "a circle", 2, 0.5), "two circles") for _ in range(6)]
     report = fit_student(
-        tmp_path / "policy", decisions, choice, {}, steps=2, progress=False, init=tmp_path / "seen",
+        tmp_path / "policy", decisions, choice, {}, size="tiny", image_size=56, steps=2, progress=False,
+        init_vision=tmp_path / "seen",
         extra_describe=examples,
     )  # fmt: skip
-    assert report["image_size"] == 56 and "from" in report["size"]
+    assert report["vision_from"] == str(tmp_path / "seen")
+    seen, student = (MLLMAgent.from_pretrained(tmp_path / name).model.model for name in ("seen", "policy"))
+    # the vision tower starts from the perception stage's (two AdamW steps of 2e-3 move a weight by < 0.01) ...
+    for (name, a), b in zip(seen.visual.state_dict().items(), student.visual.state_dict().values(), strict=True):
+        assert (a - b).abs().max() < 0.01, name
+    # ... and the language model starts fresh (seed 0; the perception stage's was initialised with seed 1)
+    drift = seen.language_model.embed_tokens.weight - student.language_model.embed_tokens.weight
+    assert drift.abs().max() > 0.1
     assert report["examples"] == 6 + 6 + len(examples) - 4  # decisions, their describe twins, the extra; 4 held
 
 
