@@ -14,6 +14,9 @@ any prompt written up front. On ``toy-compose`` the oracle closed loop (the exac
    own previews (``collect_examples``), a share of them without the image so that the same weights also work in
    a-priori mode (prompts planned from the query alone), then saved as a policy folder for GRPO
    (``promptloop train --policy toy --warm_start_from FOLDER``) and for ``promptloop eval``.
+4. **Optionally, a perception stage first** (``--perception-seeds N``): :func:`perception_examples` labels many
+   previews with the analyser (rollouts only, no teacher), :func:`pretrain_perception` fits a fresh policy to
+   describe them, and the distillation starts from its vision tower (``fit_student(init_vision=...)``).
 
 The toy-compose learner acts at steps 0, 9, 11, 13 and 15 of 20 (:data:`COMPOSE_SCHEDULE`): objects appear in the
 x0 estimate between 45% and 55% of the denoising, so uniform points would spend three of five looks on blank
