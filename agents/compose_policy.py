@@ -350,11 +350,7 @@ def fit_student(
     tick = time.perf_counter()
     if describe:
         examples = [*examples, *describe_examples(examples), *extra_describe]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(examples))
-    num_held = min(256, len(examples) // 5)  # held-out decisions for the match rate
-    held = [examples[i] for i in order[:num_held]]
-    train = [examples[i] for i in order[num_held:]]
+    held, train = _hold_out(examples, seed)  # held-out decisions for the match rate
     agent = _fresh_student(size, image_size, seed)
     if init_vision is not None:
         seen = MLLMAgent.from_pretrained(init_vision)
@@ -394,9 +390,11 @@ def fit_student(
 DESCRIBE_QUERY = "describe the image"
 
 
-def seen_text(preview: np.ndarray) -> str:
-    """The objects the analyser reads on a (contrast-stretched) preview, left to right: ``red circle, square``."""
-    seen = read_preview(preview)
+def seen_text(preview: np.ndarray | Any) -> str:
+    """The objects the analyser reads on a (contrast-stretched) preview, left to right: ``red circle, square``.
+
+    ``preview``: the uint8 image, or the analyser's reading of it (:func:`read_preview`) when already made."""
+    seen = read_preview(preview) if isinstance(preview, np.ndarray) else preview
     objects = sorted(seen.objects, key=lambda o: (o.cx, o.cy))
     return ", ".join(f"{o.colour} {o.shape}" for o in objects) or "nothing"
 
@@ -484,9 +482,7 @@ def pretrain_perception(
     from promptloop_agents.sft import greedy_match_rate, supervised_finetune
 
     tick = time.perf_counter()
-    order = np.random.default_rng(seed).permutation(len(examples))
-    num_held = min(256, len(examples) // 5)
-    held, train = [examples[i] for i in order[:num_held]], [examples[i] for i in order[num_held:]]
+    held, train = _hold_out(examples, seed)
     agent = _fresh_student(size, image_size, seed)
     losses = supervised_finetune(
         agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
@@ -505,6 +501,13 @@ def pretrain_perception(
     agent.save_pretrained(out)
     (out / "perception.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _hold_out(examples: Sequence[Any], seed: int) -> tuple[list[Any], list[Any]]:
+    """A seeded split of ``examples``: up to 256 (a fifth at most) held out, the rest to train on."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    num_held = min(256, len(examples) // 5)
+    return [examples[i] for i in order[:num_held]], [examples[i] for i in order[num_held:]]
 
 
 def _fresh_student(size: str, image_size: int, seed: int):

@@ -92,8 +92,13 @@ def analyser_readings(observations: list[dict]) -> list[tuple[str, list[int]]]:
     out = []
     for o in observations:
         seen = read_preview(o["image"])
-        out.append((seen_text(o["image"]), [seen.count(g.shape, g.colour) for g in parse(str(o["query"])).groups]))
+        out.append((seen_text(seen), query_counts(seen, parse(str(o["query"])))))
     return out
+
+
+def query_counts(seen, query) -> list[int]:
+    """For each group of ``query``: how many objects of its shape (and colour, if named) the analyser read."""
+    return [seen.count(g.shape, g.colour) for g in query.groups]
 
 
 def analyser_stability(observations: list[dict], readings: list[tuple[str, list[int]]], sigma: float) -> float:
@@ -106,7 +111,7 @@ def analyser_stability(observations: list[dict], readings: list[tuple[str, list[
     for o, (_, counts) in zip(observations, readings, strict=True):
         noisy = np.clip(o["image"].astype(np.float64) + rng.normal(0.0, sigma, o["image"].shape), 0, 255)
         seen = read_preview(noisy.astype(np.uint8))
-        same.append([seen.count(g.shape, g.colour) for g in parse(str(o["query"])).groups] == counts)
+        same.append(query_counts(seen, parse(str(o["query"]))) == counts)
     return round(float(np.mean(same)), 4)
 
 
