@@ -57,6 +57,29 @@ logger = logging.getLogger(__name__)
 VISION_PARAMETER_NAMES = ("visual.", "vision_tower", "vision_model")
 
 
+def iteration_draws(
+    config: GRPOConfig, iteration: int, num_queries: int, rank: int = 0
+) -> tuple[np.random.Generator, int, np.ndarray, np.ndarray]:
+    """What iteration ``iteration`` of process ``rank`` draws: ``(rng, sampling_seed, query_indices, env_seeds)``.
+
+    ``query_indices`` and ``env_seeds`` have one entry per episode (``group_size`` consecutive episodes per
+    group); the groups are drawn afresh, or, with ``query_cycle``, are those of the iteration this one replays.
+    With ``same_noise`` a group shares one env seed. ``rng`` goes on to shuffle the update's minibatches.
+    A run's draws can so be replayed after training, e.g. to score a fixed agent on the very same episodes
+    (``benchmarks/compose_learner.py curve``).
+    """
+    rng = np.random.default_rng([config.seed, iteration, rank])
+    sampling_seed = int(rng.integers(2**62))
+    groups = rng
+    if config.query_cycle:
+        groups = np.random.default_rng([config.seed, iteration % config.query_cycle, rank, 1])
+    chosen = groups.choice(num_queries, size=config.queries_per_iteration, replace=False)
+    seeds = groups.integers(0, 2**31 - 1, size=config.queries_per_iteration * config.group_size)
+    if config.same_noise:  # one env seed per group: same starting latent and refinement points
+        seeds = np.repeat(seeds[:: config.group_size], config.group_size)
+    return rng, sampling_seed, np.repeat(chosen, config.group_size), seeds
+
+
 @dataclass
 class MicroBatch:
     """Actions of one forward pass in the update, with their advantages and cached reference / old log-probs."""
@@ -188,17 +211,9 @@ class GRPOTrainer:
     def step(self) -> dict[str, float]:
         """One GRPO iteration: rollouts, advantages, update, log."""
         config, rank = self.config, self.accelerator.process_index
-        rng = np.random.default_rng([config.seed, self.iteration, rank])
-        torch.manual_seed(int(rng.integers(2**62)))  # the policy's sampling (generate draws from it)
-        # The groups: drawn afresh, or those of the iteration this one replays in a fixed cycle.
-        groups = rng
-        if config.query_cycle:
-            groups = np.random.default_rng([config.seed, self.iteration % config.query_cycle, rank, 1])
-        chosen = groups.choice(len(self.queries), size=config.queries_per_iteration, replace=False)
-        queries = [self.queries[i] for i in chosen for _ in range(config.group_size)]
-        seeds = groups.integers(0, 2**31 - 1, size=len(queries))
-        if config.same_noise:  # one env seed per group: same starting latent and refinement points
-            seeds = np.repeat(seeds[:: config.group_size], config.group_size)
+        rng, sampling_seed, chosen, seeds = iteration_draws(config, self.iteration, len(self.queries), rank)
+        torch.manual_seed(sampling_seed)  # the policy's sampling (generate draws from it)
+        queries = [self.queries[i] for i in chosen]
 
         tick = time.perf_counter()
         times = RolloutTimes()

@@ -101,7 +101,43 @@ def overoptimisation(runs: Path) -> dict:
     return out
 
 
-def curve(runs: Path, names: list[str], window: int = 10) -> dict:
+def reference_rewards(folder: Path, agent: str = "one-shot", progress: bool = True) -> np.ndarray:
+    """The training reward a fixed ``agent`` gets on a finished GRPO run's own draws: one row per iteration,
+    one column per group (its query and noise, replayed from the run's ``config.yaml`` with
+    :func:`~promptloop_agents.grpo.iteration_draws`; single-process runs with ``same_noise``).
+
+    Subtracted from the run's reward per iteration, it takes out which queries and noises were drawn (the
+    same control variate for every iteration), so what remains is the policy's gain over ``agent`` on the
+    very episodes it trained on."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig
+    from promptloop_agents.evaluation import agent_act_fn
+    from promptloop_agents.grpo import iteration_draws
+    from promptloop_agents.rollout import make_vector_env, run_episodes
+    from promptloop_agents.runner import build_agent, load_queries, parse_agent_specs
+
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    env, grpo = EnvConfig(**config["env"]), GRPOConfig(**config["grpo"])
+    if not grpo.same_noise:
+        raise ValueError(f"{folder}: reference rewards need a run with same_noise (one noise per group).")
+    queries = load_queries(grpo.train_prompts)
+    iterations = len((folder / "metrics.jsonl").read_text().splitlines())
+    draws = [iteration_draws(grpo, i, len(queries))[2:] for i in range(iterations)]
+    group_queries = [queries[i] for chosen, _ in draws for i in chosen[:: grpo.group_size]]
+    group_seeds = [int(s) for _, seeds in draws for s in seeds[:: grpo.group_size]]
+    act = agent_act_fn(build_agent(parse_agent_specs(agent)[0], EvalConfig(), {}, best_static=None))
+    envs = make_vector_env(grpo.queries_per_iteration * grpo.group_size, **env.env_kwargs(grpo.refine_schedule))
+    episodes = []
+    chunk = envs.num_envs
+    for at in tqdm(range(0, len(group_queries), chunk), desc=f"{folder.name}: {agent}", disable=not progress):
+        episodes += run_episodes(envs, act, group_queries[at : at + chunk], group_seeds[at : at + chunk])
+    envs.close()
+    return np.array([e.reward for e in episodes]).reshape(iterations, grpo.queries_per_iteration)
+
+
+def curve(runs: Path, names: list[str], window: int = 10, against: str = "") -> dict:
     """Each run's training reward: the last ``window`` iterations against the first, written as JSON.
 
     With the recipe's ``query_cycle`` equal to ``window`` and a number of iterations divisible by it, iteration
@@ -146,11 +182,31 @@ def curve(runs: Path, names: list[str], window: int = 10) -> dict:
             out[name]["rise_over_run_within_groups"] = rounded(trend)
             two = paired_difference(by_slot[-2:].mean(axis=0), by_slot[:2].mean(axis=0))
             out[name]["last_two_cycles_minus_first_two"] = rounded(two)
+        if against:
+            # the policy's reward minus a fixed agent's on the same draws: the query mix's noise cancels
+            base = reference_rewards(folder, against).mean(axis=1)
+            gains = np.array(rewards) - base
+            out[name][f"reference_{against}"] = {
+                "comparison": f"reward minus {against}'s on the same (query, noise) groups; Welch over iterations",
+                "reference_mean": round(float(base.mean()), 4),
+                "first_gain": round(float(gains[:window].mean()), 4),
+                "last_gain": round(float(gains[-window:].mean()), 4),
+                "last_minus_first": rounded(difference_ci(gains[-window:], gains[:window])),
+                "trend_per_iteration": rounded(_trend(gains)),
+                "block_gains": [round(float(gains[i : i + window].mean()), 4) for i in range(0, len(gains), window)],
+            }
         d = out[name]["last_minus_first"]
         print(
             f"{name}: last {window} - first {window} = {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
             f" ({out[name]['comparison']}); blocks {out[name]['block_means']}"
         )
+        if against:
+            g = out[name][f"reference_{against}"]
+            d = g["last_minus_first"]
+            print(
+                f"  minus {against} on the same draws: last - first {d['mean']:+.3f} [{d['ci_low']:+.3f},"
+                f" {d['ci_high']:+.3f}]; blocks {g['block_gains']}"
+            )
         if "rise_over_run_within_groups" in out[name]:
             t, two = out[name]["rise_over_run_within_groups"], out[name]["last_two_cycles_minus_first_two"]
             print(
@@ -158,8 +214,18 @@ def curve(runs: Path, names: list[str], window: int = 10) -> dict:
                 f" last two cycles - first two {two['mean']:+.3f} [{two['ci_low']:+.3f}, {two['ci_high']:+.3f}]"
             )
     path = RESULTS / "compose_training" / "curve.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    kept = json.loads(path.read_text()) if path.exists() else {}  # runs not measured now stay as they were
+    path.write_text(json.dumps({**kept, **out}, indent=2) + "\n")
     return out
+
+
+def _trend(values: np.ndarray) -> dict[str, float]:
+    """Least-squares slope of ``values`` over their index, with its 95% t interval (every iteration counts)."""
+    from scipy import stats
+
+    fit = stats.linregress(np.arange(len(values)), values)
+    half = stats.t.ppf(0.975, len(values) - 2) * fit.stderr
+    return {"mean": float(fit.slope), "ci_low": float(fit.slope - half), "ci_high": float(fit.slope + half)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/compose-learner", help="folder of the GRPO runs")
     parser.add_argument("--only", default="", help="train: comma-separated runs (default all)")
     parser.add_argument("--seeds", type=int, default=4, help="noise seeds per held-out query")
+    parser.add_argument(
+        "--against",
+        default="",
+        help="curve: also the reward minus this agent's (e.g. one-shot) on each iteration's own draws",
+    )
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
@@ -178,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.experiment == "train":
         train(runs, args.only.split(",") if args.only else list(RUNS))
     elif args.experiment == "curve":
-        curve(runs, args.only.split(",") if args.only else [n for n in RUNS if (runs / n / "metrics.jsonl").exists()])
+        names = args.only.split(",") if args.only else [n for n in RUNS if (runs / n / "metrics.jsonl").exists()]
+        curve(runs, names, against=args.against)
     elif args.experiment == "reward":
         agents = (
             "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"

@@ -160,3 +160,8 @@ def test_query_cycle_replays_the_same_groups(policy, envs, queries, tmp_path, mo
     assert played[2] == played[0] and played[1] != played[0]
     with pytest.raises(ValueError, match="query_cycle"):
         _config(tmp_path, query_cycle=-1)
+    # the draws can be replayed after the run (a fixed agent scored on the run's own episodes)
+    for i, (played_queries, played_seeds) in enumerate(played):
+        _, _, chosen, seeds = grpo.iteration_draws(config, i, len(queries))
+        assert played_queries == [queries[j] for j in chosen] and played_seeds == seeds.tolist()
+        assert len(set(seeds.tolist())) == config.queries_per_iteration  # same_noise: one seed per group
