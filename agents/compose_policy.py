@@ -277,6 +277,7 @@ def distill(
     progress: bool = True,
     init_vision: str | Path | None = None,
     extra_describe: Sequence[Any] = (),
+    extra_examples: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fit the toy policy to the teacher on env rollouts of ``queries`` and save it in ``out``; returns a report.
 
@@ -297,7 +298,9 @@ def distill(
         envs, compose_teacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
     )
     envs.close()
+    examples += extra_examples  # decisions made without rollouts (e.g. first_action_examples)
     report = {
+        "extra_examples": len(extra_examples),
         "teacher_choice": choice,
         "teacher_rules": compose_teacher(choice, rules).rules,
         "rollout_seconds": time.perf_counter() - tick,
@@ -385,6 +388,31 @@ def fit_student(
     (out / "warm_start.json").write_text(json.dumps(report, indent=2))
     (out / SELECTION_FILE).write_text(json.dumps(choice, indent=2))
     return report
+
+
+def first_action_examples(choice: dict[str, str], count: int, seed: int = 0) -> list[Any]:
+    """Text-only examples of the first decision on ``count`` combinations of the world's training side.
+
+    The first prompt is written before any preview, from the query alone: the category's one-shot rewrite
+    (``choice``). Rollouts give one such example per episode, on the 600 training queries only (100 per
+    category), too few for the toy language model to learn to swap two coloured objects or invert a relation
+    for combinations it has not seen. Here the query is any combination the split sends to training
+    (:func:`promptloop_env.toy.compose_prompts.query_split`: never a test combination), with or without a
+    background, drawn evenly over the categories; no denoising is needed.
+    """
+    from promptloop_agents.sft import SFTExample
+    from promptloop_env.toy.compose_prompts import combinations, query_split
+
+    rng = np.random.default_rng(seed)
+    pools = [[q for q in combinations(c) if query_split(q) == "train"] for c in CATEGORIES]
+    out = []
+    for i in range(count):
+        pool = pools[i % len(pools)]
+        combination = pool[rng.integers(len(pool))]
+        query = caption(combination)
+        observation = {"query": query, "prompt": query, "segment": 0, "timestep": np.zeros(1, dtype=np.float32)}
+        out.append(SFTExample(observation, _rewrite(choice[combination.category], query), with_image=False))
+    return out
 
 
 DESCRIBE_QUERY = "describe the image"
@@ -566,6 +594,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--perception-mix", type=int, default=8000, help="perception previews mixed into the decision fit"
     )
+    parser.add_argument(
+        "--first-action-queries",
+        type=int,
+        default=0,
+        help="text-only first decisions on this many training-side combinations (first_action_examples)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -612,6 +646,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         init_vision=init,
         extra_describe=extra,
+        extra_examples=first_action_examples(selection["choice"], args.first_action_queries, args.seed),
     )
     print(json.dumps(report, indent=2))
     return report

@@ -13,6 +13,7 @@ from promptloop_agents.compose_policy import (
     corrective_prompt,
     describe_examples,
     distill,
+    first_action_examples,
     fit_student,
     load_selection,
     perception_examples,
@@ -40,6 +41,26 @@ def test_one_shot_rewrite_follows_the_category():
     assert agent.rewrite("a circle") == "a circle"
     assert agent.act(observation("three squares", "three squares", 0, 0.0)) == "three squares"  # not chosen: query
     assert agent.uses_previews is False
+
+
+def test_first_action_examples_cover_training_combinations_only():
+    from promptloop_env.toy.compose import CATEGORIES
+    from promptloop_env.toy.compose_prompts import TOY_COMPOSE_TEST_QUERIES
+
+    choice = load_selection(SHIPPED_TOY_COMPOSE_POLICY)
+    examples = first_action_examples(choice, 240, seed=3)
+    test_keys = {parse(q).key() for q in TOY_COMPOSE_TEST_QUERIES}
+    categories = [parse(ex.observation["query"]).category for ex in examples]
+    assert all(categories.count(c) == 40 for c in CATEGORIES)
+    assert not {parse(ex.observation["query"]).key() for ex in examples} & test_keys
+    teacher = CategoryRewriteAgent(choice)
+    for ex in examples:
+        assert not ex.with_image and ex.observation["segment"] == 0
+        assert ex.target == teacher.rewrite(ex.observation["query"])
+    colour_pairs = {ex.observation["query"] for ex, c in zip(examples, categories, strict=True) if c == "color_attr"}
+    assert len(colour_pairs) > 30  # drawn from the hundreds of colour-attribution combinations of the training side
+    again = first_action_examples(choice, 240, seed=3)
+    assert [e.observation["query"] for e in again] == [e.observation["query"] for e in examples]
 
 
 def test_corrective_rules_change_only_what_the_preview_shows_wrong():
