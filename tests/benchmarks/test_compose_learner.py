@@ -1,8 +1,6 @@
 """The training curve's control variate (benchmarks/compose_learner.py): a fixed agent replayed on a run's draws."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -14,17 +12,8 @@ from promptloop_agents.rollout import make_vector_env, run_episodes
 from promptloop_agents.runner import load_queries
 from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "compose_learner.py"
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("compose_learner", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reference_rewards_replay_each_iterations_groups(tmp_path):
+def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_path):
     env = EnvConfig(backbone="toy-compose", reward="toy-compose-soft", num_inference_steps=6, num_refinements=2)
     grpo = GRPOConfig(
         output_dir=str(tmp_path), train_prompts="toy-compose-train", queries_per_iteration=2, group_size=3,
@@ -32,7 +21,7 @@ def test_reference_rewards_replay_each_iterations_groups(tmp_path):
     )  # fmt: skip
     save_config(tmp_path / "config.yaml", env=env, grpo=grpo)
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"reward_mean": 0.5}) + "\n" for _ in range(3)))
-    rewards = load().reference_rewards(tmp_path, "one-shot", progress=False)
+    rewards = benchmark_script("compose_learner").reference_rewards(tmp_path, "one-shot", progress=False)
     assert rewards.shape == (3, 2) and ((rewards >= 0) & (rewards <= 1)).all()
     # each row is the one-shot rewrite on that iteration's two (query, noise) groups, played here directly
     queries = load_queries("toy-compose-train")
@@ -46,6 +35,6 @@ def test_reference_rewards_replay_each_iterations_groups(tmp_path):
     assert len({q for q in group_queries}) > 1
 
 
-def test_trend_finds_a_rising_line():
-    trend = load()._trend(np.arange(10) * 0.01 + np.tile([0.002, -0.002], 5))
+def test_trend_finds_a_rising_line(benchmark_script):
+    trend = benchmark_script("compose_learner")._trend(np.arange(10) * 0.01 + np.tile([0.002, -0.002], 5))
     assert trend["ci_low"] > 0 and abs(trend["mean"] - 0.01) < 0.002

@@ -1,20 +1,12 @@
 """The feedback-headroom analysis (benchmarks/compose_feedback_headroom.py) on records whose answer is known."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "compose_feedback_headroom.py"
 
-
-@pytest.fixture(scope="module")
-def headroom():
-    spec = importlib.util.spec_from_file_location("compose_feedback_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def headroom(benchmark_script):
+    return benchmark_script("compose_feedback_headroom")
 
 
 def _records(informative: bool, n: int = 80) -> list[dict]:
