@@ -9,6 +9,12 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
 - ``curve``: each run's training reward, the last 10 iterations against the first 10, into
   ``results/compose_training/curve.json``; paired for ``closed-cycled`` and ``closed-cycled-80`` (the recipe's
   closed loop with ``--query_cycle 10``, 40 and 80 iterations: iterations 10 apart replay the same groups).
+- ``checkpoints``: the training reward without the draws' noise: iteration 0 and the first and last 10
+  iterations' saved policies of each ``--only`` run (trained with ``--save_every 1``) on the same 240 training
+  draws, into ``results/compose_training/checkpoints.{json,png}``.
+- ``pool``: one recipe's GRPO seeds pooled (``--evals EVAL_JSON:AGENT,...``): closed loop, a priori and blank
+  previews against the best one-shot rewrite and each other, per seed and pooled, into
+  ``results/compose_NAME/pooled.{json,md}``.
 - ``reward``: reward optimisation and feedback against compute: identity, caption template, the per-query best
   static rewrite (chosen on other seeds of each test query: privileged), the best one-shot rewrite (per category,
   chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
@@ -219,6 +225,233 @@ def curve(runs: Path, names: list[str], window: int = 10, against: str = "") -> 
     return out
 
 
+def checkpoint_rewards(
+    folder: Path, draws: int = 240, seed: int = 2026, iterations: list[int] | None = None, progress: bool = True
+) -> tuple[list[int], np.ndarray]:
+    """The training reward of each saved iteration's policy on one fixed sample of the training distribution.
+
+    The logged reward of an iteration is measured on that iteration's own few draws (6 groups in the recipe),
+    so which queries came up dominates its iteration-to-iteration noise. Here every checkpoint of ``folder`` (a
+    GRPO run saved with ``--save_every 1`` and enough ``--keep_checkpoints``) plays the same ``draws`` (training
+    query, noise) pairs, chosen by ``seed`` (queries without replacement; noise seeds the run never used, with
+    probability near 1), with the run's own sampler (its temperature) and the same sampling seed, under the
+    run's reward. Iteration 0 is the warm start (the LoRA update zeroed). Returns ``(iterations, rewards)``,
+    ``rewards[k, d]`` the reward of iteration ``iterations[k]``'s policy on draw ``d``.
+    """
+    import torch
+    import yaml
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.checkpoint import list_checkpoints, load_checkpoint
+    from promptloop_agents.configs import EnvConfig, GRPOConfig, PolicyConfig
+    from promptloop_agents.evaluation import agent_act_fn
+    from promptloop_agents.mllm import MLLMAgent
+    from promptloop_agents.rollout import make_vector_env, run_episodes
+    from promptloop_agents.runner import load_queries
+
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    env, grpo, policy = EnvConfig(**config["env"]), GRPOConfig(**config["grpo"]), PolicyConfig(**config["policy"])
+    if grpo.finetuning != "lora":
+        raise ValueError(f"{folder}: checkpoint rewards need a LoRA run (finetuning: lora); got {grpo.finetuning!r}.")
+    saved = {int(path.stem.split("-")[-1]): path for path in list_checkpoints(folder / "checkpoints")}
+    wanted = sorted(saved) if iterations is None else iterations
+    if missing := [i for i in wanted if i and i not in saved]:
+        raise ValueError(
+            f"{folder}: no checkpoint for iterations {missing[:5]} (saved: {sorted(saved)[:5]} ...); train with "
+            "--save_every 1 --keep_checkpoints N to keep every iteration."
+        )
+    queries = load_queries(grpo.train_prompts)
+    if not 0 < draws <= len(queries):
+        raise ValueError(f"draws must be between 1 and the {len(queries)} training queries; got {draws}.")
+    rng = np.random.default_rng([seed, 12])
+    chosen = [queries[i] for i in rng.choice(len(queries), draws, replace=False)]
+    noise = [int(s) for s in rng.integers(0, 2**31 - 1, size=draws)]
+    sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p", "max_new_tokens")}
+    agent = MLLMAgent.from_pretrained(folder / "policy", mode=policy.mode, do_sample=policy.do_sample, **sampling)
+    model = agent.model
+    trained = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    envs = make_vector_env(min(60, draws), **env.env_kwargs(grpo.refine_schedule))
+    rewards = []
+    for iteration in tqdm(wanted, desc=f"{folder.name}: checkpoints", disable=not progress):
+        with torch.no_grad():
+            if iteration == 0:  # the warm start: LoRA's B zero, so the adapter adds nothing
+                for name, parameter in trained.items():
+                    if "lora_B" in name:
+                        parameter.zero_()
+            else:
+                weights = load_checkpoint(saved[iteration])["adapter"]
+                result = model.load_state_dict(weights, strict=False)
+                if result.unexpected_keys or set(trained) - set(weights):
+                    raise ValueError(f"{saved[iteration]} does not hold this policy's LoRA weights.")
+        torch.manual_seed(seed)
+        episodes = run_episodes(envs, agent_act_fn(agent), chosen, noise)
+        rewards.append([e.reward for e in episodes])
+    envs.close()
+    return list(wanted), np.array(rewards)
+
+
+def checkpoint_curve(
+    runs: Path, names: list[str], window: int = 10, draws: int = 240, seed: int = 2026, progress: bool = True
+) -> dict:
+    """:func:`checkpoint_rewards` for iteration 0, the first ``window`` and the last ``window`` iterations of
+    each run, with the last window's mean against the first's: Welch over the ``2 * window`` checkpoint means
+    (the bar's form, against iteration-to-iteration noise, now free of the draws) and paired over the draws
+    (each draw's mean reward under the last window's policies minus under the first's). Writes
+    ``results/compose_training/checkpoints.json`` (kept runs merged) and ``checkpoints.png``."""
+    from promptloop_env.stats import difference_ci, paired_difference, rounded, t_ci
+
+    out = {}
+    for name in names:
+        folder = runs / name
+        last = len((folder / "metrics.jsonl").read_text().splitlines())
+        wanted = [0, *range(1, window + 1), *range(last - window + 1, last + 1)]
+        iterations, rewards = checkpoint_rewards(folder, draws, seed, wanted, progress)
+        means = rewards.mean(axis=1)
+        first, final = rewards[1 : window + 1], rewards[-window:]
+        out[name] = {
+            "measure": (
+                f"each iteration's policy on the same {draws} training (query, noise) draws, the run's sampler and "
+                f"reward, one sampling seed (draw seed {seed})"
+            ),
+            "iterations": iterations,
+            "means": [round(float(m), 4) for m in means],
+            "warm_start": rounded(t_ci(rewards[0])),
+            "first_mean": round(float(first.mean()), 4),
+            "last_mean": round(float(final.mean()), 4),
+            "last_minus_first_welch_over_iterations": rounded(difference_ci(means[-window:], means[1 : window + 1])),
+            "last_minus_first_paired_over_draws": rounded(
+                paired_difference(final.mean(axis=0), first.mean(axis=0), method="bootstrap")
+            ),
+            "last_minus_warm_start_paired_over_draws": rounded(
+                paired_difference(final.mean(axis=0), rewards[0], method="bootstrap")
+            ),
+        }
+        w, p = out[name]["last_minus_first_welch_over_iterations"], out[name]["last_minus_first_paired_over_draws"]
+        print(
+            f"{name}: warm start {means[0]:.3f}, first {window} {first.mean():.3f}, last {window} {final.mean():.3f};"
+            f" last - first {w['mean']:+.3f} [{w['ci_low']:+.3f}, {w['ci_high']:+.3f}] (Welch over iterations),"
+            f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (paired over draws)"
+        )
+    path = RESULTS / "compose_training" / "checkpoints.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**kept, **out}
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    _plot_checkpoints(merged, path.with_suffix(".png"))
+    return out
+
+
+def _plot_checkpoints(curves: dict, path: Path) -> None:
+    """One line per run: its checkpoints' mean training reward on the fixed draws, by iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, run in curves.items():
+        ax.plot(run["iterations"], run["means"], marker="o", markersize=3, label=name)
+    ax.set_xlabel("GRPO iteration")
+    ax.set_ylabel("training reward on fixed draws")
+    ax.set_title("Each iteration's policy on the same training draws")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+MODES = {"closed loop": "", "a priori": "_a_priori", "blank previews": "_blank"}
+
+
+def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_shot", results: Path = RESULTS) -> dict:
+    """One recipe's GRPO seeds, pooled: each ``(eval.json, agent)`` is one seed's policy, evaluated with its
+    ``agent_a_priori`` and ``agent_blank`` modes on the same held-out episodes as ``baseline`` (checked: the
+    same queries, noise seeds and baseline scores in every file). A query's unit is its mean over noise seeds and
+    over the policies (the recipe's expected score on it, over these training seeds); differences are paired per
+    query with bootstrap 95% CIs, as ``promptloop eval`` reports them. The interval is over queries, conditional on
+    the seeds drawn: each seed's own result is listed beside it. Writes ``results/compose_<name>/pooled.{json,md}``.
+    """
+    from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
+
+    loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in evals]
+    first = loaded[0][0]
+    backbone = next(iter(first["backbones"]))
+    base_scores = first["backbones"][backbone]["episodes"][baseline]["scores"]
+    for data, agent in loaded[1:]:
+        same = data["queries"] == first["queries"] and data["seeds"] == first["seeds"]
+        if not same or data["backbones"][backbone]["episodes"][baseline]["scores"] != base_scores:
+            raise ValueError(f"{agent}'s evaluation is not on the same episodes as {loaded[0][1]}'s.")
+    categories = np.array(first["categories"])
+    out: dict = {"seeds": [agent for _, agent in loaded], "baseline": baseline, "queries": len(categories)}
+    for metric in base_scores:
+
+        def per_query(data: dict, agent: str, metric: str = metric) -> np.ndarray:
+            return np.asarray(data["backbones"][backbone]["episodes"][agent]["scores"][metric]).mean(axis=1)
+
+        base = np.asarray(base_scores[metric]).mean(axis=1)
+        modes = {
+            mode: np.array([per_query(data, agent + suffix) for data, agent in loaded])
+            for mode, suffix in MODES.items()
+        }
+        pooled = {mode: scores.mean(axis=0) for mode, scores in modes.items()}
+        closed = pooled["closed loop"]
+        out[metric] = {
+            "per_seed": {
+                agent: {mode: round(float(scores[k].mean()), 4) for mode, scores in modes.items()}
+                for k, (_, agent) in enumerate(loaded)
+            },
+            "per_seed_closed_minus_baseline": {
+                agent: rounded(paired_difference(modes["closed loop"][k], base, method="bootstrap"))
+                for k, (_, agent) in enumerate(loaded)
+            },
+            "per_seed_closed_minus_a_priori": {
+                agent: rounded(paired_difference(modes["closed loop"][k], modes["a priori"][k], method="bootstrap"))
+                for k, (_, agent) in enumerate(loaded)
+            },
+            baseline: rounded(bootstrap_ci(base)),
+            "pooled": {mode: rounded(bootstrap_ci(scores)) for mode, scores in pooled.items()},
+            "pooled_differences": {
+                f"closed loop - {baseline}": rounded(paired_difference(closed, base, method="bootstrap")),
+                "closed loop - a priori": rounded(paired_difference(closed, pooled["a priori"], method="bootstrap")),
+                "closed loop - blank previews": rounded(
+                    paired_difference(closed, pooled["blank previews"], method="bootstrap")
+                ),
+                f"a priori - {baseline}": rounded(paired_difference(pooled["a priori"], base, method="bootstrap")),
+                f"blank previews - {baseline}": rounded(
+                    paired_difference(pooled["blank previews"], base, method="bootstrap")
+                ),
+            },
+            "per_category_closed_minus_baseline": {
+                c: round(float((closed - base)[categories == c].mean()), 4) for c in dict.fromkeys(categories)
+            },
+        }
+    folder = results / f"compose_{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pooled.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [
+        f"# {name}: {len(loaded)} GRPO seeds pooled against `{baseline}`",
+        "",
+        f"{len(categories)} held-out queries; a query's unit is its mean over noise seeds and policies; paired "
+        "bootstrap 95% CIs over queries.",
+    ]
+    for metric in base_scores:
+        lines += ["", f"## {metric}", "", "| comparison | mean | 95% CI |", "|---|---|---|"]
+        rows = {**out[metric]["pooled_differences"]}
+        rows.update(
+            {
+                f"seed {a}: closed loop - {baseline}": d
+                for a, d in out[metric]["per_seed_closed_minus_baseline"].items()
+            }
+        )
+        rows.update(
+            {f"seed {a}: closed loop - a priori": d for a, d in out[metric]["per_seed_closed_minus_a_priori"].items()}
+        )
+        lines += [f"| {k} | {d['mean']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |" for k, d in rows.items()]
+    (folder / "pooled.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
 def _trend(values: np.ndarray) -> dict[str, float]:
     """Least-squares slope of ``values`` over their index, with its 95% t interval (every iteration counts)."""
     from scipy import stats
@@ -232,7 +465,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "experiment",
-        choices=["train", "curve", "reward", "longer", "ladder", "generalisation", "composition", "overoptimisation"],
+        choices=[
+            "train",
+            "curve",
+            "checkpoints",
+            "pool",
+            "reward",
+            "longer",
+            "ladder",
+            "generalisation",
+            "composition",
+            "overoptimisation",
+        ],
     )
     parser.add_argument("--runs", default="runs/compose-learner", help="folder of the GRPO runs")
     parser.add_argument("--only", default="", help="train: comma-separated runs (default all)")
@@ -242,6 +486,15 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="curve: also the reward minus this agent's (e.g. one-shot) on each iteration's own draws",
     )
+    parser.add_argument(
+        "--draws", type=int, default=240, help="checkpoints: training (query, noise) draws every iteration plays"
+    )
+    parser.add_argument(
+        "--evals",
+        default="",
+        help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
+    )
+    parser.add_argument("--name", default="grpo_seeds", help="pool: results go to results/compose_NAME/")
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
@@ -251,6 +504,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.experiment == "curve":
         names = args.only.split(",") if args.only else [n for n in RUNS if (runs / n / "metrics.jsonl").exists()]
         curve(runs, names, against=args.against)
+    elif args.experiment == "pool":
+        pairs = [item.rsplit(":", 1) for item in args.evals.split(",") if item]
+        if len(pairs) < 2 or any(len(pair) != 2 for pair in pairs):
+            parser.error("pool needs --evals EVAL_JSON:AGENT,EVAL_JSON:AGENT[,...] (two seeds or more)")
+        pool_seeds([(Path(path), agent) for path, agent in pairs], args.name)
+    elif args.experiment == "checkpoints":
+        checkpoint_curve(runs, args.only.split(","), draws=args.draws)
     elif args.experiment == "reward":
         agents = (
             "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"

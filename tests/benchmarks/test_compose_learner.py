@@ -38,3 +38,77 @@ def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_p
 def test_trend_finds_a_rising_line(benchmark_script):
     trend = benchmark_script("compose_learner")._trend(np.arange(10) * 0.01 + np.tile([0.002, -0.002], 5))
     assert trend["ci_low"] > 0 and abs(trend["mean"] - 0.01) < 0.002
+
+
+def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_script, tmp_path):
+    import pytest
+    import torch
+
+    from promptloop_agents.checkpoint import save_checkpoint
+    from promptloop_agents.configs import PolicyConfig
+    from promptloop_agents.mllm import MLLMAgent
+
+    env = EnvConfig(backbone="toy-compose", reward="toy-compose-soft", num_inference_steps=6, num_refinements=2)
+    grpo = GRPOConfig(output_dir=str(tmp_path), train_prompts="toy-compose-train", refine_schedule="0,3")
+    policy = PolicyConfig(policy="toy", temperature=1.3, do_sample=True)
+    save_config(tmp_path / "config.yaml", env=env, policy=policy, grpo=grpo)
+    agent = MLLMAgent.from_pretrained(SHIPPED_TOY_COMPOSE_POLICY)
+    agent.add_lora(seed=0)
+    lora = {n: p for n, p in agent.model.named_parameters() if "lora_" in n}
+    agent.save_pretrained(tmp_path / "policy")
+    torch.manual_seed(1)
+    moved = {n: p.detach() + 0.3 * torch.randn_like(p) for n, p in lora.items()}  # iteration 1: a changed adapter
+    save_checkpoint(tmp_path / "checkpoints", 1, moved, None, keep=5)
+    save_checkpoint(tmp_path / "checkpoints", 2, {n: p.detach() for n, p in lora.items()}, None, keep=5)
+
+    script = benchmark_script("compose_learner")
+    iterations, rewards = script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 1, 2, 0], progress=False)
+    assert iterations == [0, 1, 2, 0] and rewards.shape == (4, 4)
+    assert rewards[1].tolist() != rewards[0].tolist()  # the changed adapter was played
+    # iteration 0 is the warm start whatever was loaded before; iteration 2 saved the untouched adapter (B = 0)
+    assert rewards[0].tolist() == rewards[3].tolist() == rewards[2].tolist()
+    # and the warm start is the plain policy, sampled the same way on the same draws
+    rng = np.random.default_rng([2026, 12])
+    queries = load_queries("toy-compose-train")
+    chosen = [queries[i] for i in rng.choice(len(queries), 4, replace=False)]
+    noise = [int(s) for s in rng.integers(0, 2**31 - 1, size=4)]
+    plain = MLLMAgent.from_pretrained(SHIPPED_TOY_COMPOSE_POLICY, temperature=1.3, do_sample=True)
+    envs = make_vector_env(4, **env.env_kwargs(grpo.refine_schedule))
+    torch.manual_seed(2026)
+    direct = run_episodes(envs, agent_act_fn(plain), chosen, noise)
+    envs.close()
+    assert np.allclose(rewards[0], [e.reward for e in direct], atol=1e-6)
+    with pytest.raises(ValueError, match="save_every 1"):
+        script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 3], progress=False)
+
+
+def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmark_script, tmp_path):
+    import pytest
+
+    rng = np.random.default_rng(0)
+    queries, cats = [f"q{i}" for i in range(12)], ["a", "b"] * 6
+
+    def scores():
+        return {"toy-compose": rng.integers(0, 2, size=(12, 3)).astype(float).tolist()}
+
+    base = scores()
+    files = []
+    for k in range(2):
+        agent = f"s{k}"
+        episodes = {"one_shot": {"scores": base}}
+        episodes.update({agent + suffix: {"scores": scores()} for suffix in ("", "_a_priori", "_blank")})
+        data = {"queries": queries, "categories": cats, "seeds": [[1, 2, 3]] * 12}
+        data["backbones"] = {"toy-compose": {"episodes": episodes}}
+        (tmp_path / f"{agent}.json").write_text(json.dumps(data))
+        files.append((tmp_path / f"{agent}.json", agent, data))
+    script = benchmark_script("compose_learner")
+    out = script.pool_seeds([(f, a) for f, a, _ in files], "test", results=tmp_path)["toy-compose"]
+    closed = np.mean([np.mean(d["backbones"]["toy-compose"]["episodes"][a]["scores"]["toy-compose"], axis=1)
+                      for _, a, d in files], axis=0)  # fmt: skip
+    expected = (closed - np.mean(base["toy-compose"], axis=1)).mean()
+    assert abs(out["pooled_differences"]["closed loop - one_shot"]["mean"] - round(expected, 4)) < 1e-9
+    assert set(out["per_seed"]) == {"s0", "s1"} and (tmp_path / "compose_test" / "pooled.md").exists()
+    files[1][2]["seeds"][0] = [9, 9, 9]  # another seed's episodes: not poolable
+    files[1][0].write_text(json.dumps(files[1][2]))
+    with pytest.raises(ValueError, match="same episodes"):
+        script.pool_seeds([(f, a) for f, a, _ in files], "test", results=tmp_path)
