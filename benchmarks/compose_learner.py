@@ -363,17 +363,27 @@ def _plot_checkpoints(curves: dict, path: Path) -> None:
 MODES = {"closed loop": "", "a priori": "_a_priori", "blank previews": "_blank"}
 
 
-def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_shot", results: Path = RESULTS) -> dict:
+def pool_seeds(
+    evals: list[tuple[Path, str]],
+    name: str,
+    baseline: str = "one_shot",
+    results: Path = RESULTS,
+    reference: tuple[Path, str] | None = None,
+) -> dict:
     """One recipe's GRPO seeds, pooled: each ``(eval.json, agent)`` is one seed's policy, evaluated with its
     ``agent_a_priori`` and ``agent_blank`` modes on the same held-out episodes as ``baseline`` (checked: the
     same queries, noise seeds and baseline scores in every file). A query's unit is its mean over noise seeds and
     over the policies (the recipe's expected score on it, over these training seeds); differences are paired per
     query with bootstrap 95% CIs, as ``promptloop eval`` reports them. The interval is over queries, conditional on
-    the seeds drawn: each seed's own result is listed beside it. Writes ``results/compose_<name>/pooled.{json,md}``.
+    the seeds drawn: each seed's own result is listed beside it. ``reference`` (``(eval.json, agent)``, e.g. the
+    warm start of the runs, with its modes, on the same episodes) adds each pooled mode minus the reference's.
+    Writes ``results/compose_<name>/pooled.{json,md}``.
     """
     from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 
     loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in evals]
+    if reference is not None:
+        loaded.append((json.loads(Path(reference[0]).read_text()), reference[1]))
     first = loaded[0][0]
     backbone = next(iter(first["backbones"]))
     base_scores = first["backbones"][backbone]["episodes"][baseline]["scores"]
@@ -381,6 +391,7 @@ def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_sh
         same = data["queries"] == first["queries"] and data["seeds"] == first["seeds"]
         if not same or data["backbones"][backbone]["episodes"][baseline]["scores"] != base_scores:
             raise ValueError(f"{agent}'s evaluation is not on the same episodes as {loaded[0][1]}'s.")
+    ref = loaded.pop() if reference is not None else None
     categories = np.array(first["categories"])
     out: dict = {"seeds": [agent for _, agent in loaded], "baseline": baseline, "queries": len(categories)}
     for metric in base_scores:
@@ -395,6 +406,13 @@ def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_sh
         }
         pooled = {mode: scores.mean(axis=0) for mode, scores in modes.items()}
         closed = pooled["closed loop"]
+        versus_reference = {}
+        if ref is not None:
+            for mode, suffix in MODES.items():
+                other = per_query(ref[0], ref[1] + suffix)
+                versus_reference[f"{mode} - {ref[1]} {mode}"] = rounded(
+                    paired_difference(pooled[mode], other, method="bootstrap")
+                )
         out[metric] = {
             "per_seed": {
                 agent: {mode: round(float(scores[k].mean()), 4) for mode, scores in modes.items()}
@@ -421,6 +439,7 @@ def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_sh
                     paired_difference(pooled["blank previews"], base, method="bootstrap")
                 ),
             },
+            "pooled_minus_reference": versus_reference,
             "per_category_closed_minus_baseline": {
                 c: round(float((closed - base)[categories == c].mean()), 4) for c in dict.fromkeys(categories)
             },
@@ -436,7 +455,7 @@ def pool_seeds(evals: list[tuple[Path, str]], name: str, baseline: str = "one_sh
     ]
     for metric in base_scores:
         lines += ["", f"## {metric}", "", "| comparison | mean | 95% CI |", "|---|---|---|"]
-        rows = {**out[metric]["pooled_differences"]}
+        rows = {**out[metric]["pooled_differences"], **out[metric]["pooled_minus_reference"]}
         rows.update(
             {
                 f"seed {a}: closed loop - {baseline}": d
@@ -494,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
     )
+    parser.add_argument(
+        "--reference", default="", help="pool: EVAL_JSON:AGENT to subtract from each pooled mode (e.g. the warm start)"
+    )
     parser.add_argument("--name", default="grpo_seeds", help="pool: results go to results/compose_NAME/")
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
@@ -508,7 +530,11 @@ def main(argv: list[str] | None = None) -> None:
         pairs = [item.rsplit(":", 1) for item in args.evals.split(",") if item]
         if len(pairs) < 2 or any(len(pair) != 2 for pair in pairs):
             parser.error("pool needs --evals EVAL_JSON:AGENT,EVAL_JSON:AGENT[,...] (two seeds or more)")
-        pool_seeds([(Path(path), agent) for path, agent in pairs], args.name)
+        reference = None
+        if args.reference:
+            path, agent = args.reference.rsplit(":", 1)
+            reference = (Path(path), agent)
+        pool_seeds([(Path(path), agent) for path, agent in pairs], args.name, reference=reference)
     elif args.experiment == "checkpoints":
         checkpoint_curve(runs, args.only.split(","), draws=args.draws)
     elif args.experiment == "reward":
