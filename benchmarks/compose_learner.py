@@ -376,8 +376,8 @@ def pool_seeds(
     over the policies (the recipe's expected score on it, over these training seeds); differences are paired per
     query with bootstrap 95% CIs, as ``promptloop eval`` reports them. The interval is over queries, conditional on
     the seeds drawn: each seed's own result is listed beside it. ``reference`` (``(eval.json, agent)``, e.g. the
-    warm start of the runs, with its modes, on the same episodes) adds each pooled mode minus the reference's.
-    Writes ``results/compose_<name>/pooled.{json,md}``.
+    warm start of the runs, on the same episodes) adds each pooled mode minus the reference's, for the modes its
+    file holds. Writes ``results/compose_<name>/pooled.{json,md}``.
     """
     from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 
@@ -409,6 +409,8 @@ def pool_seeds(
         versus_reference = {}
         if ref is not None:
             for mode, suffix in MODES.items():
+                if ref[1] + suffix not in ref[0]["backbones"][backbone]["episodes"]:
+                    continue  # a mode the reference was not evaluated in
                 other = per_query(ref[0], ref[1] + suffix)
                 versus_reference[f"{mode} - {ref[1]} {mode}"] = rounded(
                     paired_difference(pooled[mode], other, method="bootstrap")
