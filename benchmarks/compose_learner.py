@@ -349,7 +349,13 @@ def _plot_checkpoints(curves: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, run in curves.items():
-        ax.plot(run["iterations"], run["means"], marker="o", markersize=3, label=name)
+        iterations, means = np.array(run["iterations"]), np.array(run["means"])
+        starts = [0, *np.flatnonzero(np.diff(iterations) > 1) + 1, len(iterations)]  # no line across the gap
+        color = None
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            line = ax.plot(iterations[a:b], means[a:b], marker="o", markersize=3, color=color)[0]
+            color = line.get_color()
+        line.set_label(name)
     ax.set_xlabel("GRPO iteration")
     ax.set_ylabel("training reward on fixed draws")
     ax.set_title("Each iteration's policy on the same training draws")
