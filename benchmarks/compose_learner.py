@@ -387,6 +387,9 @@ def pool_seeds(
     """
     from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 
+    def paired(a: np.ndarray, b: np.ndarray) -> dict:
+        return rounded(paired_difference(a, b, method="bootstrap"))
+
     loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in evals]
     if reference is not None:
         loaded.append((json.loads(Path(reference[0]).read_text()), reference[1]))
@@ -418,34 +421,26 @@ def pool_seeds(
                 if ref[1] + suffix not in ref[0]["backbones"][backbone]["episodes"]:
                     continue  # a mode the reference was not evaluated in
                 other = per_query(ref[0], ref[1] + suffix)
-                versus_reference[f"{mode} - {ref[1]} {mode}"] = rounded(
-                    paired_difference(pooled[mode], other, method="bootstrap")
-                )
+                versus_reference[f"{mode} - {ref[1]} {mode}"] = paired(pooled[mode], other)
         out[metric] = {
             "per_seed": {
                 agent: {mode: round(float(scores[k].mean()), 4) for mode, scores in modes.items()}
                 for k, (_, agent) in enumerate(loaded)
             },
             "per_seed_closed_minus_baseline": {
-                agent: rounded(paired_difference(modes["closed loop"][k], base, method="bootstrap"))
-                for k, (_, agent) in enumerate(loaded)
+                agent: paired(modes["closed loop"][k], base) for k, (_, agent) in enumerate(loaded)
             },
             "per_seed_closed_minus_a_priori": {
-                agent: rounded(paired_difference(modes["closed loop"][k], modes["a priori"][k], method="bootstrap"))
-                for k, (_, agent) in enumerate(loaded)
+                agent: paired(modes["closed loop"][k], modes["a priori"][k]) for k, (_, agent) in enumerate(loaded)
             },
             baseline: rounded(bootstrap_ci(base)),
             "pooled": {mode: rounded(bootstrap_ci(scores)) for mode, scores in pooled.items()},
             "pooled_differences": {
-                f"closed loop - {baseline}": rounded(paired_difference(closed, base, method="bootstrap")),
-                "closed loop - a priori": rounded(paired_difference(closed, pooled["a priori"], method="bootstrap")),
-                "closed loop - blank previews": rounded(
-                    paired_difference(closed, pooled["blank previews"], method="bootstrap")
-                ),
-                f"a priori - {baseline}": rounded(paired_difference(pooled["a priori"], base, method="bootstrap")),
-                f"blank previews - {baseline}": rounded(
-                    paired_difference(pooled["blank previews"], base, method="bootstrap")
-                ),
+                f"closed loop - {baseline}": paired(closed, base),
+                "closed loop - a priori": paired(closed, pooled["a priori"]),
+                "closed loop - blank previews": paired(closed, pooled["blank previews"]),
+                f"a priori - {baseline}": paired(pooled["a priori"], base),
+                f"blank previews - {baseline}": paired(pooled["blank previews"], base),
             },
             "pooled_minus_reference": versus_reference,
             "per_category_closed_minus_baseline": {
@@ -535,14 +530,16 @@ def main(argv: list[str] | None = None) -> None:
         names = args.only.split(",") if args.only else [n for n in RUNS if (runs / n / "metrics.jsonl").exists()]
         curve(runs, names, against=args.against)
     elif args.experiment == "pool":
-        pairs = [item.rsplit(":", 1) for item in args.evals.split(",") if item]
-        if len(pairs) < 2 or any(len(pair) != 2 for pair in pairs):
-            parser.error("pool needs --evals EVAL_JSON:AGENT,EVAL_JSON:AGENT[,...] (two seeds or more)")
-        reference = None
-        if args.reference:
-            path, agent = args.reference.rsplit(":", 1)
-            reference = (Path(path), agent)
-        pool_seeds([(Path(path), agent) for path, agent in pairs], args.name, reference=reference)
+        items = [item for item in args.evals.split(",") if item]
+        pairs = [item.rsplit(":", 1) for item in [*items, args.reference] if item]
+        if len(items) < 2 or any(len(pair) != 2 for pair in pairs):
+            parser.error(
+                "pool needs --evals EVAL_JSON:AGENT,EVAL_JSON:AGENT[,...] (two seeds or more) and an optional"
+                " --reference EVAL_JSON:AGENT"
+            )
+        evals = [(Path(path), agent) for path, agent in pairs]
+        reference = evals.pop() if args.reference else None
+        pool_seeds(evals, args.name, reference=reference)
     elif args.experiment == "checkpoints":
         checkpoint_curve(runs, args.only.split(","), draws=args.draws)
     elif args.experiment == "reward":

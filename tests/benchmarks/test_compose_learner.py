@@ -1,4 +1,5 @@
-"""The training curve's control variate (benchmarks/compose_learner.py): a fixed agent replayed on a run's draws."""
+"""The training-curve measures (a fixed agent on a run's draws, saved policies on fixed draws) and seed pooling of
+benchmarks/compose_learner.py."""
 
 import json
 
