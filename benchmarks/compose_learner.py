@@ -296,7 +296,8 @@ def checkpoint_curve(
     """:func:`checkpoint_rewards` for iteration 0, the first ``window`` and the last ``window`` iterations of
     each run, with the last window's mean against the first's: Welch over the ``2 * window`` checkpoint means
     (the bar's form, against iteration-to-iteration noise, now free of the draws) and paired over the draws
-    (each draw's mean reward under the last window's policies minus under the first's). Writes
+    (each draw's mean reward under the last window's policies minus under the first's); both windows also against
+    the warm start, paired over the draws. Keeps the whole reward matrix (``rewards[checkpoint][draw]``). Writes
     ``results/compose_training/checkpoints.json`` (kept runs merged) and ``checkpoints.png``."""
     from promptloop_env.stats import difference_ci, paired_difference, rounded, t_ci
 
@@ -325,6 +326,10 @@ def checkpoint_curve(
             "last_minus_warm_start_paired_over_draws": rounded(
                 paired_difference(final.mean(axis=0), rewards[0], method="bootstrap")
             ),
+            "first_minus_warm_start_paired_over_draws": rounded(
+                paired_difference(first.mean(axis=0), rewards[0], method="bootstrap")
+            ),
+            "rewards": [[round(float(r), 4) for r in row] for row in rewards],  # [checkpoint][draw], for any contrast
         }
         w, p = out[name]["last_minus_first_welch_over_iterations"], out[name]["last_minus_first_paired_over_draws"]
         print(

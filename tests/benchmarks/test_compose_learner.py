@@ -83,6 +83,34 @@ def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_s
         script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 3], progress=False)
 
 
+def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_script, tmp_path, monkeypatch):
+    script = benchmark_script("compose_learner")
+    run = tmp_path / "runs" / "rising"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n" * 12)  # 12 iterations: windows of 3 are 1-3 and 10-12
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, size=50)
+
+    def fake_rewards(folder, draws, seed, wanted, progress):  # iteration i adds 0.01 * i to every draw
+        assert folder == run and draws == 50 and wanted == [0, 1, 2, 3, 10, 11, 12]
+        return wanted, np.array([base + 0.01 * i + rng.normal(0, 0.001, size=50) for i in wanted])
+
+    monkeypatch.setattr(script, "checkpoint_rewards", fake_rewards)
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    (tmp_path / "results" / "compose_training").mkdir(parents=True)
+    kept = {"older": {"iterations": [0, 1], "means": [0.5, 0.6]}}
+    (tmp_path / "results" / "compose_training" / "checkpoints.json").write_text(json.dumps(kept))
+    out = script.checkpoint_curve(tmp_path / "runs", ["rising"], window=3, draws=50, progress=False)["rising"]
+    assert abs(out["last_minus_first_paired_over_draws"]["mean"] - 0.09) < 0.002
+    assert 0.05 < out["last_minus_first_welch_over_iterations"]["ci_low"] < 0.09
+    assert abs(out["first_minus_warm_start_paired_over_draws"]["mean"] - 0.02) < 0.002
+    assert abs(out["last_minus_warm_start_paired_over_draws"]["mean"] - 0.11) < 0.002
+    assert np.array(out["rewards"]).shape == (7, 50) and abs(out["rewards"][0][0] - base[0]) < 0.005
+    written = json.loads((tmp_path / "results" / "compose_training" / "checkpoints.json").read_text())
+    assert set(written) == {"older", "rising"} and written["rising"]["means"] == out["means"]
+    assert (tmp_path / "results" / "compose_training" / "checkpoints.png").exists()
+
+
 def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmark_script, tmp_path):
     import pytest
 
