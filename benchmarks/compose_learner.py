@@ -226,7 +226,12 @@ def curve(runs: Path, names: list[str], window: int = 10, against: str = "") -> 
 
 
 def checkpoint_rewards(
-    folder: Path, draws: int = 240, seed: int = 2026, iterations: list[int] | None = None, progress: bool = True
+    folder: Path,
+    draws: int = 240,
+    seed: int = 2026,
+    iterations: list[int] | None = None,
+    progress: bool = True,
+    sampling_seed: int | None = None,
 ) -> tuple[list[int], np.ndarray]:
     """The training reward of each saved iteration's policy on one fixed sample of the training distribution.
 
@@ -234,9 +239,10 @@ def checkpoint_rewards(
     so which queries came up dominates its iteration-to-iteration noise. Here every checkpoint of ``folder`` (a
     GRPO run saved with ``--save_every 1`` and enough ``--keep_checkpoints``) plays the same ``draws`` (training
     query, noise) pairs, chosen by ``seed`` (queries without replacement; noise seeds the run never used, with
-    probability near 1), with the run's own sampler (its temperature) and the same sampling seed, under the
-    run's reward. Iteration 0 is the warm start (the LoRA update zeroed). Returns ``(iterations, rewards)``,
-    ``rewards[k, d]`` the reward of iteration ``iterations[k]``'s policy on draw ``d``.
+    probability near 1), with the run's own sampler (its temperature) and the same sampling seed
+    (``sampling_seed``, default ``seed``), under the run's reward. Iteration 0 is the warm start (the LoRA update
+    zeroed). Returns ``(iterations, rewards)``, ``rewards[k, d]`` the reward of iteration ``iterations[k]``'s
+    policy on draw ``d``.
     """
     import torch
     import yaml
@@ -283,7 +289,7 @@ def checkpoint_rewards(
                 result = model.load_state_dict(weights, strict=False)
                 if result.unexpected_keys or set(trained) - set(weights):
                     raise ValueError(f"{saved[iteration]} does not hold this policy's LoRA weights.")
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if sampling_seed is None else sampling_seed)
         episodes = run_episodes(envs, agent_act_fn(agent), chosen, noise)
         rewards.append([e.reward for e in episodes])
     envs.close()
@@ -291,14 +297,23 @@ def checkpoint_rewards(
 
 
 def checkpoint_curve(
-    runs: Path, names: list[str], window: int = 10, draws: int = 240, seed: int = 2026, progress: bool = True
+    runs: Path,
+    names: list[str],
+    window: int = 10,
+    draws: int = 240,
+    seed: int = 2026,
+    progress: bool = True,
+    warm_start_seeds: int = 1,
 ) -> dict:
     """:func:`checkpoint_rewards` for iteration 0, the first ``window`` and the last ``window`` iterations of
     each run, with the last window's mean against the first's: Welch over the ``2 * window`` checkpoint means
     (the bar's form, against iteration-to-iteration noise, now free of the draws) and paired over the draws
     (each draw's mean reward under the last window's policies minus under the first's); both windows also against
-    the warm start, paired over the draws. Keeps the whole reward matrix (``rewards[checkpoint][draw]``). Writes
-    ``results/compose_training/checkpoints.json`` (kept runs merged) and ``checkpoints.png``."""
+    the warm start, paired over the draws. One sampling of the warm start is as noisy as one checkpoint, while a
+    window averages ``window`` of them: ``warm_start_seeds`` > 1 plays the warm start under that many sampling
+    seeds and compares with their mean (and reports their spread, the measure's own noise). Keeps the whole
+    reward matrix (``rewards[checkpoint][draw]``). Writes ``results/compose_training/checkpoints.json`` (kept runs
+    merged) and ``checkpoints.png``."""
     from promptloop_env.stats import difference_ci, paired_difference, rounded, t_ci
 
     out = {}
@@ -307,6 +322,11 @@ def checkpoint_curve(
         last = len((folder / "metrics.jsonl").read_text().splitlines())
         wanted = [0, *range(1, window + 1), *range(last - window + 1, last + 1)]
         iterations, rewards = checkpoint_rewards(folder, draws, seed, wanted, progress)
+        warm = [rewards[0]] + [
+            checkpoint_rewards(folder, draws, seed, [0], False, sampling_seed=seed + k)[1][0]
+            for k in range(1, warm_start_seeds)
+        ]
+        warm_mean = np.mean(warm, axis=0)
         means = rewards.mean(axis=1)
         first, final = rewards[1 : window + 1], rewards[-window:]
         out[name] = {
@@ -323,11 +343,13 @@ def checkpoint_curve(
             "last_minus_first_paired_over_draws": rounded(
                 paired_difference(final.mean(axis=0), first.mean(axis=0), method="bootstrap")
             ),
+            "warm_start_sampling_seeds": warm_start_seeds,
+            "warm_start_sampling_means": [round(float(w.mean()), 4) for w in warm],
             "last_minus_warm_start_paired_over_draws": rounded(
-                paired_difference(final.mean(axis=0), rewards[0], method="bootstrap")
+                paired_difference(final.mean(axis=0), warm_mean, method="bootstrap")
             ),
             "first_minus_warm_start_paired_over_draws": rounded(
-                paired_difference(first.mean(axis=0), rewards[0], method="bootstrap")
+                paired_difference(first.mean(axis=0), warm_mean, method="bootstrap")
             ),
             "rewards": [[round(float(r), 4) for r in row] for row in rewards],  # [checkpoint][draw], for any contrast
         }
@@ -517,6 +539,12 @@ def main(argv: list[str] | None = None) -> None:
         "--draws", type=int, default=240, help="checkpoints: training (query, noise) draws every iteration plays"
     )
     parser.add_argument(
+        "--warm-start-seeds",
+        type=int,
+        default=1,
+        help="checkpoints: sampling seeds the warm start is played with (its windows' contrasts use their mean)",
+    )
+    parser.add_argument(
         "--evals",
         default="",
         help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
@@ -546,7 +574,7 @@ def main(argv: list[str] | None = None) -> None:
         reference = evals.pop() if args.reference else None
         pool_seeds(evals, args.name, reference=reference)
     elif args.experiment == "checkpoints":
-        checkpoint_curve(runs, args.only.split(","), draws=args.draws)
+        checkpoint_curve(runs, args.only.split(","), draws=args.draws, warm_start_seeds=args.warm_start_seeds)
     elif args.experiment == "reward":
         agents = (
             "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"

@@ -91,8 +91,11 @@ def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_sc
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, size=50)
 
-    def fake_rewards(folder, draws, seed, wanted, progress):  # iteration i adds 0.01 * i to every draw
-        assert folder == run and draws == 50 and wanted == [0, 1, 2, 3, 10, 11, 12]
+    samplings = []
+
+    def fake_rewards(folder, draws, seed, wanted, progress, sampling_seed=None):  # iteration i adds 0.01 * i
+        assert folder == run and draws == 50 and wanted in ([0, 1, 2, 3, 10, 11, 12], [0])
+        samplings.append(sampling_seed)
         return wanted, np.array([base + 0.01 * i + rng.normal(0, 0.001, size=50) for i in wanted])
 
     monkeypatch.setattr(script, "checkpoint_rewards", fake_rewards)
@@ -100,7 +103,12 @@ def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_sc
     (tmp_path / "results" / "compose_training").mkdir(parents=True)
     kept = {"older": {"iterations": [0, 1], "means": [0.5, 0.6]}}
     (tmp_path / "results" / "compose_training" / "checkpoints.json").write_text(json.dumps(kept))
-    out = script.checkpoint_curve(tmp_path / "runs", ["rising"], window=3, draws=50, progress=False)["rising"]
+    out = script.checkpoint_curve(
+        tmp_path / "runs", ["rising"], window=3, draws=50, progress=False, warm_start_seeds=3
+    )
+    out = out["rising"]
+    assert samplings == [None, 2027, 2028]  # the warm start played again under two more sampling seeds
+    assert len(out["warm_start_sampling_means"]) == 3
     assert abs(out["last_minus_first_paired_over_draws"]["mean"] - 0.09) < 0.002
     assert 0.05 < out["last_minus_first_welch_over_iterations"]["ci_low"] < 0.09
     assert abs(out["first_minus_warm_start_paired_over_draws"]["mean"] - 0.02) < 0.002
