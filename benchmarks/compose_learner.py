@@ -232,6 +232,7 @@ def checkpoint_rewards(
     iterations: list[int] | None = None,
     progress: bool = True,
     sampling_seed: int | None = None,
+    greedy: bool = False,
 ) -> tuple[list[int], np.ndarray]:
     """The training reward of each saved iteration's policy on one fixed sample of the training distribution.
 
@@ -240,9 +241,10 @@ def checkpoint_rewards(
     GRPO run saved with ``--save_every 1`` and enough ``--keep_checkpoints``) plays the same ``draws`` (training
     query, noise) pairs, chosen by ``seed`` (queries without replacement; noise seeds the run never used, with
     probability near 1), with the run's own sampler (its temperature) and the same sampling seed
-    (``sampling_seed``, default ``seed``), under the run's reward. Iteration 0 is the warm start (the LoRA update
-    zeroed). Returns ``(iterations, rewards)``, ``rewards[k, d]`` the reward of iteration ``iterations[k]``'s
-    policy on draw ``d``.
+    (``sampling_seed``, default ``seed``), under the run's reward; ``greedy`` plays each policy's most likely
+    prompts instead (the policy as it is deployed, not as it is trained). Iteration 0 is the warm start (the
+    LoRA update zeroed). Returns ``(iterations, rewards)``, ``rewards[k, d]`` the reward of iteration
+    ``iterations[k]``'s policy on draw ``d``.
     """
     import torch
     import yaml
@@ -273,7 +275,8 @@ def checkpoint_rewards(
     chosen = [queries[i] for i in rng.choice(len(queries), draws, replace=False)]
     noise = [int(s) for s in rng.integers(0, 2**31 - 1, size=draws)]
     sampling = {key: getattr(policy, key) for key in ("temperature", "top_k", "top_p", "max_new_tokens")}
-    agent = MLLMAgent.from_pretrained(folder / "policy", mode=policy.mode, do_sample=policy.do_sample, **sampling)
+    do_sample = policy.do_sample and not greedy
+    agent = MLLMAgent.from_pretrained(folder / "policy", mode=policy.mode, do_sample=do_sample, **sampling)
     model = agent.model
     trained = {name: p for name, p in model.named_parameters() if "lora_" in name}
     envs = make_vector_env(min(60, draws), **env.env_kwargs(grpo.refine_schedule))
@@ -304,6 +307,7 @@ def checkpoint_curve(
     seed: int = 2026,
     progress: bool = True,
     warm_start_seeds: int = 1,
+    greedy: bool = False,
 ) -> dict:
     """:func:`checkpoint_rewards` for iteration 0, the first ``window`` and the last ``window`` iterations of
     each run, with the last window's mean against the first's: Welch over the ``2 * window`` checkpoint means
@@ -313,7 +317,8 @@ def checkpoint_curve(
     window averages ``window`` of them: ``warm_start_seeds`` > 1 plays the warm start under that many sampling
     seeds and compares with their mean (and reports their spread, the measure's own noise). Keeps the whole
     reward matrix (``rewards[checkpoint][draw]``). Writes ``results/compose_training/checkpoints.json`` (kept runs
-    merged) and ``checkpoints.png``."""
+    merged) and ``checkpoints.png``. ``greedy`` plays the policies greedily (one play each: the warm start needs
+    no more), under the key ``"<run> (greedy)"``."""
     from promptloop_env.stats import difference_ci, paired_difference, rounded, t_ci
 
     out = {}
@@ -321,18 +326,20 @@ def checkpoint_curve(
         folder = runs / name
         last = len((folder / "metrics.jsonl").read_text().splitlines())
         wanted = [0, *range(1, window + 1), *range(last - window + 1, last + 1)]
-        iterations, rewards = checkpoint_rewards(folder, draws, seed, wanted, progress)
+        iterations, rewards = checkpoint_rewards(folder, draws, seed, wanted, progress, greedy=greedy)
         warm = [rewards[0]] + [
             checkpoint_rewards(folder, draws, seed, [0], False, sampling_seed=seed + k)[1][0]
-            for k in range(1, warm_start_seeds)
+            for k in range(1, 1 if greedy else warm_start_seeds)
         ]
         warm_mean = np.mean(warm, axis=0)
         means = rewards.mean(axis=1)
         first, final = rewards[1 : window + 1], rewards[-window:]
-        out[name] = {
+        key = f"{name} (greedy)" if greedy else name
+        played = "greedily" if greedy else "with the run's sampler, one sampling seed"
+        out[key] = {
             "measure": (
-                f"each iteration's policy on the same {draws} training (query, noise) draws, the run's sampler and "
-                f"reward, one sampling seed (draw seed {seed})"
+                f"each iteration's policy on the same {draws} training (query, noise) draws under the run's reward,"
+                f" played {played} (draw seed {seed})"
             ),
             "iterations": iterations,
             "means": [round(float(m), 4) for m in means],
@@ -343,7 +350,7 @@ def checkpoint_curve(
             "last_minus_first_paired_over_draws": rounded(
                 paired_difference(final.mean(axis=0), first.mean(axis=0), method="bootstrap")
             ),
-            "warm_start_sampling_seeds": warm_start_seeds,
+            "warm_start_sampling_seeds": len(warm),
             "warm_start_sampling_means": [round(float(w.mean()), 4) for w in warm],
             "last_minus_warm_start_paired_over_draws": rounded(
                 paired_difference(final.mean(axis=0), warm_mean, method="bootstrap")
@@ -353,9 +360,9 @@ def checkpoint_curve(
             ),
             "rewards": [[round(float(r), 4) for r in row] for row in rewards],  # [checkpoint][draw], for any contrast
         }
-        w, p = out[name]["last_minus_first_welch_over_iterations"], out[name]["last_minus_first_paired_over_draws"]
+        w, p = out[key]["last_minus_first_welch_over_iterations"], out[key]["last_minus_first_paired_over_draws"]
         print(
-            f"{name}: warm start {means[0]:.3f}, first {window} {first.mean():.3f}, last {window} {final.mean():.3f};"
+            f"{key}: warm start {means[0]:.3f}, first {window} {first.mean():.3f}, last {window} {final.mean():.3f};"
             f" last - first {w['mean']:+.3f} [{w['ci_low']:+.3f}, {w['ci_high']:+.3f}] (Welch over iterations),"
             f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (paired over draws)"
         )
@@ -374,7 +381,18 @@ def _plot_checkpoints(curves: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    panels = {"sampled": {k: v for k, v in curves.items() if not k.endswith("(greedy)")}}
+    if greedy := {k: v for k, v in curves.items() if k.endswith("(greedy)")}:
+        panels["greedy"] = greedy
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
+    for ax, (played, runs) in zip(axes[0], panels.items(), strict=True):
+        _plot_checkpoint_panel(ax, runs, played)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_checkpoint_panel(ax, curves: dict, played: str) -> None:
     for name, run in curves.items():
         iterations, means = np.array(run["iterations"]), np.array(run["means"])
         starts = [0, *np.flatnonzero(np.diff(iterations) > 1) + 1, len(iterations)]  # no line across the gap
@@ -385,12 +403,9 @@ def _plot_checkpoints(curves: dict, path: Path) -> None:
         line.set_label(name)
     ax.set_xlabel("GRPO iteration")
     ax.set_ylabel("training reward on fixed draws")
-    ax.set_title("Each iteration's policy on the same training draws")
+    ax.set_title(f"Each iteration's policy on the same training draws ({played})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 MODES = {"closed loop": "", "a priori": "_a_priori", "blank previews": "_blank"}
@@ -574,7 +589,9 @@ def main(argv: list[str] | None = None) -> None:
         reference = evals.pop() if args.reference else None
         pool_seeds(evals, args.name, reference=reference)
     elif args.experiment == "checkpoints":
-        checkpoint_curve(runs, args.only.split(","), draws=args.draws, warm_start_seeds=args.warm_start_seeds)
+        checkpoint_curve(
+            runs, args.only.split(","), draws=args.draws, warm_start_seeds=args.warm_start_seeds, greedy=args.greedy
+        )
     elif args.experiment == "reward":
         agents = (
             "identity,caption,best_static=best-static,one_shot=one-shot,oracle=oracle:best-static,teacher,"

@@ -77,8 +77,14 @@ def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_s
     envs = make_vector_env(4, **env.env_kwargs(grpo.refine_schedule))
     torch.manual_seed(2026)
     direct = run_episodes(envs, agent_act_fn(plain), chosen, noise)
-    envs.close()
     assert np.allclose(rewards[0], [e.reward for e in direct], atol=1e-6)
+    # greedy: the plain policy's most likely prompts on the same draws, whatever the sampling seed
+    _, greedy = script.checkpoint_rewards(tmp_path, draws=4, iterations=[0], progress=False, greedy=True)
+    _, again = script.checkpoint_rewards(tmp_path, 4, iterations=[0], progress=False, greedy=True, sampling_seed=5)
+    mode = MLLMAgent.from_pretrained(SHIPPED_TOY_COMPOSE_POLICY, do_sample=False)
+    direct = run_episodes(envs, agent_act_fn(mode), chosen, noise)
+    assert np.allclose(greedy[0], [e.reward for e in direct], atol=1e-6) and greedy.tolist() == again.tolist()
+    envs.close()
     with pytest.raises(ValueError, match="save_every 1"):
         script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 3], progress=False)
 
@@ -93,7 +99,7 @@ def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_sc
 
     samplings = []
 
-    def fake_rewards(folder, draws, seed, wanted, progress, sampling_seed=None):  # iteration i adds 0.01 * i
+    def fake_rewards(folder, draws, seed, wanted, progress, sampling_seed=None, greedy=False):  # i adds 0.01 * i
         assert folder == run and draws == 50 and wanted in ([0, 1, 2, 3, 10, 11, 12], [0])
         samplings.append(sampling_seed)
         return wanted, np.array([base + 0.01 * i + rng.normal(0, 0.001, size=50) for i in wanted])
