@@ -560,6 +560,9 @@ def main(argv: list[str] | None = None) -> None:
         help="checkpoints: sampling seeds the warm start is played with (its windows' contrasts use their mean)",
     )
     parser.add_argument(
+        "--greedy", action="store_true", help="checkpoints: play each policy greedily instead of with its sampler"
+    )
+    parser.add_argument(
         "--evals",
         default="",
         help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
