@@ -11,7 +11,8 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   closed loop with ``--query_cycle 10``, 40 and 80 iterations: iterations 10 apart replay the same groups).
 - ``checkpoints``: the training reward without the draws' noise: iteration 0 and the first and last 10
   iterations' saved policies of each ``--only`` run (trained with ``--save_every 1``) on the same 240 training
-  draws, into ``results/compose_training/checkpoints.{json,png}``.
+  draws, into ``results/compose_training/checkpoints.{json,png}``; ``--greedy`` plays each policy greedily (as
+  deployed), ``--warm-start-seeds K`` plays the warm start under K sampling seeds.
 - ``pool``: one recipe's GRPO seeds pooled (``--evals EVAL_JSON:AGENT,...``): closed loop, a priori and blank
   previews against the best one-shot rewrite and each other, per seed and pooled, into
   ``results/compose_NAME/pooled.{json,md}``.
@@ -416,7 +417,8 @@ def pool_seeds(
     name: str,
     baseline: str = "one_shot",
     results: Path = RESULTS,
-    reference: tuple[Path, str] | None = None,
+    reference: tuple[Path, str] | list[tuple[Path, str]] | None = None,
+    reference_name: str = "reference",
 ) -> dict:
     """One recipe's GRPO seeds, pooled: each ``(eval.json, agent)`` is one seed's policy, evaluated with its
     ``agent_a_priori`` and ``agent_blank`` modes on the same held-out episodes as ``baseline`` (checked: the
@@ -425,16 +427,19 @@ def pool_seeds(
     query with bootstrap 95% CIs, as ``promptloop eval`` reports them. The interval is over queries, conditional on
     the seeds drawn: each seed's own result is listed beside it. ``reference`` (``(eval.json, agent)``, e.g. the
     warm start of the runs, on the same episodes) adds each pooled mode minus the reference's, for the modes its
-    file holds. Writes ``results/compose_<name>/pooled.{json,md}``.
+    file holds; a list of them is pooled the same way (e.g. the same seeds trained for fewer iterations) and named
+    ``reference_name``. Writes ``results/compose_<name>/pooled.{json,md}``.
     """
     from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 
     def paired(a: np.ndarray, b: np.ndarray) -> dict:
         return rounded(paired_difference(a, b, method="bootstrap"))
 
-    loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in evals]
-    if reference is not None:
-        loaded.append((json.loads(Path(reference[0]).read_text()), reference[1]))
+    if reference is not None and isinstance(reference[0], (str, Path)):
+        reference = [reference]  # one (eval.json, agent)
+    references = list(reference or [])
+    label = references[0][1] if len(references) == 1 else reference_name
+    loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in [*evals, *references]]
     first = loaded[0][0]
     backbone = next(iter(first["backbones"]))
     base_scores = first["backbones"][backbone]["episodes"][baseline]["scores"]
@@ -442,7 +447,7 @@ def pool_seeds(
         same = data["queries"] == first["queries"] and data["seeds"] == first["seeds"]
         if not same or data["backbones"][backbone]["episodes"][baseline]["scores"] != base_scores:
             raise ValueError(f"{agent}'s evaluation is not on the same episodes as {loaded[0][1]}'s.")
-    ref = loaded.pop() if reference is not None else None
+    refs, loaded = loaded[len(evals) :], loaded[: len(evals)]
     categories = np.array(first["categories"])
     out: dict = {"seeds": [agent for _, agent in loaded], "baseline": baseline, "queries": len(categories)}
     for metric in base_scores:
@@ -458,12 +463,11 @@ def pool_seeds(
         pooled = {mode: scores.mean(axis=0) for mode, scores in modes.items()}
         closed = pooled["closed loop"]
         versus_reference = {}
-        if ref is not None:
-            for mode, suffix in MODES.items():
-                if ref[1] + suffix not in ref[0]["backbones"][backbone]["episodes"]:
-                    continue  # a mode the reference was not evaluated in
-                other = per_query(ref[0], ref[1] + suffix)
-                versus_reference[f"{mode} - {ref[1]} {mode}"] = paired(pooled[mode], other)
+        for mode, suffix in MODES.items():
+            if not refs or any(agent + suffix not in data["backbones"][backbone]["episodes"] for data, agent in refs):
+                continue  # a mode the reference was not evaluated in
+            other = np.mean([per_query(data, agent + suffix) for data, agent in refs], axis=0)
+            versus_reference[f"{mode} - {label} {mode}"] = paired(pooled[mode], other)
         out[metric] = {
             "per_seed": {
                 agent: {mode: round(float(scores[k].mean()), 4) for mode, scores in modes.items()}
@@ -568,8 +572,11 @@ def main(argv: list[str] | None = None) -> None:
         help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
     )
     parser.add_argument(
-        "--reference", default="", help="pool: EVAL_JSON:AGENT to subtract from each pooled mode (e.g. the warm start)"
+        "--reference",
+        default="",
+        help="pool: EVAL_JSON:AGENT[,...] to subtract from each pooled mode (e.g. the warm start); several are pooled",
     )
+    parser.add_argument("--reference-name", default="reference", help="pool: the name of a pooled --reference")
     parser.add_argument("--name", default="grpo_seeds", help="pool: results go to results/compose_NAME/")
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
@@ -582,15 +589,15 @@ def main(argv: list[str] | None = None) -> None:
         curve(runs, names, against=args.against)
     elif args.experiment == "pool":
         items = [item for item in args.evals.split(",") if item]
-        pairs = [item.rsplit(":", 1) for item in [*items, args.reference] if item]
+        refs = [item for item in args.reference.split(",") if item]
+        pairs = [item.rsplit(":", 1) for item in [*items, *refs]]
         if len(items) < 2 or any(len(pair) != 2 for pair in pairs):
             parser.error(
                 "pool needs --evals EVAL_JSON:AGENT,EVAL_JSON:AGENT[,...] (two seeds or more) and an optional"
-                " --reference EVAL_JSON:AGENT"
+                " --reference EVAL_JSON:AGENT[,...]"
             )
         evals = [(Path(path), agent) for path, agent in pairs]
-        reference = evals.pop() if args.reference else None
-        pool_seeds(evals, args.name, reference=reference)
+        pool_seeds(evals[: len(items)], args.name, reference=evals[len(items) :], reference_name=args.reference_name)
     elif args.experiment == "checkpoints":
         checkpoint_curve(
             runs, args.only.split(","), draws=args.draws, warm_start_seeds=args.warm_start_seeds, greedy=args.greedy

@@ -150,6 +150,10 @@ def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmar
     ref = np.mean(files[0][2]["backbones"]["toy-compose"]["episodes"]["s0_blank"]["scores"]["toy-compose"], axis=1)
     got = pooled["toy-compose"]["pooled_minus_reference"]["blank previews - s0 blank previews"]["mean"]
     assert abs(got - round((one - ref).mean(), 4)) < 1e-9
+    # several references are pooled like the seeds: here s0 and s1 against themselves pooled
+    both = [(f, a) for f, a, _ in files]
+    pooled = script.pool_seeds(both, "test", results=tmp_path, reference=both, reference_name="again")
+    assert pooled["toy-compose"]["pooled_minus_reference"]["a priori - again a priori"]["mean"] == 0
     out = script.pool_seeds([(f, a) for f, a, _ in files], "test", results=tmp_path)["toy-compose"]
     closed = np.mean([np.mean(d["backbones"]["toy-compose"]["episodes"][a]["scores"]["toy-compose"], axis=1)
                       for _, a, d in files], axis=0)  # fmt: skip
