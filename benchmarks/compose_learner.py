@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -370,9 +371,16 @@ def checkpoint_curve(
     path = RESULTS / "compose_training" / "checkpoints.json"
     kept = json.loads(path.read_text()) if path.exists() else {}
     merged = {**kept, **out}
-    path.write_text(json.dumps(merged, indent=2) + "\n")
+    path.write_text(_one_line_lists(json.dumps(merged, indent=2)) + "\n")
     _plot_checkpoints(merged, path.with_suffix(".png"))
     return out
+
+
+def _one_line_lists(text: str) -> str:
+    """Indented JSON with each list of numbers on one line (a reward matrix is a line per checkpoint)."""
+    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+    flat = re.compile(rf"\[\s*((?:{number},\s*)*{number})\s*\]")
+    return flat.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def _plot_checkpoints(curves: dict, path: Path) -> None:
