@@ -364,7 +364,8 @@ def checkpoint_curve(
         }
         w, p = out[key]["last_minus_first_welch_over_iterations"], out[key]["last_minus_first_paired_over_draws"]
         print(
-            f"{key}: warm start {means[0]:.3f}, first {window} {first.mean():.3f}, last {window} {final.mean():.3f};"
+            f"{key}: warm start {warm_mean.mean():.3f}, first {window} {first.mean():.3f},"
+            f" last {window} {final.mean():.3f};"
             f" last - first {w['mean']:+.3f} [{w['ci_low']:+.3f}, {w['ci_high']:+.3f}] (Welch over iterations),"
             f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (paired over draws)"
         )
@@ -425,7 +426,7 @@ def pool_seeds(
     name: str,
     baseline: str = "one_shot",
     results: Path = RESULTS,
-    reference: tuple[Path, str] | list[tuple[Path, str]] | None = None,
+    reference: list[tuple[Path, str]] | None = None,
     reference_name: str = "reference",
 ) -> dict:
     """One recipe's GRPO seeds, pooled: each ``(eval.json, agent)`` is one seed's policy, evaluated with its
@@ -433,18 +434,16 @@ def pool_seeds(
     same queries, noise seeds and baseline scores in every file). A query's unit is its mean over noise seeds and
     over the policies (the recipe's expected score on it, over these training seeds); differences are paired per
     query with bootstrap 95% CIs, as ``promptloop eval`` reports them. The interval is over queries, conditional on
-    the seeds drawn: each seed's own result is listed beside it. ``reference`` (``(eval.json, agent)``, e.g. the
-    warm start of the runs, on the same episodes) adds each pooled mode minus the reference's, for the modes its
-    file holds; a list of them is pooled the same way (e.g. the same seeds trained for fewer iterations) and named
-    ``reference_name``. Writes ``results/compose_<name>/pooled.{json,md}``.
+    the seeds drawn: each seed's own result is listed beside it. ``reference`` (a list of ``(eval.json, agent)``
+    on the same episodes: e.g. the runs' warm start, or the same seeds trained for fewer iterations, pooled the same
+    way) adds each pooled mode minus the reference's, for the modes its files hold; named by its agent if there is
+    one, else ``reference_name``. Writes ``results/compose_<name>/pooled.{json,md}``.
     """
     from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 
     def paired(a: np.ndarray, b: np.ndarray) -> dict:
         return rounded(paired_difference(a, b, method="bootstrap"))
 
-    if reference is not None and isinstance(reference[0], (str, Path)):
-        reference = [reference]  # one (eval.json, agent)
     references = list(reference or [])
     label = references[0][1] if len(references) == 1 else reference_name
     loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in [*evals, *references]]

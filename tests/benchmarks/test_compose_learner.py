@@ -147,7 +147,7 @@ def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmar
         (tmp_path / f"{agent}.json").write_text(json.dumps(data))
         files.append((tmp_path / f"{agent}.json", agent, data))
     script = benchmark_script("compose_learner")
-    pooled = script.pool_seeds([(f, a) for f, a, _ in files[1:]], "test", results=tmp_path, reference=files[0][:2])
+    pooled = script.pool_seeds([(f, a) for f, a, _ in files[1:]], "test", results=tmp_path, reference=[files[0][:2]])
     one = np.mean(files[1][2]["backbones"]["toy-compose"]["episodes"]["s1_blank"]["scores"]["toy-compose"], axis=1)
     ref = np.mean(files[0][2]["backbones"]["toy-compose"]["episodes"]["s0_blank"]["scores"]["toy-compose"], axis=1)
     got = pooled["toy-compose"]["pooled_minus_reference"]["blank previews - s0 blank previews"]["mean"]
