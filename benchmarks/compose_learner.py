@@ -16,6 +16,9 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
 - ``pool``: one recipe's GRPO seeds pooled (``--evals EVAL_JSON:AGENT,...``): closed loop, a priori and blank
   previews against the best one-shot rewrite and each other, per seed and pooled, into
   ``results/compose_NAME/pooled.{json,md}``.
+- ``power``: how many noise seeds per held-out query a comparison needs (``--evals`` as for ``pool``): the variance
+  of the per-query difference with the best one-shot rewrite split into the noise seeds' part and the queries'
+  own, with the 95% half-width projected for 4 to 24 seeds, into ``results/compose_NAME/power.json``.
 - ``reward``: reward optimisation and feedback against compute: identity, caption template, the per-query best
   static rewrite (chosen on other seeds of each test query: privileged), the best one-shot rewrite (per category,
   chosen on training queries), the oracle closed loop and the distillation teacher (both read previews with the
@@ -527,6 +530,67 @@ def pool_seeds(
     return out
 
 
+def seed_power(
+    evals: list[tuple[Path, str]],
+    name: str,
+    baseline: str = "one_shot",
+    metric: str = "toy-compose",
+    seeds: tuple[int, ...] = (4, 8, 12, 16, 24),
+    results: Path = RESULTS,
+) -> dict:
+    """How many noise seeds per held-out query a comparison with ``baseline`` needs: the variance of the per-query
+    difference (the policies of ``evals`` pooled, as :func:`pool_seeds` pools them, minus ``baseline``) split into
+    the noise seeds' part and the queries' own (true) spread, and the 95% half-width projected for ``seeds`` seeds.
+
+    Episode ``(q, j)`` of every agent shares its noise seed, so the noise part is measured on the paired
+    differences ``d[q, j]``: ``noise = mean_q var_j d[q, j] / J`` and ``queries = var_q mean_j d[q, j] - noise``
+    (clipped at 0). The projection ``1.96 * sqrt((queries + noise * J / K) / Q)`` is a normal approximation of the
+    bootstrap interval ``promptloop eval`` reports. Writes ``results/compose_<name>/power.json``.
+    """
+    loaded = [(json.loads(Path(path).read_text()), agent) for path, agent in evals]
+    first = loaded[0][0]
+    backbone = next(iter(first["backbones"]))
+
+    def episodes(data: dict, agent: str) -> np.ndarray:
+        return np.asarray(data["backbones"][backbone]["episodes"][agent]["scores"][metric], dtype=np.float64)
+
+    base = episodes(first, baseline)
+    for data, agent in loaded[1:]:
+        if data["seeds"] != first["seeds"] or not np.array_equal(episodes(data, baseline), base):
+            raise ValueError(f"{agent}'s evaluation is not on the same episodes as {loaded[0][1]}'s.")
+    diff = np.mean([episodes(data, agent) for data, agent in loaded], axis=0) - base
+    num_queries, num_seeds = diff.shape
+    if num_seeds < 2:
+        raise ValueError("seed_power needs 2 noise seeds per query or more to measure the seeds' part.")
+    noise = float(diff.var(axis=1, ddof=1).mean() / num_seeds)
+    total = float(diff.mean(axis=1).var(ddof=1))
+    spread = max(total - noise, 0.0)
+    out = {
+        "agents": [agent for _, agent in loaded],
+        "baseline": baseline,
+        "metric": metric,
+        "queries": num_queries,
+        "seeds_per_query": num_seeds,
+        "mean_difference": round(float(diff.mean()), 4),
+        "variance_of_query_means": round(total, 6),
+        "noise_seed_part": round(noise, 6),
+        "query_part": round(spread, 6),
+        "noise_seed_share": round(noise / (noise + spread), 3) if noise + spread > 0 else None,
+        "projected_half_width": {
+            str(k): round(1.96 * float(np.sqrt((spread + noise * num_seeds / k) / num_queries)), 4) for k in seeds
+        },
+    }
+    folder = results / f"compose_{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "power.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"{name}: {', '.join(out['agents'])} - {baseline} = {out['mean_difference']:+.3f} ({metric})")
+    print(f"  noise seeds' share of the variance of a query's mean difference: {out['noise_seed_share']}")
+    print("  | seeds per query | projected 95% half-width |\n  |---|---|")
+    for k, half in out["projected_half_width"].items():
+        print(f"  | {k} | {half:.3f} |")
+    return out
+
+
 def _trend(values: np.ndarray) -> dict[str, float]:
     """Least-squares slope of ``values`` over their index, with its 95% t interval (every iteration counts)."""
     from scipy import stats
@@ -545,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
             "curve",
             "checkpoints",
             "pool",
+            "power",
             "reward",
             "longer",
             "ladder",
@@ -576,7 +641,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--evals",
         default="",
-        help="pool: comma-separated EVAL_JSON:AGENT, one GRPO seed each (its _a_priori and _blank modes beside it)",
+        help="pool, power: comma-separated EVAL_JSON:AGENT, one GRPO seed each (pool: its _a_priori, _blank too)",
     )
     parser.add_argument(
         "--reference",
@@ -584,7 +649,7 @@ def main(argv: list[str] | None = None) -> None:
         help="pool: EVAL_JSON:AGENT[,...] to subtract from each pooled mode (e.g. the warm start); several are pooled",
     )
     parser.add_argument("--reference-name", default="reference", help="pool: the name of a pooled --reference")
-    parser.add_argument("--name", default="grpo_seeds", help="pool: results go to results/compose_NAME/")
+    parser.add_argument("--name", default="grpo_seeds", help="pool, power: results go to results/compose_NAME/")
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
@@ -605,6 +670,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         evals = [(Path(path), agent) for path, agent in pairs]
         pool_seeds(evals[: len(items)], args.name, reference=evals[len(items) :], reference_name=args.reference_name)
+    elif args.experiment == "power":
+        pairs = [item.rsplit(":", 1) for item in args.evals.split(",") if item]
+        if not pairs or any(len(pair) != 2 for pair in pairs):
+            parser.error("power needs --evals EVAL_JSON:AGENT[,...] (one or more policies on the same episodes)")
+        seed_power([(Path(path), agent) for path, agent in pairs], args.name)
     elif args.experiment == "checkpoints":
         checkpoint_curve(
             runs, args.only.split(","), draws=args.draws, warm_start_seeds=args.warm_start_seeds, greedy=args.greedy

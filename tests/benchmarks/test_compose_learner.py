@@ -166,3 +166,40 @@ def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmar
     files[1][0].write_text(json.dumps(files[1][2]))
     with pytest.raises(ValueError, match="same episodes"):
         script.pool_seeds([(f, a) for f, a, _ in files], "test", results=tmp_path)
+
+
+def test_seed_power_splits_the_variance_into_noise_seeds_and_queries(benchmark_script, tmp_path):
+    import pytest
+
+    script = benchmark_script("compose_learner")
+    rng = np.random.default_rng(0)
+    num_queries, num_seeds = 40, 4
+    base = rng.integers(0, 2, size=(num_queries, num_seeds)).astype(float)
+
+    def write(name: str, policy: np.ndarray, seeds=None) -> tuple:
+        data = {"seeds": seeds or [[1, 2, 3, 4]] * num_queries}
+        episodes = {
+            "one_shot": {"scores": {"toy-compose": base.tolist()}},
+            name: {"scores": {"toy-compose": policy.tolist()}},
+        }
+        data["backbones"] = {"toy-compose": {"episodes": episodes}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+        return tmp_path / f"{name}.json", name
+
+    # a per-query effect the same on every seed: no noise-seed part; more seeds cannot narrow the interval
+    effect = rng.normal(0.0, 0.2, size=(num_queries, 1))
+    out = script.seed_power([write("fixed", base + effect)], "p", results=tmp_path)
+    assert out["noise_seed_part"] == 0 and out["noise_seed_share"] == 0
+    assert len(set(out["projected_half_width"].values())) == 1
+    assert abs(out["projected_half_width"]["4"] - 1.96 * np.sqrt(effect.var(ddof=1) / num_queries)) < 1e-3
+    # every query's differences average to the same value: all of the spread is the seeds'; the half-width
+    # halves with four times the seeds
+    noise = rng.normal(0.0, 0.3, size=(num_queries, num_seeds))
+    noise -= noise.mean(axis=1, keepdims=True) - 0.05
+    two = [write("a", base + noise), write("b", base + noise)]  # pooled, as pool_seeds pools them
+    out = script.seed_power(two, "p", results=tmp_path)
+    assert out["query_part"] == 0 and out["noise_seed_share"] == 1 and out["mean_difference"] == 0.05
+    half = out["projected_half_width"]
+    assert abs(half["16"] - half["4"] / 2) < 2e-4 and (tmp_path / "compose_p" / "power.json").exists()
+    with pytest.raises(ValueError, match="same episodes"):
+        script.seed_power([two[0], write("c", base, seeds=[[9, 9, 9, 9]] * num_queries)], "p", results=tmp_path)
