@@ -14,7 +14,7 @@ episodes (one query each, fixed noise seeds) is produced in each of these settin
 
 Refinement points: uniform for 1 and 3, ``0,9,11,13,15`` for 5 (the toy-compose learner's). The reward is a
 constant (not timed: it is the same for every setting and not part of inference). The policy is
-``--policy`` (default: ``agents/assets/toy-compose-policy`` when it exists, else the shipped toy policy).
+``--policy`` (default: ``promptloop_agents/assets/toy-compose-policy`` when it exists, else the shipped toy policy).
 
 Every repeat runs all settings one after the other, so load from other processes hits all of them alike;
 one warm-up round is not timed. Reported per setting: the median wall-clock seconds per image over
@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop_agents.evaluation import agent_act_fn
-from promptloop_agents.mllm import MLLMAgent
+from promptloop_agents.evaluation.harness import agent_act_fn
+from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.rollout import RolloutTimes, make_vector_env, run_episodes
-from promptloop_agents.toy_policy import SHIPPED_TOY_POLICY
+from promptloop_agents.policies.toy_policy import SHIPPED_TOY_POLICY
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.schedule import refinement_steps, validate_schedule
 

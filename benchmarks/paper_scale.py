@@ -168,8 +168,8 @@ def build_policy(args: Args, dtype: torch.dtype):
     """Qwen2.5-VL-3B-Instruct's architecture with random weights, a local tokenizer and processor."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from promptloop_agents.mllm import MLLMAgent
-    from promptloop_agents.toy_policy import (
+    from promptloop_agents.policies.mllm import MLLMAgent
+    from promptloop_agents.policies.toy_policy import (
         SPECIAL_TOKENS,
         build_policy_tokenizer,
         build_toy_processor,
@@ -342,7 +342,7 @@ class ImageRewardSized(torch.nn.Module):
 
 def run(args: Args) -> dict[str, Any]:
     from promptloop_agents.configs import GRPOConfig
-    from promptloop_agents.grpo import GRPOTrainer
+    from promptloop_agents.learners.grpo_trainer import GRPOTrainer
     from promptloop_agents.rollout import make_vector_env
 
     if args.threads:
@@ -421,7 +421,7 @@ def run(args: Args) -> dict[str, Any]:
 
 def compare_plain(args: Args, pipe: Any, policy: Any, envs: Any, queries: list[str]) -> dict[str, float]:
     """Seconds of one closed-loop batch (policy at every refinement, uniform schedule) vs plain pipeline calls."""
-    from promptloop_agents.evaluation import agent_act_fn
+    from promptloop_agents.evaluation.harness import agent_act_fn
     from promptloop_agents.rollout import run_episodes
 
     batch = [queries[i % len(queries)] for i in range(envs.num_envs)]

@@ -2,7 +2,7 @@
 
 Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py --output benchmarks/results/trl_grpo_environment.json``
 (``pip install -e .[trl]``; offline: the tokenizer, the processor and the tiny Qwen2.5-VL policy of
-:mod:`promptloop_agents.toy_policy` are built here with random weights; ``--curve curve.png`` draws the reward
+:mod:`promptloop_agents.policies.toy_policy` are built here with random weights; ``--curve curve.png`` draws the reward
 curve; ``--warm_start_dir DIR`` saves the warm-started policy there, or reuses it;
 ``--server_url http://127.0.0.1:8000`` plays the episodes on a PromptLoop OpenEnv server,
 ``python -m promptloop_env.integrations.openenv --port 8000 --backbone toy-compose --reward toy-compose-soft
@@ -73,7 +73,7 @@ from gymnasium.error import DependencyNotInstalled
 from PIL import Image
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_agents.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
+from promptloop_agents.policies.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
 from promptloop_env.cli import parse_config
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded, t_ci
@@ -473,7 +473,7 @@ def prompt_shares(entries: list[dict]) -> dict[str, float]:
 
 def draw_curve(step_means: list[float], path: str, window: int) -> None:
     """The per-step mean reward and its running mean, through the package's plotting helper."""
-    from promptloop_agents.plots import reward_curve
+    from promptloop_agents.evaluation.plots import reward_curve
 
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.jsonl"

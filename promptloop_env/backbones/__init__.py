@@ -45,16 +45,6 @@ BACKBONES: dict[str, BackboneEntry] = {
         description="the compositional toy world: 1 to 4 shapes, GenEval's six categories, failing as real models do",
         options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
     ),
-    "toy-compose-b": PackageFolder(
-        "toy/assets/toy-compose-b",
-        description="a second toy-compose model: another seed, a 22-minute budget, DPM-Solver++ instead of DDIM",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
-    ),
-    "toy-compose-tuned": PackageFolder(
-        "toy/assets/toy-compose-tuned",
-        description="toy-compose fine-tuned toward its strict reward by one round of RAFT (reward-filtered samples)",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
-    ),
     "sd15": HubModel("stable-diffusion-v1-5/stable-diffusion-v1-5", description="Stable Diffusion 1.5 (512x512)"),
     "sd21": HubModel("stabilityai/stable-diffusion-2-1", description="Stable Diffusion 2.1 (768x768, v-prediction)"),
     "sdxl": HubModel(

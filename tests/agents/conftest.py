@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from promptloop_agents.rollout import make_vector_env
-from promptloop_agents.toy_policy import build_toy_policy, world_words
+from promptloop_agents.policies.toy_policy import build_toy_policy, world_words
 
 torch.set_num_threads(1)
 

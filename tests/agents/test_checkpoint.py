@@ -1,6 +1,6 @@
 import torch
 
-from promptloop_agents.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from promptloop_agents.learners.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 
 def test_checkpoints_round_trip_atomically(tmp_path):

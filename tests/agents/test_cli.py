@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from promptloop_agents.cli import build_parser, main
+from promptloop_agents.cli.main import build_parser, main
 from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, parse_reward
-from promptloop_agents.demo import DemoConfig
+from promptloop_agents.cli.demo import DemoConfig
 
 
 @pytest.mark.parametrize(

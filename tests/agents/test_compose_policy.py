@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from promptloop_agents.compose_policy import (
+from promptloop_agents.policies.compose_teacher import (
     DESCRIBE_QUERY,
     CategoryRewriteAgent,
     ComposeTeacher,
@@ -21,9 +21,9 @@ from promptloop_agents.compose_policy import (
     seen_text,
     select_category_rewrites,
 )
-from promptloop_agents.mllm import MLLMAgent
-from promptloop_agents.sft import SFTExample
-from promptloop_agents.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
+from promptloop_agents.policies.mllm import MLLMAgent
+from promptloop_agents.learners.sft import SFTExample
+from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
 
@@ -106,7 +106,7 @@ def test_the_shipped_policy_carries_its_selection_and_rules(tmp_path):
     assert set(choice) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
     rules = json.loads((SHIPPED_TOY_COMPOSE_POLICY / "teacher_rules.json").read_text())["rules"]
     assert set(rules.values()) <= {"keep", "oracle", "corrective"}
-    with pytest.raises(FileNotFoundError, match="compose_policy"):
+    with pytest.raises(FileNotFoundError, match="compose_teacher"):
         load_selection(tmp_path)
 
 
@@ -158,7 +158,7 @@ def test_perception_stage_labels_every_point_and_seeds_the_decision_fit(tmp_path
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    from promptloop_agents.demo import DemoConfig, run_demo
+    from promptloop_agents.cli.demo import DemoConfig, run_demo
 
     out = tmp_path / "demo"
     payload = run_demo(DemoConfig(out=str(out), max_steps=1, eval_queries=6, seeds_per_query=1, progress=False))

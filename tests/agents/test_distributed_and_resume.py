@@ -58,9 +58,9 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     script.write_text(
         "import sys, torch\n"
         "from accelerate import Accelerator\n"
-        "from promptloop_agents.cli import build_parser\n"
+        "from promptloop_agents.cli.main import build_parser\n"
         "from promptloop_agents.configs import EnvConfig, GRPOConfig, PolicyConfig, config_from_args\n"
-        "from promptloop_agents import runner\n"
+        "from promptloop_agents.cli import runner\n"
         "torch.set_num_threads(1)\n"
         "args = build_parser().parse_args(['train', *sys.argv[1:]])\n"
         "acc = Accelerator(cpu=True)\n"
@@ -110,7 +110,7 @@ def test_resume_after_sigkill(tmp_path):
     cli = [
         sys.executable,
         "-m",
-        "promptloop_agents.cli",
+        "promptloop_agents.cli.main",
         "train",
         *TRAIN,
         "--max-steps",

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from promptloop_agents.baselines import BlankPreviews, IdentityAgent
-from promptloop_agents.cli import main
+from promptloop_agents.policies.baselines import BlankPreviews, IdentityAgent
+from promptloop_agents.cli.main import main
 from promptloop_agents.configs import EnvConfig, EvalConfig, PolicyConfig
-from promptloop_agents.evaluation import episode_seeds, run_agent, uses_previews
+from promptloop_agents.evaluation.harness import episode_seeds, run_agent, uses_previews
 from promptloop_agents.rollout import make_vector_env
-from promptloop_agents.runner import evaluate_from_configs, parse_agent_specs, run_evaluation
+from promptloop_agents.cli.runner import evaluate_from_configs, parse_agent_specs, run_evaluation
 
 TINY = EnvConfig(
     backbone="tiny", reward="jpeg-incompressibility", num_inference_steps=4, num_refinements=2, preview_size=32
@@ -147,7 +147,7 @@ def test_bad_agent_specs_are_refused_with_a_clear_message(agents, message):
 
 def test_teacher_rule_modes_apply_one_rule_set_everywhere():
     from promptloop_agents.configs import EvalConfig
-    from promptloop_agents.runner import build_agent
+    from promptloop_agents.cli.runner import build_agent
     from promptloop_env.toy.compose import CATEGORIES
 
     (spec,) = parse_agent_specs("corrective=teacher:corrective")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from promptloop_agents.configs import GRPOConfig
-from promptloop_agents.grpo import GRPOTrainer
-from promptloop_agents.objectives import group_advantages, reduce_loss, zero_std_groups
+from promptloop_agents.learners.grpo_trainer import GRPOTrainer
+from promptloop_agents.learners.objectives import group_advantages, reduce_loss, zero_std_groups
 from promptloop_agents.rollout import split_observations
 
 
@@ -49,7 +49,7 @@ def test_on_policy_ratio_is_exactly_one_and_the_policy_moves(policy, envs, queri
 
 
 def test_resume_continues_exactly(policy, envs, queries, tmp_path):
-    from promptloop_agents.toy_policy import build_toy_policy, world_words
+    from promptloop_agents.policies.toy_policy import build_toy_policy, world_words
 
     straight = GRPOTrainer(policy, _config(tmp_path / "a", max_steps=3), envs, queries)
     straight.train()
@@ -146,7 +146,7 @@ def test_loss_normalisations_and_zero_variance_groups():
 
 
 def test_query_cycle_replays_the_same_groups(policy, envs, queries, tmp_path, monkeypatch):
-    import promptloop_agents.grpo as grpo
+    import promptloop_agents.learners.grpo_trainer as grpo
 
     played, real = [], grpo.run_episodes
 

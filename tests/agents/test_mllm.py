@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from promptloop_agents import MLLMAgent
-from promptloop_agents.mllm import pad_completions
-from promptloop_agents.processing import observation_to_messages, parse_prompt
+from promptloop_agents.policies.mllm import pad_completions
+from promptloop_agents.policies.processing import observation_to_messages, parse_prompt
 
 
 def _obs(n=3, seed=0):

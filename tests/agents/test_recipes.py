@@ -6,7 +6,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-from promptloop_agents.cli import parse_args
+from promptloop_agents.cli.main import parse_args
 from promptloop_agents.configs import (
     SECTIONS,
     EnvConfig,
@@ -17,8 +17,8 @@ from promptloop_agents.configs import (
     read_config_file,
     save_config,
 )
-from promptloop_agents.demo import DemoConfig, demo_configs
-from promptloop_agents.grpo import GRPOTrainer
+from promptloop_agents.cli.demo import DemoConfig, demo_configs
+from promptloop_agents.learners.grpo_trainer import GRPOTrainer
 from promptloop_agents.rollout import make_vector_env
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

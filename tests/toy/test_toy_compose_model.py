@@ -59,8 +59,6 @@ def rollout() -> tuple[np.ndarray, np.ndarray, float, dict]:
 # toy-compose's tokenizer and VAE (all do: they are fine-tunes of toy-shapes' VAE and the compose vocabulary).
 VARIANTS = {
     "toy-compose": "DDIMScheduler",
-    "toy-compose-b": "DPMSolverMultistepScheduler",
-    "toy-compose-tuned": "DDIMScheduler",
 }
 
 

@@ -85,7 +85,7 @@ def test_seeded_rollout_matches_recorded_slice():
     assert reward == pytest.approx(0.8)
 
 
-SHIPPED = ["toy-shapes", "toy-compose", "toy-compose-b", "toy-compose-tuned"]
+SHIPPED = ["toy-shapes", "toy-compose"]
 
 
 @pytest.mark.parametrize("backbone", SHIPPED)

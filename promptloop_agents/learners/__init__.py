@@ -1,0 +1,1 @@
+"""Learners: GRPO (each config beside its trainer), supervised warm starts, checkpoints and distributed helpers."""

@@ -1,0 +1,469 @@
+"""The GRPO reference loop for PromptLoop, on transformers + peft + accelerate.
+
+One iteration, per process:
+
+1. Draw ``queries_per_iteration`` queries; each gets a group of ``group_size`` episodes (different env seeds,
+   or one shared seed with ``same_noise``: same starting noise and refinement points). With ``query_cycle=N``
+   the groups of iteration i are those of iteration i mod N (a fixed training set of N iterations' groups).
+   All episodes run in lockstep through the Gymnasium vector env; at each refinement point the policy's input
+   is rebuilt from the observation (a Markov state) and prompts are sampled for all episodes at once.
+2. Reward = terminal reward minus format / truncation penalties; advantage = reward normalised within its
+   group (:func:`~promptloop_agents.learners.objectives.group_advantages`), shared by every generated token of every
+   action of the episode. Groups with equal rewards can be left out (``filter_zero_std_groups``).
+3. The actions are shuffled once and split into ``steps_per_generation`` minibatches (one optimiser step
+   each, gradients accumulated over micro-batches of ``micro_batch_size``), for ``num_iterations`` epochs.
+   Loss: the clipped surrogate plus ``beta`` times the k3 KL to the frozen reference (adapters disabled, or a
+   frozen copy under full fine-tuning), normalised as ``loss_type`` says.
+
+The old log-probabilities are recomputed by the same function on the same micro-batch inputs before the
+first step, so the first step's ratio is exactly 1 (logged as ``ratio_max_dev``); later steps clip.
+
+Multi-process: run under ``accelerate launch`` (DDP, FSDP or DeepSpeed through ``recipes/accelerate/``). Each
+process runs its own envs and groups; the engine averages the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptloop_agents.learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from promptloop_agents.configs import GRPOConfig
+from promptloop_agents.learners.distributed import (
+    engine,
+    is_sharded,
+    make_accelerator,
+    trainable_state_dict,
+    unwrap_for_generation,
+)
+from promptloop_agents.learners.objectives import clipped_objective, group_advantages, reduce_loss, zero_std_groups
+from promptloop_agents.policies.protocol import TrainablePolicy
+from promptloop_agents.rollout import Episode, RolloutTimes, run_episodes
+from promptloop_agents.learners.tracking import RunLogger
+
+logger = logging.getLogger(__name__)
+# Parameters of vision towers stay frozen under full fine-tuning, as under LoRA.
+VISION_PARAMETER_NAMES = ("visual.", "vision_tower", "vision_model")
+
+
+def iteration_draws(
+    config: GRPOConfig, iteration: int, num_queries: int, rank: int = 0
+) -> tuple[np.random.Generator, int, np.ndarray, np.ndarray]:
+    """What iteration ``iteration`` of process ``rank`` draws: ``(rng, sampling_seed, query_indices, env_seeds)``.
+
+    ``query_indices`` and ``env_seeds`` have one entry per episode (``group_size`` consecutive episodes per
+    group); the groups are drawn afresh, or, with ``query_cycle``, are those of the iteration this one replays.
+    With ``same_noise`` a group shares one env seed. ``rng`` goes on to shuffle the update's minibatches.
+    A run's draws can so be replayed after training, e.g. to score a fixed agent on the very same episodes
+    (``benchmarks/compose_learner.py curve``).
+    """
+    rng = np.random.default_rng([config.seed, iteration, rank])
+    sampling_seed = int(rng.integers(2**62))
+    groups = rng
+    if config.query_cycle:
+        groups = np.random.default_rng([config.seed, iteration % config.query_cycle, rank, 1])
+    chosen = groups.choice(num_queries, size=config.queries_per_iteration, replace=False)
+    seeds = groups.integers(0, 2**31 - 1, size=config.queries_per_iteration * config.group_size)
+    if config.same_noise:  # one env seed per group: same starting latent and refinement points
+        seeds = np.repeat(seeds[:: config.group_size], config.group_size)
+    return rng, sampling_seed, np.repeat(chosen, config.group_size), seeds
+
+
+@dataclass
+class MicroBatch:
+    """Actions of one forward pass in the update, with their advantages and cached reference / old log-probs."""
+
+    batch: Any
+    advantages: torch.Tensor
+    ref_logps: torch.Tensor | None = None
+    old_logps: torch.Tensor | None = None
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, under transformers 5's name or the older one."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+class GRPOTrainer:
+    """Trains a :class:`~promptloop_agents.policies.protocol.TrainablePolicy` with GRPO on a PromptLoop vector env.
+
+    Args:
+        policy: the policy (e.g. :class:`~promptloop_agents.policies.mllm.MLLMAgent`). Under ``finetuning="lora"`` LoRA
+            adapters are added when it has none (through its ``add_lora``).
+        config: hyper-parameters and run folder.
+        envs: a Gymnasium vector env of PromptLoop; its ``num_envs`` must divide
+            ``queries_per_iteration * group_size``.
+        queries: training queries.
+        accelerator: an ``accelerate.Accelerator``; by default one with ``config.report_to``'s trackers.
+        eval_envs: a vector env with a uniform schedule for the periodic held-out evaluation (``eval_every``).
+        run_config: the whole run's config ``{section: {field: value}}``, stored in checkpoints and compared on
+            resume; by default the GRPO section only.
+    """
+
+    def __init__(
+        self,
+        policy: TrainablePolicy,
+        config: GRPOConfig,
+        envs: Any,
+        queries: Sequence[str],
+        accelerator: Any | None = None,
+        eval_envs: Any | None = None,
+        run_config: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        episodes = config.queries_per_iteration * config.group_size
+        if episodes % envs.num_envs:
+            raise ValueError(
+                f"envs.num_envs={envs.num_envs} must divide queries_per_iteration * group_size={episodes}."
+            )
+        if not queries:
+            raise ValueError("No training queries.")
+        self.config, self.envs, self.queries = config, envs, list(queries)
+        self.run_dir = Path(config.output_dir)
+        self.accelerator = accelerator or make_accelerator(config.report_to, str(self.run_dir))
+        self.policy = policy
+        self.reference = self._setup_parameters(policy)
+        if config.gradient_checkpointing:  # active in train mode only, i.e. in the update
+            enable_checkpointing(policy.model)
+        policy.model.to(self.accelerator.device)
+        self.params = [p for p in policy.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        total_steps = config.max_steps * config.num_iterations * config.steps_per_generation
+        from transformers import get_scheduler
+
+        scheduler = get_scheduler(
+            config.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=int(round(config.warmup_ratio * total_steps)),
+            num_training_steps=max(total_steps, 1),
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(policy.model, optimizer, scheduler)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.iteration = 0
+        self.log = RunLogger(self, eval_envs, run_config or {"grpo": asdict(config)})
+
+    def _setup_parameters(self, policy: Any) -> Any:
+        """Make the right parameters trainable; return the frozen reference (None: adapters off, or beta 0)."""
+        config = self.config
+        if config.finetuning == "lora":
+            if not getattr(policy, "has_adapter", False):
+                policy.add_lora(r=config.lora_r, alpha=config.lora_alpha, seed=config.seed)
+            return None
+        for name, parameter in policy.model.named_parameters():
+            parameter.requires_grad_(not any(part in name for part in VISION_PARAMETER_NAMES))
+        if config.beta == 0:
+            return None
+        reference = copy.deepcopy(policy.model).eval().to(self.accelerator.device)
+        return reference.requires_grad_(False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def train(self) -> list[dict[str, float]]:
+        """Run (or resume) the configured iterations; returns this call's metrics, one dict per iteration."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.resume:
+            self.resume()
+        self.log.start()
+        history = []
+        bar = tqdm(
+            total=self.config.max_steps,
+            initial=self.iteration,
+            desc="GRPO",
+            disable=not (self.config.progress and self.is_main),
+        )
+        start = time.perf_counter()
+        while self.iteration < self.config.max_steps:
+            metrics = self.step()
+            history.append(metrics)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.4f}")
+            out_of_time = 0 < self.config.max_train_seconds < time.perf_counter() - start
+            flag = torch.tensor(float(out_of_time), device=self.accelerator.device)
+            out_of_time = bool(self.accelerator.reduce(flag, "max"))
+            last = self.iteration == self.config.max_steps or out_of_time
+            if self.iteration % self.config.save_every == 0 or last:
+                self.save()
+            if out_of_time:
+                break
+        bar.close()
+        self.log.end()
+        return history
+
+    def step(self) -> dict[str, float]:
+        """One GRPO iteration: rollouts, advantages, update, log."""
+        config, rank = self.config, self.accelerator.process_index
+        rng, sampling_seed, chosen, seeds = iteration_draws(config, self.iteration, len(self.queries), rank)
+        torch.manual_seed(sampling_seed)  # the policy's sampling (generate draws from it)
+        queries = [self.queries[i] for i in chosen]
+
+        tick = time.perf_counter()
+        times = RolloutTimes()
+        samples: list[Any] = []
+        self.model.eval()
+        with unwrap_for_generation(self.model, self.accelerator) as generator:
+
+            def act(observations: list[dict]) -> list[str]:
+                samples.append(self.policy.sample(observations, model=generator))
+                return samples[-1].prompts
+
+            episodes = run_episodes(self.envs, act, queries, seeds, times=times)
+        rewards = self._penalised_rewards(episodes, samples)
+        advantages = group_advantages(rewards, config.group_size, config.scale_rewards)
+        keep = ~zero_std_groups(rewards, config.group_size) if config.filter_zero_std_groups else None
+        tick_update = time.perf_counter()
+        stats = self.update(samples, advantages, keep, rng)
+        done = time.perf_counter()
+        self.iteration += 1
+        metrics = self._metrics(episodes, samples, rewards, stats)
+        metrics.update(
+            time_denoise=times.env,
+            time_generate=times.policy,
+            time_update=done - tick_update,
+            time_iteration=done - tick,
+        )
+        self.log.iteration(metrics, episodes, samples)
+        return metrics
+
+    def _episode_rows(self, samples: list[Any], num_episodes: int) -> list[np.ndarray]:
+        """For each policy call, the episode index of each of its rows (calls go chunk by chunk, K per chunk)."""
+        n = self.envs.num_envs
+        per_chunk = len(samples) // (num_episodes // n)
+        return [(index // per_chunk) * n + np.arange(n) for index in range(len(samples))]
+
+    def _penalised_rewards(self, episodes: list[Episode], samples: list[Any]) -> np.ndarray:
+        """Terminal rewards minus the format penalty per malformed answer and the truncation penalty per truncation."""
+        rewards = np.array([e.reward for e in episodes], dtype=np.float64)
+        if self.config.malformed_penalty:
+            counts = np.zeros(len(episodes))
+            for sample, rows in zip(samples, self._episode_rows(samples, len(episodes)), strict=True):
+                counts[rows] += np.asarray(sample.malformed, dtype=np.float64)
+            rewards = rewards - self.config.malformed_penalty * counts
+        if self.config.truncation_penalty:
+            rewards = rewards - self.config.truncation_penalty * np.array([e.truncated_prompts for e in episodes])
+        return rewards
+
+    def _micro_batches(
+        self, samples: list[Any], advantages: np.ndarray, keep: np.ndarray | None, rng: np.random.Generator
+    ) -> list[list[MicroBatch]]:
+        """The iteration's actions, shuffled once, as minibatches (optimiser steps) of micro-batches (forwards).
+
+        Each micro-batch's inputs and reference / old log-probabilities are computed here, once, and reused by
+        every epoch, so the first step's ratio is exactly 1.
+        """
+        config = self.config
+        actions = [
+            (sample, row, int(episode))
+            for sample, episodes in zip(samples, self._episode_rows(samples, len(advantages)), strict=True)
+            for row, episode in enumerate(episodes)
+            if keep is None or keep[episode]
+        ]
+        if config.steps_per_generation > 1:
+            actions = [actions[i] for i in rng.permutation(len(actions))]
+        need_old = config.num_iterations > 1 or config.steps_per_generation > 1
+        minibatches = []
+        for chunk in np.array_split(np.arange(len(actions)), config.steps_per_generation):
+            size = config.micro_batch_size or max(len(chunk), 1)
+            micro = []
+            for start in range(0, len(chunk), size):
+                rows = [actions[i] for i in chunk[start : start + size]]
+                batch = self.policy.collate([(sample, row) for sample, row, _ in rows])
+                adv = torch.tensor([advantages[e] for _, _, e in rows], dtype=torch.float32)
+                item = MicroBatch(batch, adv.to(self.accelerator.device))
+                with torch.no_grad():
+                    if config.beta > 0:
+                        item.ref_logps = self._reference_logps(batch)
+                    if need_old:
+                        item.old_logps = self.policy.logps(self.model, batch)
+                micro.append(item)
+            if micro:
+                minibatches.append(micro)
+        return minibatches
+
+    def _reference_logps(self, batch: Any) -> torch.Tensor:
+        if self.reference is not None:
+            return self.policy.logps(self.reference, batch)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():
+            return self.policy.logps(self.model, batch)
+
+    def update(
+        self, samples: list[Any], advantages: np.ndarray, keep: np.ndarray | None, rng: np.random.Generator
+    ) -> dict[str, float]:
+        """``num_iterations`` epochs of ``steps_per_generation`` clipped-ratio optimiser steps; returns diagnostics."""
+        config = self.config
+        minibatches = self._micro_batches(samples, advantages, keep, rng)
+        max_new_tokens = int(getattr(self.policy, "max_new_tokens", 1))
+        sums = dict.fromkeys(("loss", "kl", "entropy", "clip_low", "clip_high", "grad_norm"), 0.0)
+        counts = {"tokens": 0.0, "first_tokens": 0.0, "steps": 0}
+        ratio_max_dev = 0.0
+        # DeepSpeed divides each backward by its gradient_accumulation_steps and steps at that boundary itself.
+        accumulation = self.accelerator.gradient_accumulation_steps if engine(self.accelerator) == "deepspeed" else 0
+        self.model.train()
+        for epoch in range(config.num_iterations):
+            for step_index, micro in enumerate(minibatches):
+                num_actions = sum(len(m.advantages) for m in micro)
+                num_tokens = sum(float(m.batch.completion_mask.sum()) for m in micro)
+                if accumulation and len(micro) != accumulation:
+                    raise ValueError(
+                        f"DeepSpeed's gradient_accumulation_steps={accumulation} must equal the micro-batches per "
+                        f"optimiser step ({len(micro)}); set it in the accelerate config (recipes/accelerate)."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                for index, item in enumerate(micro):
+                    last = index == len(micro) - 1
+                    sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+                    with sync:
+                        if epoch == 0:
+                            logps, entropy = self.policy.logps(self.model, item.batch, with_entropy=True)
+                        else:
+                            logps = self.policy.logps(self.model, item.batch)
+                        old = logps.detach() if item.old_logps is None else item.old_logps
+                        terms = clipped_objective(
+                            logps,
+                            old,
+                            item.advantages,
+                            config.epsilon,
+                            config.epsilon_high,
+                            item.ref_logps,
+                            config.beta,
+                        )
+                        mask = item.batch.completion_mask
+                        loss = reduce_loss(
+                            terms.per_token, mask, config.loss_type, num_actions, num_tokens, max_new_tokens
+                        )
+                        self.accelerator.backward(loss * accumulation if accumulation else loss)
+                    with torch.no_grad():
+                        m = mask.bool()
+                        sums["loss"] += loss.item()
+                        sums["clip_low"] += float(terms.low_clipped[m].sum())
+                        sums["clip_high"] += float(terms.high_clipped[m].sum())
+                        counts["tokens"] += float(m.sum())
+                        if epoch == 0 and step_index == 0:
+                            ratio_max_dev = max(ratio_max_dev, float(((terms.ratio - 1).abs() * mask).max()))
+                        if epoch == 0:
+                            sums["entropy"] += float(entropy[m].sum())
+                            sums["kl"] += float(terms.kl[m].sum()) if terms.kl is not None else 0.0
+                            counts["first_tokens"] += float(m.sum())
+                # All parameters (frozen ones have no gradient): FSDP recognises its own model's list and clips
+                # the sharded norm; DeepSpeed clips by its config and returns None.
+                norm = self.accelerator.clip_grad_norm_(list(self.model.parameters()), config.max_grad_norm)
+                sums["grad_norm"] += float("nan") if norm is None else float(norm)
+                counts["steps"] += 1
+                self.optimizer.step()
+                self.scheduler.step()
+        self.model.eval()
+        tokens, first = max(counts["tokens"], 1.0), max(counts["first_tokens"], 1.0)
+        steps = max(counts["steps"], 1)
+        return {
+            "loss": sums["loss"] / steps,
+            "kl": sums["kl"] / first,
+            "entropy": sums["entropy"] / first,
+            "clip_ratio/low": sums["clip_low"] / tokens,
+            "clip_ratio/high": sums["clip_high"] / tokens,
+            "clip_fraction": (sums["clip_low"] + sums["clip_high"]) / tokens,
+            "ratio_max_dev": ratio_max_dev,
+            "grad_norm": sums["grad_norm"] / steps,
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+            "optimizer_steps": float(counts["steps"]),
+            "filtered_actions_fraction": 0.0,
+        }
+
+    def _metrics(self, episodes: list[Episode], samples: list[Any], rewards: np.ndarray, stats: dict) -> dict:
+        gather = self.accelerator.gather
+        raw = torch.tensor([e.reward for e in episodes], dtype=torch.float64, device=self.accelerator.device)
+        raw = gather(raw).cpu().numpy()
+        penalised = gather(torch.tensor(rewards, device=self.accelerator.device)).cpu().numpy()
+        actions = [p for s in samples for p in s.prompts]
+        zero = zero_std_groups(rewards, self.config.group_size)
+        metrics = {
+            "iteration": self.iteration,
+            "reward_mean": float(raw.mean()),
+            "reward_std": float(raw.std()),
+            "reward_max": float(raw.max()),
+            "penalised_reward_mean": float(penalised.mean()),
+            "zero_std_group_fraction": float(zero.mean()),
+            "malformed_fraction": float(np.mean([m for s in samples for m in s.malformed])),
+            "truncated_fraction": sum(e.truncated_prompts for e in episodes)
+            / max(sum(len(e.prompts) for e in episodes), 1),
+            "completion_tokens": float(np.mean([len(c) for s in samples for c in s.completions])),
+            "prompt_words": float(np.mean([len(p.split()) for p in actions])),
+            "distinct_prompts": float(len(set(actions)) / max(len(actions), 1)),
+        }
+        for name in episodes[0].reward_components:
+            metrics[f"reward/{name}"] = float(np.mean([e.reward_components[name] for e in episodes]))
+        stats["filtered_actions_fraction"] = float(zero.mean()) if self.config.filter_zero_std_groups else 0.0
+        return {**metrics, **stats}
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Checkpoint (trainable weights, optimiser, scheduler, iteration, config) atomically.
+
+        DDP: one safetensors file written by the main process. FSDP / DeepSpeed: ``accelerator.save_state``
+        (each rank writes its shards) into ``checkpoints/state-<iteration>/`` plus the same metadata file.
+        """
+        self.accelerator.wait_for_everyone()
+        extra = {"config": self.log.saved_config(), "scheduler": self.scheduler.state_dict()}
+        if is_sharded(self.accelerator):
+            self.accelerator.save_state(str(self.checkpoint_dir / f"state-{self.iteration:06d}"))
+            weights: dict[str, torch.Tensor] = {}
+            extra["sharded_state"] = f"state-{self.iteration:06d}"
+        else:
+            weights = trainable_state_dict(self.model, self.accelerator)
+        if self.is_main:
+            optimizer = None if is_sharded(self.accelerator) else self.optimizer
+            save_checkpoint(
+                self.checkpoint_dir, self.iteration, weights, optimizer, extra, keep=self.config.keep_checkpoints
+            )
+        self.accelerator.wait_for_everyone()
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the run folder, if any, and drop later lines of the metrics log.
+
+        Raises:
+            ValueError: the checkpoint's config differs from this run's (beyond bookkeeping fields) and
+                ``allow_config_change`` is not set.
+        """
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path)
+        self.log.check_config(state["extra"].get("config", {}), path)
+        if "sharded_state" in state["extra"]:
+            self.accelerator.load_state(str(self.checkpoint_dir / state["extra"]["sharded_state"]))
+        else:
+            device = self.accelerator.device
+            weights = {k: v.to(device) for k, v in state["adapter"].items()}
+            missing = self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"{path} holds weights this policy lacks: {missing.unexpected_keys[:3]} ...")
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state["extra"]:
+            self.scheduler.load_state_dict(state["extra"]["scheduler"])
+        self.iteration = state["iteration"]
+        if self.is_main:
+            logger.info("Resumed from %s (iteration %d).", path, self.iteration)
+        if self.is_main and self.metrics_file.exists():
+            lines = self.metrics_file.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]
+            self.metrics_file.write_text("".join(line + "\n" for line in kept))
+        self.accelerator.wait_for_everyone()
+        return True

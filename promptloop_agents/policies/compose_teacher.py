@@ -1,0 +1,656 @@
+"""The closed-loop learner of the ``toy-compose`` world: a policy that perceives, warm-started by distillation.
+
+PromptLoop's claim is that a policy which *looks at* the model's current x0 estimate writes better prompts than
+any prompt written up front. On ``toy-compose`` the oracle closed loop (the exact analyser reading every preview,
+:mod:`promptloop_agents.policies.compose_reference`) shows that the headroom exists. This module builds the learner:
+
+1. **The a-priori rewrite a policy can know** (:func:`select_category_rewrites`): per GenEval category, the rewrite
+   of :data:`~promptloop_agents.policies.compose_reference.REWRITES` with the best mean strict score on *training* queries.
+   :class:`CategoryRewriteAgent` applies it for the whole trajectory (the best one-shot rewrite chosen without
+   test-time reward).
+2. **The teacher** (:func:`compose_teacher`): the oracle closed loop started from that rewrite. It reads the
+   preview with the analyser; the student never does.
+3. **Distillation** (:func:`distill`): the toy Qwen2.5-VL policy is fitted to the teacher's prompts on the env's
+   own previews (``collect_examples``), a share of them without the image so that the same weights also work in
+   a-priori mode (prompts planned from the query alone), then saved as a policy folder for GRPO
+   (``promptloop train --policy toy --warm_start_from FOLDER``) and for ``promptloop eval``.
+4. **Optionally, a perception stage first** (``--perception-seeds N``): :func:`perception_examples` labels many
+   previews with the analyser (rollouts only, no teacher), :func:`pretrain_perception` fits a fresh policy to
+   describe them, and the distillation starts from its vision tower (``fit_student(init_vision=...)``).
+
+The toy-compose learner acts at steps 0, 9, 11, 13 and 15 of 20 (:data:`COMPOSE_SCHEDULE`): objects appear in the
+x0 estimate between 45% and 55% of the denoising, so uniform points would spend three of five looks on blank
+previews (``benchmarks/results/toy_compose_headroom*.json``).
+
+Command line::
+
+    python -m promptloop_agents.policies.compose_teacher --out runs/compose-distill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptloop_agents.policies.compose_reference import REWRITES, oracle_prompt, read_preview, swapped
+from promptloop_agents.policies.protocol import Observation
+from promptloop_env.toy.compose import CATEGORIES, Query, caption
+
+COMPOSE_STEPS = 20
+COMPOSE_SCHEDULE = (0, 9, 11, 13, 15)
+COMPOSE_PREVIEW_CONTRAST = 160.0
+SELECTION_FILE = "selection.json"
+SELECTION_SEED0 = 700_000  # noise seeds of the rewrite selection on training queries (tests use 0..)
+
+
+def compose_env_kwargs(
+    backbone: str = "toy-compose",
+    reward: str = "toy-compose-soft",
+    schedule: str | Sequence[int] = COMPOSE_SCHEDULE,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """``gym.make_vec`` keyword arguments of the toy-compose learner (20 steps, refinements at 0/9/11/13/15)."""
+    kwargs = dict(backbone=backbone, reward=reward, num_inference_steps=COMPOSE_STEPS, num_refinements=5)
+    kwargs.update(preview="vae", preview_size=64)
+    kwargs["refine_schedule"] = list(schedule) if not isinstance(schedule, str) else schedule
+    return {**kwargs, **overrides}
+
+
+def _rewrite(name: str, query: str) -> str:
+    from promptloop_env.toy.compose_spec import parse
+
+    return query if name == "identity" else REWRITES[name](parse(query))
+
+
+def _scores_per_category(
+    envs: Any,
+    acts: dict[str, Callable],
+    queries: Sequence[str],
+    seeds_per_query: int,
+    seeds: list[int],
+    desc: str,
+    progress: bool,
+) -> dict[str, dict[str, float]]:
+    """``{category: {name: mean strict}}``: each batched ``act`` on the same episodes (env reward: strict)."""
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.rollout import run_episodes
+    from promptloop_env.toy.compose_spec import parse
+
+    categories = np.array([parse(q).category for q in queries])
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
+    for name, act in tqdm(acts.items(), desc=desc, disable=not progress, leave=False):
+        done = run_episodes(envs, act, episodes_q, seeds)
+        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
+        for category in scores:
+            scores[category][name] = float(rewards[categories == category].mean())
+    return scores
+
+
+def select_category_rewrites(
+    queries: Sequence[str],
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    num_envs: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per category, the rewrite (or ``identity``) with the best mean strict score on ``queries`` (training queries).
+
+    Every candidate runs on the same noise seeds (``SELECTION_SEED0 + 1000 * s + i``). Returns
+    ``{"choice": {category: name}, "scores": {category: {name: mean}}, "episodes": n}``.
+    """
+    from promptloop_agents.rollout import make_vector_env
+
+    names = ["identity", *REWRITES]
+    seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
+    envs = make_vector_env(
+        min(num_envs, len(queries) * seeds_per_query),
+        **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none"),
+    )
+
+    def fixed(name: str) -> Callable:
+        prompts = {q: _rewrite(name, q) for q in set(queries)}
+        return lambda obs: [prompts[str(o["query"])] for o in obs]
+
+    acts = {name: fixed(name) for name in names}
+    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "rewrite selection", progress)
+    envs.close()
+    choice = {c: max(s, key=lambda n, s=s: (s[n], n == "identity")) for c, s in scores.items()}
+    return {"choice": choice, "scores": scores, "episodes": len(seeds) * len(names)}
+
+
+class CategoryRewriteAgent:
+    """The best one-shot rewrite a policy can know: its category's rewrite, used for the whole trajectory.
+
+    Args:
+        choice: category -> rewrite name (``identity`` or a key of :data:`REWRITES`), e.g. from
+            :func:`select_category_rewrites` on training queries.
+    """
+
+    uses_previews = False
+
+    def __init__(self, choice: dict[str, str]) -> None:
+        self.choice = dict(choice)
+
+    def rewrite(self, query: str) -> str:
+        from promptloop_env.toy.compose_spec import parse
+
+        return _rewrite(self.choice.get(parse(query).category, "identity"), query)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Stateless."""
+
+    def act(self, observation: Observation) -> str:
+        return self.rewrite(str(observation["query"]))
+
+
+def corrective_prompt(query: Query, preview: np.ndarray, current: str) -> str:
+    """Correct the prompt in force from what the preview shows, relative to that prompt (rules on the analyser).
+
+    Where :func:`~promptloop_agents.policies.compose_reference.oracle_prompt` rewrites from the query, this keeps the prompt
+    in force (e.g. the counts a ``count_up`` rewrite raised) and changes only what the preview shows wrong:
+
+    - a counted group (two or more wanted) with the wrong number: its count moves by the error;
+    - a wanted single object (shape, and colour when named) that is missing: its count goes up by one;
+    - both present but the relation wrong: the request is restated from the other side.
+    """
+    from promptloop_env.toy.compose_spec import check, parse
+
+    seen = read_preview(preview)
+    if not seen.objects:
+        return current
+    now = parse(current)
+    if [(g.shape, g.colour) for g in now.groups] != [(g.shape, g.colour) for g in query.groups]:
+        now = query  # the prompt in force names other objects: start again from the query
+    groups, changed = list(now.groups), False
+    for i, wanted in enumerate(query.groups):
+        n = seen.count(wanted.shape, wanted.colour)
+        if wanted.count > 1 and n != wanted.count:
+            groups[i] = replace(groups[i], count=min(4, max(1, groups[i].count + wanted.count - n)))
+            changed = True
+        elif wanted.count == 1 and n == 0:
+            groups[i] = replace(groups[i], count=min(4, groups[i].count + 1))
+            changed = True
+    fixed = replace(now, groups=tuple(groups), background=query.background)
+    if changed:
+        return caption(fixed)
+    if query.relation and not all(check(seen, query).values()):
+        return caption(swapped(fixed))
+    return current
+
+
+TEACHER_RULES: dict[str, Callable[[Query, np.ndarray, str], str] | None] = {
+    "keep": None,
+    "oracle": oracle_prompt,
+    "corrective": corrective_prompt,
+}
+"""How the teacher acts on a preview, per category: keep the a-priori rewrite, or one of the rule sets."""
+
+
+class ComposeTeacher:
+    """The distillation teacher: the category's a-priori rewrite first, then per category a rule set on the
+    previews from ``min_timestep`` on (``keep``: never change; ``oracle`` / ``corrective``: see above).
+
+    The rule set of each category is chosen on training queries (:func:`select_teacher_rules`).
+    """
+
+    def __init__(self, choice: dict[str, str], rules: dict[str, str] | None = None, min_timestep: float = 0.35):
+        self.first = CategoryRewriteAgent(choice)
+        self.rules = {c: "oracle" for c in CATEGORIES} | (rules or {})
+        self.min_timestep = min_timestep
+
+    def reset(self, seed: int | None = None) -> None:
+        """Stateless."""
+
+    def act(self, observation: Observation) -> str:
+        from promptloop_env.toy.compose_spec import parse
+
+        query = parse(str(observation["query"]))
+        if int(observation["segment"]) == 0:
+            return self.first.rewrite(str(observation["query"]))
+        rule = TEACHER_RULES[self.rules[query.category]]
+        if rule is None or float(np.asarray(observation["timestep"]).reshape(-1)[0]) < self.min_timestep:
+            return str(observation["prompt"])
+        return rule(query, observation["image"], str(observation["prompt"]))
+
+    def __call__(self, observation: Observation, rng: np.random.Generator | None = None) -> str:
+        return self.act(observation)
+
+
+def select_teacher_rules(
+    choice: dict[str, str],
+    queries: Sequence[str],
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    num_envs: int = 60,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per category, the rule set of :data:`TEACHER_RULES` whose teacher scores best (mean strict) on ``queries``.
+
+    Use training queries other than those the rewrites were selected on (the a-priori rewrite would otherwise
+    carry its selection's luck). Returns ``{"rules": {category: name}, "scores": {category: {name: mean}}}``.
+    """
+
+    from promptloop_agents.evaluation.harness import agent_act_fn
+    from promptloop_agents.rollout import make_vector_env
+
+    seeds = [SELECTION_SEED0 + 100_000 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
+    envs = make_vector_env(
+        min(num_envs, len(queries) * seeds_per_query), **compose_env_kwargs(backbone, reward="toy-compose")
+    )
+    acts = {name: agent_act_fn(ComposeTeacher(choice, dict.fromkeys(CATEGORIES, name))) for name in TEACHER_RULES}
+    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "teacher rules", progress)
+    envs.close()
+    rules = {c: max(s, key=lambda n, s=s: (s[n], n == "keep")) for c, s in scores.items()}
+    return {"rules": rules, "scores": scores, "episodes": len(seeds) * len(TEACHER_RULES)}
+
+
+def compose_teacher(choice: dict[str, str], rules: dict[str, str] | None = None) -> ComposeTeacher:
+    """The distillation teacher (a ``teacher(observation, rng) -> prompt`` for ``collect_examples``)."""
+    return ComposeTeacher(choice, rules)
+
+
+def distill(
+    out: str | Path,
+    choice: dict[str, str],
+    queries: Sequence[str],
+    rules: dict[str, str] | None = None,
+    seeds_per_query: int = 2,
+    backbone: str = "toy-compose",
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    text_only_fraction: float = 0.25,
+    describe: bool = True,
+    num_envs: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    init_vision: str | Path | None = None,
+    extra_describe: Sequence[Any] = (),
+    extra_examples: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Fit the toy policy to the teacher on env rollouts of ``queries`` and save it in ``out``; returns a report.
+
+    The student sees the env's previews (contrast-stretched, as a person would look at a faint image) and the
+    state text; it never sees the analyser's reading. ``text_only_fraction`` of the examples hide the preview,
+    so the same weights also serve the a-priori mode. With ``describe``, every shown preview from
+    ``min_timestep`` on also yields an auxiliary example (:func:`describe_examples`): the state text asks for a
+    description and the target names the objects the analyser reads, left to right. This is perception
+    supervision at training time only; prompting the policy never involves the analyser.
+    """
+    from promptloop_agents.rollout import make_vector_env
+    from promptloop_agents.learners.sft import collect_examples
+
+    tick = time.perf_counter()
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone))
+    examples = collect_examples(
+        envs, compose_teacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
+    )
+    envs.close()
+    examples += extra_examples  # decisions made without rollouts (e.g. first_action_examples)
+    report = {
+        "extra_examples": len(extra_examples),
+        "teacher_choice": choice,
+        "teacher_rules": compose_teacher(choice, rules).rules,
+        "rollout_seconds": time.perf_counter() - tick,
+    }
+    return fit_student(
+        out,
+        examples,
+        choice,
+        report,
+        size,
+        image_size,
+        steps,
+        batch_size,
+        learning_rate,
+        describe,
+        seed,
+        progress,
+        init_vision=init_vision,
+        extra_describe=extra_describe,
+    )
+
+
+def fit_student(
+    out: str | Path,
+    examples: list[Any],
+    choice: dict[str, str],
+    report: dict[str, Any],
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    describe: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    init_vision: str | Path | None = None,
+    extra_describe: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Fit a toy policy to ``examples`` (plus the describe examples), hold out up to 256 for the greedy
+    match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``.
+
+    ``init_vision``: take the vision tower from this policy folder (the perception stage's,
+    :func:`pretrain_perception`, of the same ``size`` and ``image_size``); the language model starts fresh. (Starting
+    from all of the perception stage's weights does not work: a language model that only ever had to describe
+    ignores the query, and 1500 steps did not teach it back: 6% greedy match.) ``extra_describe``: more describe
+    examples mixed in (e.g. a share of the perception stage's), so reading is kept while the decisions are fitted."""
+    from promptloop_agents.policies.mllm import MLLMAgent
+    from promptloop_agents.learners.sft import greedy_match_rate, supervised_finetune
+
+    tick = time.perf_counter()
+    if describe:
+        examples = [*examples, *describe_examples(examples), *extra_describe]
+    held, train = _hold_out(examples, seed)  # held-out decisions for the match rate
+    agent = _fresh_student(size, image_size, seed)
+    if init_vision is not None:
+        seen = MLLMAgent.from_pretrained(init_vision)
+        if seen.image_size != image_size:
+            raise ValueError(
+                f"init_vision={init_vision} was trained on {seen.image_size}-pixel previews but image_size="
+                f"{image_size}; pass image_size={seen.image_size}."
+            )
+        agent.model.model.visual.load_state_dict(seen.model.model.visual.state_dict())
+        report = {**report, "vision_from": str(init_vision)}
+    losses = supervised_finetune(
+        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
+    )
+    held = [ex for ex in held if ex.observation["query"] != DESCRIBE_QUERY]
+    changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
+    report = {
+        **report,
+        "examples": len(train),
+        "held_out_examples": len(held),
+        "loss_first": losses[0],
+        "loss_last": float(np.mean(losses[-20:])),
+        "greedy_match_held_out": greedy_match_rate(agent, held, limit=256),
+        "greedy_match_held_out_changed_prompt": greedy_match_rate(agent, changed, limit=256),
+        "changed_share": len(changed) / max(len(held), 1),
+        "sft_seconds": time.perf_counter() - tick,
+        "steps": steps,
+        "image_size": image_size,
+        "size": size,
+    }
+    out = Path(out)
+    agent.save_pretrained(out)
+    (out / "warm_start.json").write_text(json.dumps(report, indent=2))
+    (out / SELECTION_FILE).write_text(json.dumps(choice, indent=2))
+    return report
+
+
+def first_action_examples(choice: dict[str, str], count: int, seed: int = 0) -> list[Any]:
+    """Text-only examples of the first decision on ``count`` combinations of the world's training side.
+
+    The first prompt is written before any preview, from the query alone: the category's one-shot rewrite
+    (``choice``). Rollouts give one such example per episode, on the 600 training queries only (100 per
+    category), too few for the toy language model to learn to swap two coloured objects or invert a relation
+    for combinations it has not seen. Here the query is any combination the split sends to training
+    (:func:`promptloop_env.toy.compose_prompts.query_split`: never a test combination), with or without a
+    background, drawn evenly over the categories; no denoising is needed.
+    """
+    from promptloop_agents.learners.sft import SFTExample
+    from promptloop_env.toy.compose_prompts import combinations, query_split
+
+    rng = np.random.default_rng(seed)
+    pools = [[q for q in combinations(c) if query_split(q) == "train"] for c in CATEGORIES]
+    out = []
+    for i in range(count):
+        pool = pools[i % len(pools)]
+        combination = pool[rng.integers(len(pool))]
+        query = caption(combination)
+        observation = {"query": query, "prompt": query, "segment": 0, "timestep": np.zeros(1, dtype=np.float32)}
+        out.append(SFTExample(observation, _rewrite(choice[combination.category], query), with_image=False))
+    return out
+
+
+DESCRIBE_QUERY = "describe the image"
+
+
+def seen_text(preview: np.ndarray | Any) -> str:
+    """The objects the analyser reads on a (contrast-stretched) preview, left to right: ``red circle, square``.
+
+    ``preview``: the uint8 image, or the analyser's reading of it (:func:`read_preview`) when already made."""
+    seen = read_preview(preview) if isinstance(preview, np.ndarray) else preview
+    objects = sorted(seen.objects, key=lambda o: (o.cx, o.cy))
+    return ", ".join(f"{o.colour} {o.shape}" for o in objects) or "nothing"
+
+
+def describe_examples(examples: Sequence[Any], min_timestep: float = 0.35) -> list[Any]:
+    """Auxiliary perception examples: for each shown preview from ``min_timestep`` on, the same observation with
+    the query :data:`DESCRIBE_QUERY` and the analyser's reading as the target (:func:`seen_text`)."""
+    from promptloop_agents.learners.sft import SFTExample
+
+    out = []
+    for ex in examples:
+        timestep = float(np.asarray(ex.observation["timestep"]).reshape(-1)[0])
+        if ex.with_image and timestep >= min_timestep:
+            observation = {**ex.observation, "query": DESCRIBE_QUERY, "prompt": DESCRIBE_QUERY}
+            out.append(SFTExample(observation, seen_text(ex.observation["image"]), with_image=True))
+    return out
+
+
+PERCEPTION_POINTS = (0, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+"""Refinement points of the perception rollouts: every step from 7 of 20 (progress 0.35) to 16."""
+PERCEPTION_SEED0 = 2_000_000  # noise seeds of the perception rollouts (the decision rollouts draw theirs at random)
+
+
+def perception_examples(
+    queries: Sequence[str],
+    choice: dict[str, str],
+    seeds_per_query: int = 4,
+    points: Sequence[int] = PERCEPTION_POINTS,
+    backbone: str = "toy-compose",
+    batch: int = 60,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Any]:
+    """Describe examples (:func:`describe_examples`' format) on many previews, without a teacher.
+
+    Each episode keeps one prompt to the end: half the category's one-shot rewrite (``choice``), half a rewrite
+    of the query drawn at random (``identity`` or any of :data:`REWRITES`), so the scenes vary as the closed
+    loop's do. Its x0 previews at every point of ``points`` after the first are labelled with the analyser's
+    reading. This costs rollouts and the analyser only: many more previews than the teacher's rollouts give.
+    """
+    from tqdm.auto import tqdm
+
+    from promptloop_agents.learners.sft import SFTExample
+    from promptloop_env.core import PromptLoopCore
+    from promptloop_env.toy.compose_spec import parse
+
+    core = PromptLoopCore(
+        **compose_env_kwargs(backbone, reward="toy-compose", schedule=list(points)) | {"num_refinements": len(points)}
+    )
+    rng = np.random.default_rng(seed)
+    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
+    names = ["identity", *REWRITES]
+    out: list[Any] = []
+    for at in tqdm(range(0, len(episodes_q), batch), desc="perception rollouts", disable=not progress):
+        part = episodes_q[at : at + batch]
+        prompts = [
+            _rewrite(choice[parse(q).category] if rng.random() < 0.5 else names[rng.integers(len(names))], q)
+            for q in part
+        ]
+        noise = [PERCEPTION_SEED0 + seed * 10_000_000 + at + i for i in range(len(part))]
+        episodes = core.start([np.random.default_rng(n) for n in noise], part, noise)
+        core.advance(episodes, prompts)
+        while not episodes[0].terminated:
+            for ep in episodes:
+                observation = {**core.observation(ep), "query": DESCRIBE_QUERY, "prompt": DESCRIBE_QUERY}
+                out.append(SFTExample(observation, seen_text(observation["image"]), with_image=True))
+            core.advance(episodes, prompts)
+    return out
+
+
+def pretrain_perception(
+    out: str | Path,
+    examples: Sequence[Any],
+    size: str = "compose",
+    image_size: int = 112,
+    steps: int = 4000,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The perception stage: fit a fresh toy policy to describe ``examples`` (:func:`perception_examples`) and
+    save it in ``out``, whose vision tower starts :func:`fit_student` (``init_vision=out``). Returns the fit's
+    figures, with the greedy exact-description rate on up to 256 held-out previews."""
+    from promptloop_agents.learners.sft import greedy_match_rate, supervised_finetune
+
+    tick = time.perf_counter()
+    held, train = _hold_out(examples, seed)
+    agent = _fresh_student(size, image_size, seed)
+    losses = supervised_finetune(
+        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
+    )
+    report = {
+        "perception_examples": len(train),
+        "perception_loss_first": losses[0],
+        "perception_loss_last": float(np.mean(losses[-20:])),
+        "perception_exact_held_out": greedy_match_rate(agent, held, limit=256),
+        "perception_steps": steps,
+        "perception_seconds": time.perf_counter() - tick,
+        "image_size": image_size,
+        "size": size,
+    }
+    out = Path(out)
+    agent.save_pretrained(out)
+    (out / "perception.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _hold_out(examples: Sequence[Any], seed: int) -> tuple[list[Any], list[Any]]:
+    """A seeded split of ``examples``: up to 256 (a fifth at most) held out, the rest to train on."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    num_held = min(256, len(examples) // 5)
+    return [examples[i] for i in order[:num_held]], [examples[i] for i in order[num_held:]]
+
+
+def _fresh_student(size: str, image_size: int, seed: int):
+    from promptloop_agents.policies.toy_policy import build_toy_policy
+    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+
+    return build_toy_policy(
+        size,
+        words=world_words() + list(COMPOSE_WORDS),
+        seed=seed,
+        image_size=image_size,
+        max_new_tokens=32,
+        preview_contrast=COMPOSE_PREVIEW_CONTRAST,
+    )
+
+
+def load_selection(folder: str | Path) -> dict[str, str]:
+    """The per-category a-priori rewrite saved beside a distilled policy (``selection.json``)."""
+    path = Path(folder) / SELECTION_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the best one-shot rewrite is saved beside a policy distilled by "
+            "`python -m promptloop_agents.policies.compose_teacher`; pass that policy (or its warm_start folder)."
+        )
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Select the per-category rewrites on training queries, then distil the oracle; writes ``--out``."""
+    from promptloop_env.prompts import resolve_prompts
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/compose-distill")
+    parser.add_argument("--backbone", default="toy-compose")
+    parser.add_argument("--train-prompts", default="toy-compose-train")
+    parser.add_argument("--selection-queries", type=int, default=240, help="training queries used for selection")
+    parser.add_argument("--selection-seeds", type=int, default=2)
+    parser.add_argument("--selection-from", default="", help="reuse the choice of a saved selection.json")
+    parser.add_argument("--rule-queries", type=int, default=180, help="other training queries for the rule choice")
+    parser.add_argument("--rules-from", default="", help="reuse the rules of a saved teacher_rules.json")
+    parser.add_argument("--seeds-per-query", type=int, default=2, help="teacher episodes per training query")
+    parser.add_argument("--size", default="compose")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--text-only-fraction", type=float, default=0.25)
+    parser.add_argument("--no-describe", action="store_true", help="no auxiliary perception examples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--perception-seeds", type=int, default=0, help="episodes per training query of a perception stage (0: none)"
+    )
+    parser.add_argument("--perception-steps", type=int, default=4000)
+    parser.add_argument(
+        "--perception-from", default="", help="take the vision tower of this perception-stage policy folder"
+    )
+    parser.add_argument(
+        "--perception-mix", type=int, default=8000, help="perception previews mixed into the decision fit"
+    )
+    parser.add_argument(
+        "--first-action-queries",
+        type=int,
+        default=0,
+        help="text-only first decisions on this many training-side combinations (first_action_examples)",
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    queries = list(resolve_prompts(args.train_prompts, None))
+    if args.selection_from:
+        selection = json.loads(Path(args.selection_from).read_text())
+    else:
+        rng = np.random.default_rng(args.seed)
+        picked = [queries[i] for i in sorted(rng.choice(len(queries), args.selection_queries, replace=False))]
+        selection = select_category_rewrites(picked, args.selection_seeds, args.backbone)
+        (out / "selection.json").write_text(json.dumps(selection, indent=2))
+    print("per-category rewrite:", selection["choice"])
+    if args.rules_from:
+        rules = json.loads(Path(args.rules_from).read_text())
+    else:
+        picked = set(np.random.default_rng(args.seed).choice(len(queries), args.selection_queries, replace=False))
+        rest = [i for i in range(len(queries)) if i not in picked]
+        other = np.random.default_rng(args.seed + 1).choice(rest, args.rule_queries, replace=False)
+        rules = select_teacher_rules(selection["choice"], [queries[i] for i in sorted(other)], 2, args.backbone)
+        (out / "teacher_rules.json").write_text(json.dumps(rules, indent=2))
+    print("per-category teacher rules:", rules["rules"])
+    init, extra = (args.perception_from or None), []
+    if args.perception_seeds:
+        seen = perception_examples(queries, selection["choice"], args.perception_seeds, seed=args.seed)
+        if init is None:  # else: the previews are only mixed into the decision fit
+            init = out / "perception"
+            report = pretrain_perception(init, seen, args.size, args.image_size, args.perception_steps)
+            print(json.dumps(report, indent=2))
+        rng = np.random.default_rng(args.seed)
+        extra = [seen[i] for i in rng.choice(len(seen), min(args.perception_mix, len(seen)), replace=False)]
+    report = distill(
+        out / "policy",
+        selection["choice"],
+        queries,
+        rules["rules"],
+        seeds_per_query=args.seeds_per_query,
+        backbone=args.backbone,
+        size=args.size,
+        image_size=args.image_size,
+        steps=args.steps,
+        learning_rate=args.lr,
+        text_only_fraction=args.text_only_fraction,
+        describe=not args.no_describe,
+        seed=args.seed,
+        init_vision=init,
+        extra_describe=extra,
+        extra_examples=first_action_examples(selection["choice"], args.first_action_queries, args.seed),
+    )
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
