@@ -41,8 +41,8 @@ import torch
 
 from promptloop_agents.evaluation.harness import agent_act_fn
 from promptloop_agents.policies.mllm import MLLMAgent
-from promptloop_agents.rollout import RolloutTimes, make_vector_env, run_episodes
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_POLICY
+from promptloop_agents.rollout import RolloutTimes, make_vector_env, run_episodes
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.schedule import refinement_steps, validate_schedule
 

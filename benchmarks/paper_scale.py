@@ -341,7 +341,7 @@ class ImageRewardSized(torch.nn.Module):
 
 
 def run(args: Args) -> dict[str, Any]:
-    from promptloop_agents.configs import GRPOConfig
+    from promptloop_agents.learners.grpo_config import GRPOConfig
     from promptloop_agents.learners.grpo_trainer import GRPOTrainer
     from promptloop_agents.rollout import make_vector_env
 

@@ -9,7 +9,7 @@ Agents, on the held-out ``toy-compose-test`` queries (20 per GenEval category), 
 - ``caption_rewrite`` (on request; on users' wordings, ``--prompt-set toy-compose-user-test``): the query
   rewritten once into the caption template (a fixed rewrite);
 - ``best_static_rewrite``: per query, the best prompt of the rewrite family
-  (:data:`promptloop_agents.policies.compose_reference.REWRITES`: template, reordered, doubled, objects restated, counts
+  (:data:`...compose_reference.REWRITES`: template, reordered, doubled, objects restated, counts
   up or down, background first), chosen by its mean strict score on ``--select-seeds`` other seeds, then applied
   unchanged for the whole trajectory on the test seeds: the strongest open-loop baseline;
 - ``oracle_closed_loop``: starts from the best static rewrite, then at every refinement point reads the preview
@@ -37,7 +37,12 @@ import torch
 from tqdm.auto import tqdm
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_agents.policies.compose_reference import SELECT_SEED0, ComposeOracleAgent, compose_scores, select_best_static
+from promptloop_agents.policies.compose_reference import (
+    SELECT_SEED0,
+    ComposeOracleAgent,
+    compose_scores,
+    select_best_static,
+)
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 from promptloop_env.toy.compose import CATEGORIES, caption

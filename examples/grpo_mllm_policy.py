@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from promptloop_agents import IdentityAgent
-from promptloop_agents.configs import GRPOConfig
 from promptloop_agents.evaluation.harness import evaluate
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import GRPOTrainer
-from promptloop_agents.rollout import make_vector_env
 from promptloop_agents.learners.sft import collect_examples, supervised_finetune
 from promptloop_agents.policies.toy_policy import build_toy_policy
 from promptloop_agents.policies.toy_rewrites import toy_teacher
+from promptloop_agents.rollout import make_vector_env
 from promptloop_env.cli import parse_configs
 from promptloop_env.rewards import make_reward
 from promptloop_env.toy.prompts import TOY_USER_TEST_QUERIES, TOY_USER_TRAIN_QUERIES

@@ -17,9 +17,9 @@ Design choices (the paper leaves these open; see ``shared/research/paper-and-pee
 - **Sampling**: the full softmax at ``temperature`` (``top_k=0``, ``top_p=1``, ``repetition_penalty=1``
   passed explicitly, since instruct checkpoints ship other defaults), structural special tokens banned in
   ``generate`` and masked to -inf in the training forward, so both use one distribution.
-- **GRPO** (:mod:`promptloop_agents.learners.grpo_trainer`): group-normalised terminal reward shared by every generated token
-  of every action; PPO clip 0.2; k3 KL to the adapter-free reference, beta 0.04; LoRA r=16 on the language
-  model's linear layers (vision tower frozen); random refinement points in training, uniform in evaluation;
+- **GRPO** (:mod:`promptloop_agents.learners.grpo_trainer`): group-normalised terminal reward shared by every
+  generated token of every action; PPO clip 0.2; k3 KL to the adapter-free reference, beta 0.04; LoRA r=16 on the
+  language model's linear layers (vision tower frozen); random refinement points in training, uniform in evaluation;
   loss normalised by the iteration's generated-token count (``loss_type="dapo"``; ``grpo`` and ``dr_grpo`` too);
   fully on-policy by default (ratio exactly 1). It trains any :class:`TrainablePolicy` through Gymnasium vector
   envs; runs are described by ``recipes/*.yaml`` (:mod:`promptloop_agents.configs`).

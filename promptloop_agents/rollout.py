@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -152,3 +153,13 @@ def run_episodes(
                 episode.final_image = np.asarray(info["final_image"]).copy()
         episodes += batch[:real]
     return episodes
+
+
+def load_queries(spec: str) -> list[str]:
+    """Queries from a text file (one per line) or a built-in prompt set name (``toy-user-train``, ...)."""
+    path = Path(spec)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    from promptloop_env.prompts import resolve_prompts
+
+    return list(resolve_prompts(spec, None))

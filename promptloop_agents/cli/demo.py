@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, save_config
+from promptloop_agents.configs import EnvConfig, save_config
+from promptloop_agents.evaluation.eval_config import EvalConfig
+from promptloop_agents.learners.grpo_config import GRPOConfig
+from promptloop_agents.policies.policy_config import PolicyConfig
 
 
 def _opt(default, help):  # noqa: A002
@@ -118,8 +121,7 @@ def demo_agents(run_dir: Path, trained: Any) -> dict[str, Any]:
 def evaluate_demo(env: EnvConfig, evaluation: EvalConfig, schedule: str, agents: dict[str, Any]) -> dict[str, Any]:
     """Every agent on the same held-out (query, noise seed) episodes; bootstrap CIs over queries."""
     from promptloop_agents.evaluation.harness import evaluate, paired_differences, query_categories, query_means
-    from promptloop_agents.rollout import make_vector_env
-    from promptloop_agents.cli.runner import load_queries
+    from promptloop_agents.rollout import load_queries, make_vector_env
     from promptloop_env.rewards import make_reward
     from promptloop_env.stats import bootstrap_ci, rounded
 
@@ -165,7 +167,7 @@ def replay_with_previews(env: EnvConfig, schedule: str, agent: Any, episodes: li
 
 def run_demo(config: DemoConfig) -> dict:
     """Run the demo; returns the ``metrics.json`` payload."""
-    from promptloop_agents.cli import runner
+    from promptloop_agents.cli.train import train
     from promptloop_agents.evaluation.plots import before_after_grid, filmstrip
 
     start = time.perf_counter()
@@ -173,7 +175,7 @@ def run_demo(config: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env, policy, grpo, evaluation = demo_configs(config)
     save_config(out / "demo_config.yaml", demo=config, env=env, policy=policy, grpo=grpo, eval=evaluation)
-    trained = runner.train(env, policy, grpo)
+    trained = train(env, policy, grpo)
     train_seconds = time.perf_counter() - start
     agents = demo_agents(out, trained)
     evaluated = evaluate_demo(env, evaluation, config.refine_schedule, agents)

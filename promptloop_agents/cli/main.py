@@ -28,13 +28,11 @@ import logging
 import sys
 from pathlib import Path
 
-from promptloop_agents.configs import (
-    COMMAND_SECTIONS,
-    SECTIONS,
-    config_from_args,
-    read_config_file,
-)
 from promptloop_agents.cli.demo import DemoConfig, run_demo
+from promptloop_agents.configs import config_from_args, config_sections, read_config_file
+
+COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
+"""The config sections each command reads (and its ``--config`` file may hold)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,14 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train = commands.add_parser(
         "train",
-        dataclass_types=[SECTIONS[s] for s in COMMAND_SECTIONS["train"]],
+        dataclass_types=[config_sections()[s] for s in COMMAND_SECTIONS["train"]],
         help="Warm-start (toy policy) and train a policy with GRPO; writes a run folder.",
         description="Train a PromptLoop policy with GRPO. The run folder gets config.yaml (the resolved config), "
         "metrics.jsonl, checkpoints/ (resumed automatically), warm_start/ (toy policy), policy/ and reward_curve.png.",
     )
     evaluate = commands.add_parser(
         "eval",
-        dataclass_types=[SECTIONS[s] for s in COMMAND_SECTIONS["eval"]],
+        dataclass_types=[config_sections()[s] for s in COMMAND_SECTIONS["eval"]],
         help="Evaluate agents on held-out queries (bootstrap 95%% CIs, paired differences); writes eval.json/.md.",
         description="Run built-in agents and policy folders (closed loop, a priori, or on blank previews) on the "
         "same held-out (query, seed) episodes of one or more backbones (--backbone a,b) and write eval.json "
@@ -94,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from promptloop_agents.cli import runner
+    from promptloop_agents.cli.evaluate import evaluate_from_configs
+    from promptloop_agents.cli.train import train
 
     if args.command == "train":
-        env, policy, grpo = (config_from_args(SECTIONS[s], args) for s in COMMAND_SECTIONS["train"])
-        runner.train(env, policy, grpo)
+        env, policy, grpo = (config_from_args(config_sections()[s], args) for s in COMMAND_SECTIONS["train"])
+        train(env, policy, grpo)
     elif args.command == "eval":
-        env, policy, evaluation = (config_from_args(SECTIONS[s], args) for s in COMMAND_SECTIONS["eval"])
-        runner.evaluate_from_configs(env, policy, evaluation)
+        env, policy, evaluation = (config_from_args(config_sections()[s], args) for s in COMMAND_SECTIONS["eval"])
+        evaluate_from_configs(env, policy, evaluation)
         print((Path(evaluation.output_dir) / "eval.md").read_text())
     else:
         run_demo(config_from_args(DemoConfig, args))

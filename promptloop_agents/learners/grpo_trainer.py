@@ -39,7 +39,6 @@ import torch
 from tqdm.auto import tqdm
 
 from promptloop_agents.learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from promptloop_agents.configs import GRPOConfig
 from promptloop_agents.learners.distributed import (
     engine,
     is_sharded,
@@ -47,10 +46,11 @@ from promptloop_agents.learners.distributed import (
     trainable_state_dict,
     unwrap_for_generation,
 )
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.objectives import clipped_objective, group_advantages, reduce_loss, zero_std_groups
+from promptloop_agents.learners.tracking import RunLogger
 from promptloop_agents.policies.protocol import TrainablePolicy
 from promptloop_agents.rollout import Episode, RolloutTimes, run_episodes
-from promptloop_agents.learners.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
 # Parameters of vision towers stay frozen under full fine-tuning, as under LoRA.

@@ -140,7 +140,7 @@ class RunLogger:
     def evaluate(self) -> dict[str, float]:
         """The held-out monitor: the policy on ``eval_queries`` held-out queries, scored by ``eval_metrics``."""
         from promptloop_agents.evaluation.harness import evaluate
-        from promptloop_agents.cli.runner import load_queries
+        from promptloop_agents.rollout import load_queries
         from promptloop_env.rewards import make_reward
 
         config = self.config

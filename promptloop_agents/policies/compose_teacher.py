@@ -5,7 +5,7 @@ any prompt written up front. On ``toy-compose`` the oracle closed loop (the exac
 :mod:`promptloop_agents.policies.compose_reference`) shows that the headroom exists. This module builds the learner:
 
 1. **The a-priori rewrite a policy can know** (:func:`select_category_rewrites`): per GenEval category, the rewrite
-   of :data:`~promptloop_agents.policies.compose_reference.REWRITES` with the best mean strict score on *training* queries.
+   of :data:`~.compose_reference.REWRITES` with the best mean strict score on *training* queries.
    :class:`CategoryRewriteAgent` applies it for the whole trajectory (the best one-shot rewrite chosen without
    test-time reward).
 2. **The teacher** (:func:`compose_teacher`): the oracle closed loop started from that rewrite. It reads the
@@ -155,7 +155,7 @@ class CategoryRewriteAgent:
 def corrective_prompt(query: Query, preview: np.ndarray, current: str) -> str:
     """Correct the prompt in force from what the preview shows, relative to that prompt (rules on the analyser).
 
-    Where :func:`~promptloop_agents.policies.compose_reference.oracle_prompt` rewrites from the query, this keeps the prompt
+    Where :func:`~.compose_reference.oracle_prompt` rewrites from the query, this keeps the prompt
     in force (e.g. the counts a ``count_up`` rewrite raised) and changes only what the preview shows wrong:
 
     - a counted group (two or more wanted) with the wrong number: its count moves by the error;
@@ -288,8 +288,8 @@ def distill(
     description and the target names the objects the analyser reads, left to right. This is perception
     supervision at training time only; prompting the policy never involves the analyser.
     """
-    from promptloop_agents.rollout import make_vector_env
     from promptloop_agents.learners.sft import collect_examples
+    from promptloop_agents.rollout import make_vector_env
 
     tick = time.perf_counter()
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
@@ -347,8 +347,8 @@ def fit_student(
     from all of the perception stage's weights does not work: a language model that only ever had to describe
     ignores the query, and 1500 steps did not teach it back: 6% greedy match.) ``extra_describe``: more describe
     examples mixed in (e.g. a share of the perception stage's), so reading is kept while the decisions are fitted."""
-    from promptloop_agents.policies.mllm import MLLMAgent
     from promptloop_agents.learners.sft import greedy_match_rate, supervised_finetune
+    from promptloop_agents.policies.mllm import MLLMAgent
 
     tick = time.perf_counter()
     if describe:

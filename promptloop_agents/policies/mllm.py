@@ -95,7 +95,7 @@ class MLLMAgent:
         answer_tag: the answer is read from ``<tag>...</tag>``; ``None`` reads the first line.
         image_size: previews are resized to this square size before the processor, when given.
         preview_contrast: when given, each preview's deviation from its background is stretched to this RGB
-            distance first (:func:`~promptloop_agents.policies.processing.stretch_contrast`; early x0 estimates are faint).
+            distance first (:func:`~.processing.stretch_contrast`; early x0 estimates are faint).
         base_name_or_path: where the base weights come from (hub id or folder), so that saving a LoRA policy
             need not copy them; ``None`` when the model was built in code.
     """

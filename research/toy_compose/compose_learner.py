@@ -33,7 +33,7 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
 - ``composition``: on the weight-tuned ``toy-compose-tuned``, with and without PromptLoop on top.
 - ``overoptimisation``: summarises the ``aesthetic`` run's proxy reward and held-out strict score along training.
 
-Every evaluation is ``promptloop eval`` (:func:`promptloop_agents.cli.runner.evaluate_from_configs`): the 120
+Every evaluation is ``promptloop eval`` (:func:`promptloop_agents.cli.evaluate.evaluate_from_configs`): the 120
 held-out ``toy-compose-test`` queries, the same noise seeds for every agent, bootstrap 95% CIs over queries,
 paired differences, per category; policies answer greedily. Results: ``research/toy_compose/results/compose_<name>/``
 (``eval.json``, ``eval.md``, sample grids).
@@ -123,11 +123,13 @@ def reference_rewards(folder: Path, agent: str = "one-shot", progress: bool = Tr
     import yaml
     from tqdm.auto import tqdm
 
-    from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig
+    from promptloop_agents.configs import EnvConfig
+    from promptloop_agents.evaluation.agents import build_agent, parse_agent_specs
+    from promptloop_agents.evaluation.eval_config import EvalConfig
     from promptloop_agents.evaluation.harness import agent_act_fn
+    from promptloop_agents.learners.grpo_config import GRPOConfig
     from promptloop_agents.learners.grpo_trainer import iteration_draws
-    from promptloop_agents.rollout import make_vector_env, run_episodes
-    from promptloop_agents.cli.runner import build_agent, load_queries, parse_agent_specs
+    from promptloop_agents.rollout import load_queries, make_vector_env, run_episodes
 
     config = yaml.safe_load((folder / "config.yaml").read_text())
     env, grpo = EnvConfig(**config["env"]), GRPOConfig(**config["grpo"])
@@ -255,12 +257,13 @@ def checkpoint_rewards(
     import yaml
     from tqdm.auto import tqdm
 
-    from promptloop_agents.learners.checkpoint import list_checkpoints, load_checkpoint
-    from promptloop_agents.configs import EnvConfig, GRPOConfig, PolicyConfig
+    from promptloop_agents.configs import EnvConfig
     from promptloop_agents.evaluation.harness import agent_act_fn
+    from promptloop_agents.learners.checkpoint import list_checkpoints, load_checkpoint
+    from promptloop_agents.learners.grpo_config import GRPOConfig
     from promptloop_agents.policies.mllm import MLLMAgent
-    from promptloop_agents.rollout import make_vector_env, run_episodes
-    from promptloop_agents.cli.runner import load_queries
+    from promptloop_agents.policies.policy_config import PolicyConfig
+    from promptloop_agents.rollout import load_queries, make_vector_env, run_episodes
 
     config = yaml.safe_load((folder / "config.yaml").read_text())
     env, grpo, policy = EnvConfig(**config["env"]), GRPOConfig(**config["grpo"]), PolicyConfig(**config["policy"])

@@ -14,7 +14,7 @@ model. Each row also has the mean proxy reward of the samples the round drew (fr
 training queries) and of those it kept. The PromptLoop side of the experiment (a policy trained by GRPO on the
 same proxy, with held-out strict tracked along training) lives with the learner.
 
-Writes ``research/toy_compose/results/compose_overoptimisation_weights.json`` (one row per round) and prints a table. The
+Writes ``results/compose_overoptimisation_weights.json`` (one row per round) and prints a table. The
 models of each round stay in ``--work`` (not shipped).
 """
 

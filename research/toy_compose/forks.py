@@ -1,7 +1,7 @@
 """Train the toy-compose policy from forks: at a refinement point, try every candidate prompt and learn from the
 rewards which one to write given the preview (expert iteration with the actions enumerated).
 
-Distilling a rule set (:mod:`promptloop_agents.policies.compose_teacher`) caps the policy at the rules' value and needs a
+Distilling a rule set (:mod:`...policies.compose_teacher`) caps the policy at the rules' value and needs a
 student that reads the preview as exactly as the analyser the rules use. Forks label a decision by its outcome
 instead:
 
@@ -78,9 +78,9 @@ def collect_forks(
     """
     from tqdm.auto import tqdm
 
+    from promptloop_agents.learners.sft import SFTExample
     from promptloop_agents.policies.compose_reference import fork_outcomes
     from promptloop_agents.policies.compose_teacher import _rewrite, compose_env_kwargs
-    from promptloop_agents.learners.sft import SFTExample
     from promptloop_env.core import PromptLoopCore
     from promptloop_env.toy.compose_spec import parse
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptloop_agents.rollout import make_vector_env
 from promptloop_agents.policies.toy_policy import build_toy_policy, world_words
+from promptloop_agents.rollout import make_vector_env
 
 torch.set_num_threads(1)
 

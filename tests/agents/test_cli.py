@@ -3,9 +3,12 @@ import json
 
 import pytest
 
-from promptloop_agents.cli.main import build_parser, main
-from promptloop_agents.configs import EnvConfig, EvalConfig, GRPOConfig, PolicyConfig, parse_reward
 from promptloop_agents.cli.demo import DemoConfig
+from promptloop_agents.cli.main import build_parser, main
+from promptloop_agents.configs import EnvConfig, parse_reward
+from promptloop_agents.evaluation.eval_config import EvalConfig
+from promptloop_agents.learners.grpo_config import GRPOConfig
+from promptloop_agents.policies.policy_config import PolicyConfig
 
 
 @pytest.mark.parametrize(

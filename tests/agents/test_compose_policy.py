@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from promptloop_agents.learners.sft import SFTExample
 from promptloop_agents.policies.compose_teacher import (
     DESCRIBE_QUERY,
     CategoryRewriteAgent,
@@ -22,7 +23,6 @@ from promptloop_agents.policies.compose_teacher import (
     select_category_rewrites,
 )
 from promptloop_agents.policies.mllm import MLLMAgent
-from promptloop_agents.learners.sft import SFTExample
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse

@@ -7,12 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from promptloop_agents.policies.baselines import BlankPreviews, IdentityAgent
+from promptloop_agents.cli.evaluate import evaluate_from_configs
 from promptloop_agents.cli.main import main
-from promptloop_agents.configs import EnvConfig, EvalConfig, PolicyConfig
+from promptloop_agents.configs import EnvConfig
+from promptloop_agents.evaluation.agents import parse_agent_specs
+from promptloop_agents.evaluation.eval_config import EvalConfig
 from promptloop_agents.evaluation.harness import episode_seeds, run_agent, uses_previews
+from promptloop_agents.evaluation.suite import run_evaluation
+from promptloop_agents.policies.baselines import BlankPreviews, IdentityAgent
+from promptloop_agents.policies.policy_config import PolicyConfig
 from promptloop_agents.rollout import make_vector_env
-from promptloop_agents.cli.runner import evaluate_from_configs, parse_agent_specs, run_evaluation
 
 TINY = EnvConfig(
     backbone="tiny", reward="jpeg-incompressibility", num_inference_steps=4, num_refinements=2, preview_size=32
@@ -146,8 +150,8 @@ def test_bad_agent_specs_are_refused_with_a_clear_message(agents, message):
 
 
 def test_teacher_rule_modes_apply_one_rule_set_everywhere():
-    from promptloop_agents.configs import EvalConfig
-    from promptloop_agents.cli.runner import build_agent
+    from promptloop_agents.evaluation.agents import build_agent
+    from promptloop_agents.evaluation.eval_config import EvalConfig
     from promptloop_env.toy.compose import CATEGORIES
 
     (spec,) = parse_agent_specs("corrective=teacher:corrective")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from promptloop_agents.configs import GRPOConfig
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import GRPOTrainer
 from promptloop_agents.learners.objectives import group_advantages, reduce_loss, zero_std_groups
 from promptloop_agents.rollout import split_observations

@@ -6,19 +6,19 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
+from promptloop_agents.cli.demo import DemoConfig, demo_configs
 from promptloop_agents.cli.main import parse_args
 from promptloop_agents.configs import (
-    SECTIONS,
     EnvConfig,
-    GRPOConfig,
-    PolicyConfig,
     config_dict,
     config_from_args,
+    config_sections,
     read_config_file,
     save_config,
 )
-from promptloop_agents.cli.demo import DemoConfig, demo_configs
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import GRPOTrainer
+from promptloop_agents.policies.policy_config import PolicyConfig
 from promptloop_agents.rollout import make_vector_env
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -32,7 +32,7 @@ def test_every_recipe_builds_its_configs_and_states_its_hardware(name):
     text = path.read_text()
     assert "Expects:" in text or "Hardware:" in text  # GPU count and memory, with the arithmetic
     args = parse_args(["train", "--config", str(path)])
-    configs = [config_from_args(SECTIONS[s], args) for s in ("env", "policy", "grpo")]
+    configs = [config_from_args(config_sections()[s], args) for s in ("env", "policy", "grpo")]
     assert configs[2].max_steps >= 1 and configs[0].num_refinements >= 1
 
 
@@ -50,7 +50,7 @@ def test_the_toy_compose_recipe_is_the_demos_training_run_without_its_time_limit
 def test_flags_override_the_file_and_a_saved_config_reads_back(tmp_path):
     recipe = str(RECIPES / "paper-sd15-imagereward.yaml")
     args = parse_args(["train", "--config", recipe, "--beta", "0", "--lora_r", "4"])
-    env, policy, grpo = (config_from_args(SECTIONS[s], args) for s in ("env", "policy", "grpo"))
+    env, policy, grpo = (config_from_args(config_sections()[s], args) for s in ("env", "policy", "grpo"))
     assert (grpo.beta, grpo.lora_r, grpo.group_size, policy.policy_dtype) == (0.0, 4, 8, "bfloat16")
     save_config(tmp_path / "config.yaml", env=env, policy=policy, grpo=grpo)
     again = parse_args(["train", "--config", str(tmp_path / "config.yaml")])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from promptloop_agents.configs import GRPOConfig
 from promptloop_agents.learners.distributed import resolve_trackers
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import GRPOTrainer
 from promptloop_agents.rollout import make_vector_env
 

@@ -1,12 +1,12 @@
 import numpy as np
 
-from promptloop_agents.configs import PolicyConfig
 from promptloop_agents.learners.distributed import make_accelerator
-from promptloop_agents.policies.mllm import AGENT_FILE
-from promptloop_agents.rollout import num_refinements
-from promptloop_agents.cli.runner import prepare_policy
 from promptloop_agents.learners.sft import collect_examples, supervised_finetune, text_only_examples
+from promptloop_agents.learners.warm_start import prepare_policy
+from promptloop_agents.policies.mllm import AGENT_FILE
+from promptloop_agents.policies.policy_config import PolicyConfig
 from promptloop_agents.policies.toy_rewrites import toy_rewrite, toy_teacher
+from promptloop_agents.rollout import num_refinements
 from promptloop_env.toy.world import parse_query
 
 

@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 
-from promptloop_agents.policies.compose_teacher import CategoryRewriteAgent, load_selection
-from promptloop_agents.configs import EnvConfig, GRPOConfig, save_config
+from promptloop_agents.configs import EnvConfig, save_config
 from promptloop_agents.evaluation.harness import agent_act_fn
+from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import iteration_draws
-from promptloop_agents.rollout import make_vector_env, run_episodes
-from promptloop_agents.cli.runner import load_queries
+from promptloop_agents.policies.compose_teacher import CategoryRewriteAgent, load_selection
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
+from promptloop_agents.rollout import load_queries, make_vector_env, run_episodes
 
 
 def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_path):
@@ -46,8 +46,8 @@ def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_s
     import torch
 
     from promptloop_agents.learners.checkpoint import save_checkpoint
-    from promptloop_agents.configs import PolicyConfig
     from promptloop_agents.policies.mllm import MLLMAgent
+    from promptloop_agents.policies.policy_config import PolicyConfig
 
     env = EnvConfig(backbone="toy-compose", reward="toy-compose-soft", num_inference_steps=6, num_refinements=2)
     grpo = GRPOConfig(output_dir=str(tmp_path), train_prompts="toy-compose-train", refine_schedule="0,3")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from research.toy_compose.forks import collect_forks, fork_candidates, fork_report, label_forks
 from promptloop_env.toy.compose import ComposeScene, Thing, render
+from research.toy_compose.forks import collect_forks, fork_candidates, fork_report, label_forks
 
 SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only
 

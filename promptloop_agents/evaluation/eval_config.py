@@ -1,0 +1,61 @@
+"""The ``eval`` section of a run: what ``promptloop eval`` runs and writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from promptloop_agents.configs import config_field
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on held-out queries: agents, episodes, metrics and outputs of ``promptloop eval``."""
+
+    _argument_group_name = "evaluation"
+
+    output_dir: str = config_field(
+        "runs/eval", "Folder for eval.json, eval.md, samples_<backbone>.png and metrics.json."
+    )
+    device: str = config_field(
+        "auto", "Device of the backbone and the policy: auto (cuda when available) | cpu | cuda:N."
+    )
+    eval_prompts: str = config_field("toy-user-test", "Held-out queries: a built-in set name or a text file.")
+    seeds_per_query: int = config_field(2, "Episodes (noise seeds) per held-out query, the same for every agent.")
+    max_queries: int = config_field(0, "Use at most this many queries (0 = all).")
+    metrics: str = config_field("toy-fidelity,toy-aesthetic", "Comma-separated rewards scored on the final images.")
+    agents: str = config_field(
+        "identity,static,policy",
+        "Comma-separated agents, each [name=]spec: identity, static, random; on toy-compose caption, best-static, "
+        "oracle, oracle:best-static; a policy folder PATH (closed loop), PATH:a-priori (no images) or PATH:blank "
+        "(closed loop on blank previews); policy[:mode] = the --policy path.",
+    )
+    baseline: str = config_field(
+        "identity", "Agent the paired differences of the table are taken to (default: the first)."
+    )
+    refine_schedule: str = config_field(
+        "uniform", "Refinement points: uniform | random | step indices like '0,9,11,13,15'."
+    )
+    static_template: str = config_field(
+        "", "Static rewrite template with {query} (default: the query with generic quality modifiers)."
+    )
+    static_policy: str = config_field(
+        "", "Policy folder whose one greedy a-priori rewrite of the query is the static rewrite."
+    )
+    select_seeds: int = config_field(
+        4, "best-static: seeds per candidate rewrite in the selection (apart from test seeds)."
+    )
+    blank_value: int = config_field(128, "Pixel value of the constant previews of PATH:blank agents (128: mid-grey).")
+    sample_queries: int = config_field(8, "Columns (queries, first seed) of the sample grids; 0 = no grid.")
+    seed: int = config_field(
+        1234, "Evaluation seed: the episodes' env seeds derive from it and the query and seed index."
+    )
+    num_envs: int = config_field(32, "Episodes stepped together.")
+    progress: bool = config_field(True, "Show a progress bar.")
+
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
