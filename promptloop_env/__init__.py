@@ -16,6 +16,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register
 from gymnasium.envs.registration import registry as gym_registry
 
+from promptloop_env import toy  # noqa: F401  (the toy worlds register their backbones, rewards, prompt sets)
 from promptloop_env.core import PromptLoopCore
 from promptloop_env.env import PromptLoopEnv
 from promptloop_env.spaces import PROMPT_CHARSET

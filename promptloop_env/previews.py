@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from promptloop_env.backbones.base import DiffusersBackbone, to_uint8
-from promptloop_env.registry import lookup
+from promptloop_env.registry import Registry
 
 
 def resize_images(images: torch.Tensor, size: int) -> np.ndarray:
@@ -26,6 +26,10 @@ def resize_images(images: torch.Tensor, size: int) -> np.ndarray:
             images.float(), size=(size, size), mode="bilinear", antialias=shrink, align_corners=False
         )
     return to_uint8(images.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+
+
+PREVIEWS: Registry[type[Preview]] = Registry("preview")
+"""The previews, by name: a :class:`Preview` subclass each (``@PREVIEWS.register("name")`` adds one)."""
 
 
 class Preview:
@@ -54,6 +58,7 @@ class Preview:
         return self(latents)
 
 
+@PREVIEWS.register("none")
 class BlankPreview(Preview):
     """``preview="none"``: black images, no computation."""
 
@@ -61,6 +66,7 @@ class BlankPreview(Preview):
         return np.zeros((latents.shape[0], self.size, self.size, 3), dtype=np.uint8)
 
 
+@PREVIEWS.register("vae")
 class VaePreview(Preview):
     """``preview="vae"``: the pipeline's own VAE decode and post-processing, resized."""
 
@@ -73,6 +79,7 @@ class VaePreview(Preview):
         return resize_images(torch.from_numpy(final_images).permute(0, 3, 1, 2).float() / 255.0, self.size)
 
 
+@PREVIEWS.register("latent_rgb")
 class LatentRGBPreview(Preview):
     """``preview="latent_rgb"``: the backbone's :class:`~promptloop_env.backbones.base.LatentRGB` map, resized.
 
@@ -86,6 +93,7 @@ class LatentRGBPreview(Preview):
         return resize_images((rgb + 1.0) / 2.0, self.size)
 
 
+@PREVIEWS.register("taesd")
 class TaesdPreview(Preview):
     """``preview="taesd"``: decode with a tiny autoencoder (``AutoencoderTiny``), as a pipeline using it as its VAE."""
 
@@ -110,15 +118,6 @@ class TaesdPreview(Preview):
         return resize_images((image.float() / 2 + 0.5), self.size)
 
 
-PREVIEWS: dict[str, type[Preview]] = {
-    "vae": VaePreview,
-    "taesd": TaesdPreview,
-    "latent_rgb": LatentRGBPreview,
-    "none": BlankPreview,
-}
-"""The previews, by name."""
-
-
 def load_taesd(source: Any, device: torch.device, dtype: torch.dtype, local_files_only: bool = False) -> Any:
     """An ``AutoencoderTiny`` from an instance, a local folder or a hub id (safetensors only)."""
     from diffusers import AutoencoderTiny
@@ -137,4 +136,4 @@ def make_preview(
     kind: str, backbone: DiffusersBackbone, size: int, taesd: Any = None, local_files_only: bool = False
 ) -> Preview:
     """The preview named ``kind`` (a key of :data:`PREVIEWS`) for ``backbone``, ``size`` pixels square."""
-    return lookup(PREVIEWS, kind, "preview")(backbone, size, taesd=taesd, local_files_only=local_files_only)
+    return PREVIEWS[kind](backbone, size, taesd=taesd, local_files_only=local_files_only)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from promptloop_env.registry import lookup, resolve
+from promptloop_env.registry import Registry
 
 SIMPLE_ANIMALS: tuple[str, ...] = tuple(
     f"a photo of a {animal}"
@@ -16,17 +16,12 @@ SIMPLE_ANIMALS: tuple[str, ...] = tuple(
 )
 """DDPO's ``simple_animals`` prompts: the fallback set of any backbone without a set of its own."""
 
-PROMPT_SETS: dict[str, str] = {
-    "simple-animals": "promptloop_env.prompts:SIMPLE_ANIMALS",
-    "toy-train": "promptloop_env.toy.prompts:TOY_TRAIN_QUERIES",
-    "toy-test": "promptloop_env.toy.prompts:TOY_TEST_QUERIES",
-    "toy-user-train": "promptloop_env.toy.prompts:TOY_USER_TRAIN_QUERIES",
-    "toy-user-test": "promptloop_env.toy.prompts:TOY_USER_TEST_QUERIES",
-    "toy-compose-train": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_TRAIN_QUERIES",
-    "toy-compose-test": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_TEST_QUERIES",
-    "toy-compose-user-train": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_USER_TRAIN_QUERIES",
-    "toy-compose-user-test": "promptloop_env.toy.compose_prompts:TOY_COMPOSE_USER_TEST_QUERIES",
-}
+PROMPT_SETS: Registry[Sequence[str] | Callable[[], Sequence[str]]] = Registry("prompt set")
+"""The named prompt sets: the queries, or a function without arguments that returns them (loaded on use).
+
+The toy worlds register theirs (:mod:`promptloop_env.toy.prompts`, :mod:`promptloop_env.toy.compose_prompts`);
+register your own with ``PROMPT_SETS.register("my-set", ["a query", ...])``."""
+PROMPT_SETS.register("simple-animals", SIMPLE_ANIMALS)
 
 
 def resolve_prompts(prompts: Sequence[str] | str | None, default: str | None) -> tuple[str, ...]:
@@ -37,7 +32,8 @@ def resolve_prompts(prompts: Sequence[str] | str | None, default: str | None) ->
     if prompts is None:
         prompts = default or "simple-animals"
     if isinstance(prompts, str):
-        return tuple(resolve(lookup(PROMPT_SETS, prompts, "prompt set")))
+        entry = PROMPT_SETS[prompts]
+        return tuple(entry() if callable(entry) else entry)
     queries = tuple(prompts)
     bad = [q for q in queries if not isinstance(q, str)]
     if bad:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop_env.registry import lookup, resolve
+from promptloop_env.registry import lookup
 from promptloop_env.rewards.clip_common import clip_image_processor
 from promptloop_env.rewards.hps import transformers_to_open_clip
 from promptloop_env.rewards.imagereward import transformers_to_imagereward
@@ -252,8 +252,7 @@ def make_standin_reward(
     from promptloop_env.rewards import REWARDS
 
     kwargs = lookup(STANDIN_BUILDERS, name, "stand-in reward")(folder)
-    factory = resolve(lookup(REWARDS, name, "reward"))
-    return factory(device=device, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
+    return REWARDS[name](device=device, torch_dtype=torch_dtype, local_files_only=True, **kwargs)
 
 
 def sample_images(batch: int, size: int = 48, seed: int = 0) -> np.ndarray:

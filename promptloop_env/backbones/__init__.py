@@ -1,10 +1,11 @@
 """Backbones: a diffusers pipeline per family behind one resumable interface (see :mod:`.base`).
 
-``BACKBONES`` maps a name to a typed entry (:mod:`.entries`): a :class:`PipelineFactory` that builds a pipeline
-in process (``tiny``), a :class:`PackageFolder` shipped inside this package (``toy-shapes``) or a
-:class:`HubModel`. Anything else passed as ``backbone=`` is a local folder or hub id of a diffusers pipeline, or a
-loaded pipeline. The family that runs a pipeline is found by its class among :func:`families`, where each family
-class registers itself.
+``BACKBONES`` (a :class:`~promptloop_env.registry.Registry`) maps a name to a typed entry (:mod:`.entries`): a
+:class:`PipelineFactory` that builds a pipeline in process (``tiny``), a :class:`PackageFolder` shipped inside this
+package (``toy-shapes``, registered by its toy world) or a :class:`HubModel`. Anything else passed as
+``backbone=`` is a local folder or hub id of a diffusers pipeline, or a loaded pipeline. The family that runs a
+pipeline is found by its class among :func:`families`, where each family class registers itself in ``FAMILIES``
+(a new family is one module of this package).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from promptloop_env.backbones import tiny
 from promptloop_env.backbones.base import FAMILIES, DiffusersBackbone, LatentRGB, PromptEmbedding, Trajectory
 from promptloop_env.backbones.entries import (
     PACKAGE_ROOT,
@@ -25,35 +27,27 @@ from promptloop_env.backbones.entries import (
     PackageFolder,
     PipelineFactory,
 )
+from promptloop_env.registry import Registry
+
+BACKBONES: Registry[BackboneEntry] = Registry(
+    "backbone", hint="Or pass a local folder, a hub id (owner/name) or a loaded diffusers pipeline."
+)
+"""The named backbones: a typed entry (:mod:`.entries`) per name. The toy worlds register theirs
+(:mod:`promptloop_env.toy`); register your own with ``BACKBONES.register("name", HubModel("owner/name"))``."""
 
 # Guidance defaults are each family's pipeline default unless the model card says otherwise (then an option
 # here). Pass num_inference_steps to the env (the cards recommend: sdxl 30-50, sdxl-turbo 1-4, sd35-medium 40,
 # sd35-large 28, sd35-large-turbo 4, flux-dev 28-50, flux-schnell 1-4). Large checkpoints take cpu_offload=True
 # (enable_model_cpu_offload) on small accelerators.
-BACKBONES: dict[str, BackboneEntry] = {
-    "tiny": PipelineFactory(
-        "promptloop_env.backbones.tiny:tiny_stable_diffusion_pipeline",
-        description="random-weight StableDiffusionPipeline built in-process (64x64), for tests and benchmarks",
-    ),
-    "toy-shapes": PackageFolder(
-        "toy/assets/toy-shapes",
-        description="the embedded toy world: a small StableDiffusionPipeline trained on procedurally drawn shapes",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-train"},
-    ),
-    "toy-compose": PackageFolder(
-        "toy/assets/toy-compose",
-        description="the compositional toy world: 1 to 4 shapes, GenEval's six categories, failing as real models do",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
-    ),
+_NO_GUIDANCE = {"default_guidance_scale": 0.0}
+for _name, _entry in {
     "sd15": HubModel("stable-diffusion-v1-5/stable-diffusion-v1-5", description="Stable Diffusion 1.5 (512x512)"),
     "sd21": HubModel("stabilityai/stable-diffusion-2-1", description="Stable Diffusion 2.1 (768x768, v-prediction)"),
     "sdxl": HubModel(
         "stabilityai/stable-diffusion-xl-base-1.0", description="Stable Diffusion XL base 1.0 (1024x1024)"
     ),
     "sdxl-turbo": HubModel(
-        "stabilityai/sdxl-turbo",
-        description="SDXL-Turbo (512x512, 1-4 steps, no guidance)",
-        options={"default_guidance_scale": 0.0},
+        "stabilityai/sdxl-turbo", description="SDXL-Turbo (512x512, 1-4 steps, no guidance)", options=_NO_GUIDANCE
     ),
     "sd3-medium": HubModel(
         "stabilityai/stable-diffusion-3-medium-diffusers", description="Stable Diffusion 3 medium (1024x1024)"
@@ -71,7 +65,7 @@ BACKBONES: dict[str, BackboneEntry] = {
     "sd35-large-turbo": HubModel(
         "stabilityai/stable-diffusion-3.5-large-turbo",
         description="Stable Diffusion 3.5 large turbo (1024x1024, 4 steps, no guidance)",
-        options={"default_guidance_scale": 0.0},
+        options=_NO_GUIDANCE,
     ),
     "flux-dev": HubModel(
         "black-forest-labs/FLUX.1-dev", description="FLUX.1 [dev] (1024x1024, guidance-distilled, gated on the hub)"
@@ -79,21 +73,26 @@ BACKBONES: dict[str, BackboneEntry] = {
     "flux-schnell": HubModel(
         "black-forest-labs/FLUX.1-schnell",
         description="FLUX.1 [schnell] (1024x1024, 1-4 steps, no guidance)",
-        options={"default_guidance_scale": 0.0},
+        options=_NO_GUIDANCE,
+    ),
+    "tiny": PipelineFactory(
+        tiny.tiny_stable_diffusion_pipeline,
+        description="random-weight StableDiffusionPipeline built in-process (64x64), for tests and benchmarks",
     ),
     "tiny-sdxl": PipelineFactory(
-        "promptloop_env.backbones.tiny:tiny_stable_diffusion_xl_pipeline",
+        tiny.tiny_stable_diffusion_xl_pipeline,
         description="random-weight StableDiffusionXLPipeline built in-process (64x64), for tests and benchmarks",
     ),
     "tiny-sd3": PipelineFactory(
-        "promptloop_env.backbones.tiny:tiny_stable_diffusion_3_pipeline",
+        tiny.tiny_stable_diffusion_3_pipeline,
         description="random-weight StableDiffusion3Pipeline built in-process (64x64, 16 latent channels), for tests",
     ),
     "tiny-flux": PipelineFactory(
-        "promptloop_env.backbones.tiny:tiny_flux_pipeline",
+        tiny.tiny_flux_pipeline,
         description="random-weight FluxPipeline built in-process (64x64, 16 latent channels), for tests",
     ),
-}
+}.items():
+    BACKBONES.register(_name, _entry)
 
 _LOADED: weakref.WeakValueDictionary[tuple, DiffusersBackbone] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
@@ -102,11 +101,9 @@ _LOCK = threading.Lock()
 def families() -> dict[str, type[DiffusersBackbone]]:
     """The registered backbone families, by name: :data:`~promptloop_env.backbones.base.FAMILIES`, filled.
 
-    Each family module registers its class when imported; they import diffusers' pipelines, so they are imported
-    here, on first use, rather than with ``promptloop_env``.
+    Each family module registers its class when imported; they import diffusers' pipelines, so the registry
+    imports them on first read rather than with ``promptloop_env``.
     """
-    from promptloop_env.backbones import flux, sd3, sdxl, stable_diffusion  # noqa: F401
-
     return FAMILIES
 
 
@@ -141,10 +138,7 @@ def backbone_entry(name: str) -> BackboneEntry:
         return LocalFolder(name)
     if name.count("/") == 1:
         return HubModel(name)
-    raise ValueError(
-        f"Unknown backbone {name!r}. Valid names: {', '.join(sorted(BACKBONES))}; "
-        "or pass a local folder, a hub id (owner/name) or a loaded diffusers pipeline."
-    )
+    raise BACKBONES.unknown(name)
 
 
 def place(pipe: Any, device: str | torch.device | None, torch_dtype: torch.dtype | None) -> Any:

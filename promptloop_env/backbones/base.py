@@ -32,6 +32,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
+from promptloop_env.registry import Registry
+
 PromptEmbedding = dict[str, torch.Tensor]
 """Family-specific text conditioning for one prompt, batch dimension 1 (e.g. ``{"prompt_embeds": ...}``)."""
 
@@ -330,18 +332,20 @@ class DiffusersBackbone:
         return latents
 
 
-FAMILIES: dict[str, type[DiffusersBackbone]] = {}
-"""The registered backbone families, by name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux"``)."""
+FAMILIES: Registry[type[DiffusersBackbone]] = Registry("backbone family", discover=__package__)
+"""The registered backbone families, by name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux"``).
+
+Reading it the first time imports every module of :mod:`promptloop_env.backbones` (the family modules import
+diffusers' pipelines, so they are not imported with ``promptloop_env``): a new family is one module of that
+package, or any module that applies :func:`register_family` before the env is made.
+"""
 
 BackboneT = TypeVar("BackboneT", bound=type[DiffusersBackbone])
 
 
 def register_family(cls: BackboneT) -> BackboneT:
     """Class decorator: register a backbone family in :data:`FAMILIES` under its ``family`` name."""
-    if cls.family in FAMILIES and FAMILIES[cls.family] is not cls:
-        raise ValueError(f"Backbone family {cls.family!r} is registered twice ({FAMILIES[cls.family].__name__}).")
-    FAMILIES[cls.family] = cls
-    return cls
+    return FAMILIES.register(cls.family, cls)
 
 
 def exceeds_window(tokenizer: Any, prompt: str, max_length: int | None = None) -> bool:

@@ -9,7 +9,7 @@ and never ``trust_remote_code``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +58,14 @@ class BackboneEntry:
 
 @dataclass(frozen=True)
 class PipelineFactory(BackboneEntry):
-    """A pipeline built in process by ``target``, a ``"module:function"`` with no required arguments."""
+    """A pipeline built in process by ``target``, a function with no required arguments."""
 
-    target: str
+    target: Callable[[], Any]
 
     @property
     def source(self) -> str:
-        return self.target
+        target = resolve(self.target)  # a "module:function" string of older code still works
+        return f"{target.__module__}:{target.__qualname__}"
 
     def build(self, torch_dtype: torch.dtype | None, local_files_only: bool) -> Any:
         return resolve(self.target)()

@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.clip_common import image_embeddings, load_clip_model, load_clip_processor
 from promptloop_env.rewards.model_base import ModelReward, load_state_dict_file, mlp_head, resolve_file
 
 
+@REWARDS.register("aesthetic")
 class LaionAesthetic(ModelReward):
     """LAION aesthetic score (about 1-10) of each image; the query is ignored.
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from promptloop_env.registry import lookup, resolve
+from promptloop_env.registry import Registry
 
 
 class RewardFn(Protocol):
@@ -19,6 +19,13 @@ class RewardFn(Protocol):
 
 
 RewardSpec = str | RewardFn | Mapping[Any, float]
+
+REWARDS: Registry[Any] = Registry("reward", discover=__package__)
+"""The named rewards: a factory ``factory(device=..., torch_dtype=..., **kwargs) -> RewardFn`` per name.
+
+Each reward module registers its own with ``@REWARDS.register("name")``; reading the registry the first time
+imports every module of :mod:`promptloop_env.rewards` (model-based rewards import transformers inside their
+factories, so this is cheap). The toy worlds register theirs in :mod:`promptloop_env.toy.rewards`."""
 
 
 def _split_part(part: Any) -> tuple[str | None, Any]:
@@ -62,13 +69,11 @@ def _unique_names(parts: Sequence[Any]) -> list[str]:
 
 
 def _build_one(part: Any, device: str | torch.device | None, torch_dtype: torch.dtype | None) -> RewardFn:
-    from promptloop_env.rewards import REWARDS
     from promptloop_env.rewards.model_base import ModelReward
 
     part = _split_part(part)[1]
     if isinstance(part, str):
-        factory = resolve(lookup(REWARDS, part, "reward"))
-        part = factory(device=device, torch_dtype=torch_dtype)
+        part = REWARDS[part](device=device, torch_dtype=torch_dtype)
     if isinstance(part, ModelReward):
         part.load()  # find the weights now, before any denoising, and fail with one clear error if they are missing
     if callable(part):

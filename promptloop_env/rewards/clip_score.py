@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.clip_common import load_clip_model, load_clip_processor, paired_cosine
 from promptloop_env.rewards.model_base import ModelReward
 
 
+@REWARDS.register("clip-score")
 class ClipScore(ModelReward):
     """CLIP score of each image against its query (Hessel et al. 2021, as torchmetrics computes it).
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.clip_common import load_clip_model, load_clip_processor, paired_cosine
 from promptloop_env.rewards.model_base import ModelReward, load_state_dict_file, require, resolve_file
 
@@ -124,6 +125,7 @@ def transformers_to_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
+@REWARDS.register("hpsv2")
 class HPSv2(ModelReward):
     """HPSv2 score of each image against its query: ``cos(E_image, E_text)`` of the fine-tuned CLIP, about 0.2-0.35.
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.clip_common import clip_image_processor
 from promptloop_env.rewards.model_base import (
     ModelReward,
@@ -154,6 +155,7 @@ def _text_config_kwargs(med_config: dict, encoder_width: int) -> dict[str, objec
     return {**kwargs, "encoder_hidden_size": encoder_width, "is_decoder": True}
 
 
+@REWARDS.register("imagereward")
 class ImageRewardScore(ModelReward):
     """ImageReward score of each image against its query (a standardised preference logit, about -2 to 2).
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
+
 
 def jpeg_size_kb(image: np.ndarray, quality: int = 95) -> float:
     """Size in kB (1000 bytes) of ``image`` (uint8 HxWx3) saved as JPEG, as DDPO measures it."""
@@ -16,6 +18,7 @@ def jpeg_size_kb(image: np.ndarray, quality: int = 95) -> float:
     return buffer.tell() / 1000.0
 
 
+@REWARDS.register("jpeg-incompressibility")
 class JpegIncompressibility:
     """Reward = JPEG size in kB: rewards detail and texture (DDPO's ``jpeg_incompressibility``).
 
@@ -31,6 +34,7 @@ class JpegIncompressibility:
         return [jpeg_size_kb(image, self.quality) for image in images]
 
 
+@REWARDS.register("jpeg-compressibility")
 class JpegCompressibility(JpegIncompressibility):
     """Reward = minus the JPEG size in kB: rewards flat, simple images (DDPO's ``jpeg_compressibility``)."""
 

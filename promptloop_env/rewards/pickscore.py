@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.clip_common import load_clip_model, load_clip_processor, paired_cosine
 from promptloop_env.rewards.model_base import ModelReward
 
 
+@REWARDS.register("pickscore")
 class PickScore(ModelReward):
     """PickScore of each image against its query: ``logit_scale.exp() * cos(E_image, E_text)``.
 

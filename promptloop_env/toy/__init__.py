@@ -10,3 +10,25 @@ GenEval-style texts, ``compose_analyser`` reads every object back, ``compose_spe
 ask for and scores images by GenEval's rule (rewards ``toy-compose`` and ``toy-compose-soft``), and
 ``compose_prompts`` holds the train / test sets of its six categories.
 """
+
+from promptloop_env.backbones import BACKBONES, PackageFolder
+
+# Each world registers its backbone here, and its rewards and prompt sets in the modules that define them.
+BACKBONES.register(
+    "toy-shapes",
+    PackageFolder(
+        "toy/assets/toy-shapes",
+        description="the embedded toy world: a small StableDiffusionPipeline trained on procedurally drawn shapes",
+        options={"default_guidance_scale": 1.0, "default_prompts": "toy-train"},
+    ),
+)
+BACKBONES.register(
+    "toy-compose",
+    PackageFolder(
+        "toy/assets/toy-compose",
+        description="the compositional toy world: 1 to 4 shapes, GenEval's six categories, failing as real models do",
+        options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
+    ),
+)
+
+from promptloop_env.toy import compose_prompts, prompts, rewards  # noqa: E402, F401  (they register theirs)

@@ -26,6 +26,7 @@ import itertools
 import random
 from collections.abc import Callable
 
+from promptloop_env.prompts import PROMPT_SETS
 from promptloop_env.toy.compose import CATEGORIES, RELATIONS, Group, Query, caption, group_text
 from promptloop_env.toy.world import BACKGROUNDS, COLOURS, SHAPES
 
@@ -137,3 +138,11 @@ TOY_COMPOSE_TRAIN_QUERIES, TOY_COMPOSE_TEST_QUERIES = make_query_sets()
 """The caption-template sets: 600 train and 120 held-out test queries, 100 and 20 per category."""
 TOY_COMPOSE_USER_TRAIN_QUERIES, TOY_COMPOSE_USER_TEST_QUERIES = make_query_sets(users=True)
 """The users' wordings of the same combinations."""
+
+for _name, _queries in {
+    "toy-compose-train": TOY_COMPOSE_TRAIN_QUERIES,
+    "toy-compose-test": TOY_COMPOSE_TEST_QUERIES,
+    "toy-compose-user-train": TOY_COMPOSE_USER_TRAIN_QUERIES,
+    "toy-compose-user-test": TOY_COMPOSE_USER_TEST_QUERIES,
+}.items():
+    PROMPT_SETS.register(_name, _queries)

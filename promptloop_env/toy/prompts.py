@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from promptloop_env.prompts import PROMPT_SETS
 from promptloop_env.toy.world import caption, parse_query, random_scene, user_query_and_style
 
 _SEED = 20261128
@@ -80,3 +81,11 @@ QUERY_STYLES: dict[str, str] = {}
 """The wording style of every users' query (``"caption"`` is the training template)."""
 TOY_USER_TRAIN_QUERIES, TOY_USER_TEST_QUERIES = make_query_sets(users=True, styles=QUERY_STYLES)
 """The users' sets: 1000 train and 200 held-out test queries (tuples of str)."""
+
+for _name, _queries in {
+    "toy-train": TOY_TRAIN_QUERIES,
+    "toy-test": TOY_TEST_QUERIES,
+    "toy-user-train": TOY_USER_TRAIN_QUERIES,
+    "toy-user-test": TOY_USER_TEST_QUERIES,
+}.items():
+    PROMPT_SETS.register(_name, _queries)

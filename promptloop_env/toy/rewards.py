@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from promptloop_env.rewards import REWARDS
 from promptloop_env.toy import compose_analyser, compose_spec
 from promptloop_env.toy.analyser import Analysis, analyse
 from promptloop_env.toy.compose import HALF_EXTENTS, MAX_OBJECTS
@@ -90,6 +91,7 @@ def _analyse_all(images: np.ndarray, queries: Sequence[str], read: Callable = an
     return [read(image) for image in images]
 
 
+@REWARDS.register("toy-fidelity")
 class ToyFidelity:
     """``toy-fidelity``: fraction of the query's named attributes that the image satisfies (see :func:`fidelity`).
 
@@ -104,6 +106,7 @@ class ToyFidelity:
         return [fidelity(a, q) for a, q in zip(_analyse_all(images, queries), queries, strict=True)]
 
 
+@REWARDS.register("toy-aesthetic")
 class ToyAesthetic:
     """``toy-aesthetic``: large, centred, high-contrast objects, whatever the query (see :func:`aesthetic`).
 
@@ -118,6 +121,7 @@ class ToyAesthetic:
         return [aesthetic(a) for a in _analyse_all(images, queries)]
 
 
+@REWARDS.register("toy-compose")
 class ToyCompose:
     """``toy-compose``: GenEval's rule on the compositional world, 1.0 if every constraint of the query holds.
 
@@ -138,11 +142,13 @@ class ToyCompose:
         return [score(a, query) for a, query in zip(analyses, queries, strict=True)]
 
 
+@REWARDS.register("toy-compose-soft")
 def toy_compose_soft(**kwargs: object) -> ToyCompose:
     """``toy-compose-soft``: the fraction of the query's constraints that hold (see :class:`ToyCompose`)."""
     return ToyCompose(soft=True)
 
 
+@REWARDS.register("toy-compose-aesthetic")
 class ToyComposeAesthetic:
     """``toy-compose-aesthetic``: a proxy reward that ignores the query (see :func:`compose_aesthetic`).
 
