@@ -16,13 +16,13 @@ only pixels, so this bounds what a policy could read):
    - ``closed loop``: per category *and per reading of the preview* (which of the query's constraints the
      analyser finds satisfied on the preview, or "no object yet"), the candidate with the best mean;
    - ``foresight``: the best candidate of each episode (knows the noise's future: a ceiling no policy reaches).
-   The oracle's and the corrective rules (``compose_oracle.oracle_prompt``, ``compose_policy.corrective_prompt``)
+   The oracle's and the corrective rules (``compose_reference.oracle_prompt``, ``compose_teacher.corrective_prompt``)
    are scored too.
 
 The difference closed loop minus a priori (paired per episode, bootstrap 95% CI over queries) is the headroom
 that visual feedback has at that point, for a reader as good as the analyser.
 
-Run: ``python benchmarks/compose_feedback_headroom.py`` (about 10 minutes on one core); writes
+Run: ``python research/toy_compose/compose_feedback_headroom.py`` (about 10 minutes on one core); writes
 ``research/toy_compose/results/compose_feedback_headroom.json`` (and every fork's scores in ``..._records.jsonl.gz``;
 ``--from-records`` re-analyses them without forking).
 """
@@ -32,9 +32,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -67,15 +71,10 @@ def collect(
     from tqdm.auto import tqdm
 
     from promptloop_agents.policies.compose_reference import fork_outcomes, oracle_prompt, rewrite_family
-    from promptloop_agents.policies.compose_teacher import (
-        COMPOSE_SCHEDULE,
-        _rewrite,
-        compose_env_kwargs,
-        corrective_prompt,
-        load_selection,
-    )
+    from promptloop_agents.policies.compose_teacher import apply_rewrite, corrective_prompt, load_selection
     from promptloop_env.core import PromptLoopCore
     from promptloop_env.toy.compose_spec import parse
+    from research.toy_compose.selection import COMPOSE_SCHEDULE, compose_env_kwargs
 
     choice = load_selection(POLICY)
     schedule = schedule or COMPOSE_SCHEDULE  # the episodes stop (and may fork) at these steps
@@ -89,7 +88,7 @@ def collect(
     for at in range(0, len(jobs), chunk):
         part = jobs[at : at + chunk]
         parsed = [parse(q) for _, q, _ in part]
-        one_shot = [_rewrite(choice[p.category], q) for p, (_, q, _) in zip(parsed, part, strict=True)]
+        one_shot = [apply_rewrite(choice[p.category], q) for p, (_, q, _) in zip(parsed, part, strict=True)]
         episodes = core.start(
             [np.random.default_rng(SEED0 + s) for _, _, s in part],
             [q for _, q, _ in part],
@@ -272,8 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
             "points": points,
             "guidance_scale": args.guidance,
             "schedule": schedule,
-            "start": "best one-shot rewrite per category (agents/assets/toy-compose-policy/selection.json)",
-            "candidates": "keep, the query's rewrite family (compose_oracle.rewrite_family), oracle, corrective rule",
+            "start": "best one-shot rewrite per category (promptloop_agents/assets/toy-compose-policy/selection.json)",
+            "candidates": "keep, the query's rewrite family (rewrite_family), oracle, corrective rule",
             "seconds": round(time.perf_counter() - start, 1),
         }
         with gzip.open(records_path, "wt") as handle:

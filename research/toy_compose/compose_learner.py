@@ -1,6 +1,6 @@
 """The paper's experiments in miniature, on the ``toy-compose`` world: one command each.
 
-Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learner]``:
+Run ``python research/toy_compose/compose_learner.py EXPERIMENT [--runs runs/compose-learner]``:
 
 - ``train``: the GRPO runs the others evaluate, from the shipped distilled policy with ``recipes/toy-compose.yaml``
   (same budget each): ``closed`` (5 refinements, closed loop: PromptLoop), ``a-priori`` (5 refinements planned
@@ -28,9 +28,10 @@ Run ``python benchmarks/compose_learner.py EXPERIMENT [--runs runs/compose-learn
   one-shot rewrite, and in its a-priori mode.
 - ``ladder``: the paper's ablation: untrained (distilled) policy, GRPO with 1 refinement, GRPO with 5 refinements
   a priori, GRPO with 5 refinements closed loop.
-- ``generalisation``: the same agents on ``toy-compose-b`` (another seed, budget and sampler), unchanged (their
-  ``toy-compose`` scores on the same seeds are in ``reward``'s results).
-- ``composition``: on the weight-tuned ``toy-compose-tuned``, with and without PromptLoop on top.
+- ``generalisation``: the same agents on the experiment model ``models/toy-compose-b`` (another seed, budget and
+  sampler), unchanged (their ``toy-compose`` scores on the same seeds are in ``reward``'s results).
+- ``composition``: on the weight-tuned experiment model ``models/toy-compose-tuned``, with and without PromptLoop
+  on top.
 - ``overoptimisation``: summarises the ``aesthetic`` run's proxy reward and held-out strict score along training.
 
 Every evaluation is ``promptloop eval`` (:func:`promptloop_agents.cli.evaluate.evaluate_from_configs`): the 120
@@ -44,7 +45,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -94,6 +99,8 @@ def evaluate(
     args += ["--num_refinements", env.get("num_refinements", "5"), "--baseline", env.get("baseline", "one_shot")]
     args += ["--agents", agents.format(runs=runs), "--output_dir", str(RESULTS / f"compose_{out}")]
     args += ["--max_queries", str(max_queries)]
+    if "guidance_scale" in env:
+        args += ["--guidance_scale", env["guidance_scale"]]
     cli(args)
 
 
@@ -656,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-queries", type=int, default=0, help="first N held-out queries (0 = all; smoke runs)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
-    shipped = "agents/assets/toy-compose-policy"
+    shipped = "promptloop_agents/assets/toy-compose-policy"
     if args.experiment == "train":
         train(runs, args.only.split(",") if args.only else list(RUNS))
     elif args.experiment == "curve":
@@ -710,10 +717,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.experiment in ("generalisation", "composition"):
         # toy-compose itself: the same agents and seeds are in the reward experiment
-        backbone = "toy-compose-b" if args.experiment == "generalisation" else "toy-compose-tuned"
+        from research.toy_compose import TOY_GUIDANCE, backbone_source
+
+        # an experiment model is a folder: it takes the toy worlds' guidance only when told
+        backbone = backbone_source("toy-compose-b" if args.experiment == "generalisation" else "toy-compose-tuned")
         agents = "identity,one_shot=one-shot,promptloop={runs}/closed/policy"
         agents += ",promptloop_a_priori={runs}/closed/policy:a-priori"
-        evaluate(args.experiment, agents, runs, args.seeds, backbone=backbone, max_queries=args.max_queries)
+        evaluate(
+            args.experiment, agents, runs, args.seeds, backbone=backbone, max_queries=args.max_queries,
+            guidance_scale=str(TOY_GUIDANCE),
+        )  # fmt: skip
     else:
         overoptimisation(runs)
 

@@ -1,6 +1,6 @@
 """Over-optimisation, weight side: fine-tune ``toy-compose`` on a proxy reward and watch held-out strict accuracy.
 
-Run: ``python benchmarks/compose_overoptimisation_weights.py [--rounds 3] [--minutes-per-round 4]``
+Run: ``python research/toy_compose/compose_overoptimisation_weights.py [--rounds 3] [--minutes-per-round 4]``
 
 The proxy is ``toy-compose-aesthetic`` (many, large, saturated objects on black, whatever the query; see
 :func:`promptloop_env.toy.rewards.compose_aesthetic`). Each round is one round of RAFT
@@ -8,7 +8,7 @@ The proxy is ``toy-compose-aesthetic`` (many, large, saturated objects on black,
 (``--samples-per-query`` each, fresh noise every round), keep the top ``--keep-top`` fraction by proxy reward,
 fine-tune the current model on the kept (query, image) pairs with the diffusion loss for ``--minutes-per-round``
 (``python -m promptloop_env.toy.train --data``), and evaluate the new model on the held-out ``toy-compose-test``
-queries with identity prompts (``benchmarks/compose_variants.py``'s protocol, ``--eval-seeds`` seeds): proxy
+queries with identity prompts (``research/toy_compose/compose_variants.py``'s protocol, ``--eval-seeds`` seeds): proxy
 reward and strict (GenEval's rule) accuracy, each with a bootstrap 95% CI over queries. Round 0 is the shipped
 model. Each row also has the mean proxy reward of the samples the round drew (from the previous round's model, on
 training queries) and of those it kept. The PromptLoop side of the experiment (a policy trained by GRPO on the
@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import torch
-from compose_variants import evaluate
 
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.toy import raft
 from promptloop_env.toy import train as toy_train
+from research.toy_compose.compose_variants import evaluate
 
 RESULTS = Path(__file__).parent / "results"
 PROXY = "toy-compose-aesthetic"

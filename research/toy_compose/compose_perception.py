@@ -1,7 +1,7 @@
 """How well do the distilled toy-compose policies read a preview? Their "describe the image" answers against the
 analyser's reading, on held-out queries.
 
-Every distilled student of :mod:`promptloop_agents.policies.compose_teacher` is also trained to describe a preview (the
+Every distilled student of :mod:`research.toy_compose.students` is also trained to describe a preview (the
 objects the analyser reads, left to right). Its corrections can only be as good as that reading: this measures it
 on previews the students never saw (the ``toy-compose-test`` queries on new noise seeds, the best one-shot rewrite
 first, previews at steps 9, 11, 13 and 15 of 20), as
@@ -18,16 +18,20 @@ It also measures the label itself (``analyser``): how often the analyser's own g
 added to the preview (Gaussian, 1 and 3 of 255 per channel, below what a person sees). A reading that flips
 under such noise cannot be imitated exactly, so this is a ceiling for every student.
 
-Run: ``python benchmarks/compose_perception.py [POLICY ...]`` (a minute or two on one core; default: the shipped
-policy); writes ``research/toy_compose/results/compose_perception.json`` and prints a table.
+Run: ``python research/toy_compose/compose_perception.py [POLICY ...]`` (a minute or two on one core; default: the
+shipped policy); writes ``research/toy_compose/results/compose_perception.json`` and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -64,15 +68,16 @@ def prompt_counts(prompt: str, query) -> list[int]:
 
 def previews(queries: list[str], choice: dict[str, str]) -> list[dict]:
     """Observations at every refinement point after the first, on the one-shot rewrite kept to the end."""
-    from promptloop_agents.policies.compose_teacher import _rewrite, compose_env_kwargs
+    from promptloop_agents.policies.compose_teacher import apply_rewrite
     from promptloop_env.core import PromptLoopCore
     from promptloop_env.toy.compose_spec import parse
+    from research.toy_compose.selection import compose_env_kwargs
 
     core = PromptLoopCore(**compose_env_kwargs(reward="toy-compose"))
     out = []
     for at in range(0, len(queries), 60):
         part = queries[at : at + 60]
-        prompts = [_rewrite(choice[parse(q).category], q) for q in part]
+        prompts = [apply_rewrite(choice[parse(q).category], q) for q in part]
         episodes = core.start(
             [np.random.default_rng(SEED0)] * len(part), part, [SEED0 + at + i for i in range(len(part))]
         )
@@ -86,8 +91,8 @@ def previews(queries: list[str], choice: dict[str, str]) -> list[dict]:
 def analyser_readings(observations: list[dict]) -> list[tuple[str, list[int]]]:
     """Per observation, the analyser's description of the preview and its count of each of the query's groups."""
     from promptloop_agents.policies.compose_reference import read_preview
-    from promptloop_agents.policies.compose_teacher import seen_text
     from promptloop_env.toy.compose_spec import parse
+    from research.toy_compose.students import seen_text
 
     out = []
     for o in observations:
@@ -116,9 +121,9 @@ def analyser_stability(observations: list[dict], readings: list[tuple[str, list[
 
 
 def measure(policy: str, observations: list[dict], readings: list[tuple[str, list[int]]]) -> dict:
-    from promptloop_agents.policies.compose_teacher import DESCRIBE_QUERY
     from promptloop_agents.policies.mllm import MLLMAgent
     from promptloop_env.toy.compose_spec import parse
+    from research.toy_compose.students import DESCRIBE_QUERY
 
     agent = MLLMAgent.from_pretrained(policy)
     agent.do_sample = False

@@ -1,12 +1,14 @@
 """Held-out quality of the ``toy-compose`` model variants, with the prompt left alone.
 
-Run: ``python benchmarks/compose_variants.py [--backbones toy-compose,toy-compose-b,toy-compose-tuned] [--seeds 8]``
+Run: ``python research/toy_compose/compose_variants.py [--backbones toy-compose,toy-compose-b,toy-compose-tuned]
+[--seeds 8]``.
 
 Each backbone samples the held-out ``toy-compose-test`` queries (20 per GenEval category) with every action
 equal to the query (identity), on the noise seeds of ``benchmarks/toy_compose_headroom.py`` (episode ``(i, s)``
-uses noise seed ``1000 s + i``), at the env's defaults for the backbone (20 steps, its own sampler and guidance).
-A backbone is a registered name or a folder, optionally with ``@ddim`` to swap its sampler for ``toy-compose``'s
-DDIM (trailing spacing), which separates what a variant's weights do from what its sampler does.
+uses noise seed ``1000 s + i``), at 20 steps with the backbone's own sampler and the toy worlds' guidance 1
+(``--guidance`` to change it). A backbone is a registered name, an experiment model's name (its folder under
+``models/``) or a folder, optionally with ``@ddim`` to swap its sampler for ``toy-compose``'s DDIM (trailing
+spacing), which separates what a variant's weights do from what its sampler does.
 
 Reported per backbone: strict (GenEval's rule) and soft scores with bootstrap 95% CIs over queries (a query's
 mean over its seeds is one unit), per category, how often a query's success depends on the seed, the proxy
@@ -18,26 +20,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import numpy as np
 import torch
-from toy_compose_headroom import TEST_SEED0, fixed_prompts, rollout, summarise
 
 from promptloop_agents.policies.compose_reference import compose_scores
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded
 from promptloop_env.toy.compose_spec import parse
 from promptloop_env.toy.rewards import ToyComposeAesthetic
+from research.toy_compose import TOY_GUIDANCE, backbone_source, benchmark_script
+
+headroom = benchmark_script("toy_compose_headroom")  # the held-out protocol: its seeds, rollouts and summaries
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def load_backbone(spec: str) -> Any:
-    """``name`` or ``folder`` as given; ``name@ddim`` loaded and given ``toy-compose``'s DDIM sampler."""
-    source, _, sampler = spec.partition("@")
+    """``name`` or ``folder`` (an experiment model's name: its folder); ``name@ddim`` loaded and given
+    ``toy-compose``'s DDIM sampler."""
+    name, _, sampler = spec.partition("@")
+    source = backbone_source(name)
     if not sampler:
         return source
     if sampler != "ddim":
@@ -54,22 +64,22 @@ def evaluate(spec: str, queries: list[str], seeds: int, args: argparse.Namespace
     """Identity rollouts of one backbone on ``queries`` x ``seeds``: scores ``[queries, seeds]`` and summaries."""
     n = len(queries)
     ep_queries = [q for _ in range(seeds) for q in queries]
-    ep_seeds = [TEST_SEED0 + 1000 * j + i for j in range(seeds) for i in range(n)]
+    ep_seeds = [headroom.TEST_SEED0 + 1000 * j + i for j in range(seeds) for i in range(n)]
     kwargs = dict(
         backbone=load_backbone(spec), reward="toy-compose", num_inference_steps=args.steps, preview="none",
-        preview_size=64, guidance_scale=args.guidance,
+        preview_size=64, guidance_scale=TOY_GUIDANCE if args.guidance is None else args.guidance,
     )  # fmt: skip
     t0 = time.time()
-    finals = rollout(kwargs, ep_queries, ep_seeds, fixed_prompts(ep_queries), args.num_envs, spec)
+    finals = headroom.rollout(kwargs, ep_queries, ep_seeds, headroom.fixed_prompts(ep_queries), args.num_envs, spec)
     strict, soft = compose_scores(finals, ep_queries)
     proxy = np.asarray(ToyComposeAesthetic()(np.stack(finals), ep_queries))
     strict, soft, proxy = (a.reshape(seeds, n).T for a in (strict, soft, proxy))
     categories = [parse(q).category for q in queries]
     mixed = ((strict.max(axis=1) == 1) & (strict.min(axis=1) == 0)).mean()
     return {
-        "strict": summarise(strict, categories),
-        "soft": summarise(soft, categories),
-        "proxy_toy_compose_aesthetic": summarise(proxy, categories),
+        "strict": headroom.summarise(strict, categories),
+        "soft": headroom.summarise(soft, categories),
+        "proxy_toy_compose_aesthetic": headroom.summarise(proxy, categories),
         "queries_mixed_over_seeds": round(float(mixed), 4),
         "seconds": round(time.time() - t0, 1),
         "_strict": strict,
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--queries", type=int, default=0, help="first N held-out queries (0: all 120)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="default: the toy worlds' 1")
     parser.add_argument("--num-envs", type=int, default=60)
     parser.add_argument("--prompt-set", default="toy-compose-test")
     parser.add_argument("--out", default=str(RESULTS / "compose_variants.json"))

@@ -1,7 +1,7 @@
 """Train the toy-compose policy from forks: at a refinement point, try every candidate prompt and learn from the
 rewards which one to write given the preview (expert iteration with the actions enumerated).
 
-Distilling a rule set (:mod:`...policies.compose_teacher`) caps the policy at the rules' value and needs a
+Distilling a rule set (:mod:`research.toy_compose.students`) caps the policy at the rules' value and needs a
 student that reads the preview as exactly as the analyser the rules use. Forks label a decision by its outcome
 instead:
 
@@ -19,7 +19,7 @@ a-priori mode); the analyser only proposes two of the candidates and scores the 
 the student can learn is the part of the outcome the preview predicts: the best candidate of one episode also
 reflects the noise's future, which no policy sees.
 
-Run: ``python -m research.toy_compose.forks --out runs/compose-forks`` (about 20 minutes of forks and 12 of
+Run: ``python research/toy_compose/forks.py --out runs/compose-forks`` (about 20 minutes of forks and 12 of
 fitting on one core); writes the policy to ``OUT/policy`` and the forks' outcomes to ``OUT/forks.jsonl.gz``.
 """
 
@@ -28,11 +28,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -80,9 +84,10 @@ def collect_forks(
 
     from promptloop_agents.learners.sft import SFTExample
     from promptloop_agents.policies.compose_reference import fork_outcomes
-    from promptloop_agents.policies.compose_teacher import _rewrite, compose_env_kwargs
+    from promptloop_agents.policies.compose_teacher import apply_rewrite
     from promptloop_env.core import PromptLoopCore
     from promptloop_env.toy.compose_spec import parse
+    from research.toy_compose.selection import compose_env_kwargs
 
     if fork_step not in schedule[1:]:
         raise ValueError(f"fork_step={fork_step} must be a refinement step of schedule={list(schedule)} (not 0).")
@@ -96,7 +101,7 @@ def collect_forks(
     bar = tqdm(total=len(jobs), desc="forked episodes", disable=not progress)
     for at in range(0, len(jobs), chunk):
         part = jobs[at : at + chunk]
-        one_shot = [_rewrite(choice[parse(q).category], q) for _, q, _ in part]
+        one_shot = [apply_rewrite(choice[parse(q).category], q) for _, q, _ in part]
         episodes = core.start(
             [np.random.default_rng(FORK_SEED0 + s) for _, _, s in part],
             [q for _, q, _ in part],
@@ -164,8 +169,9 @@ def fork_report(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from promptloop_agents.policies.compose_teacher import fit_student, load_selection
+    from promptloop_agents.policies.compose_teacher import load_selection
     from promptloop_env.prompts import resolve_prompts
+    from research.toy_compose.students import fit_student
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/compose-forks")

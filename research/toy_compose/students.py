@@ -1,261 +1,47 @@
-"""The closed-loop learner of the ``toy-compose`` world: a policy that perceives, warm-started by distillation.
+"""Student distillation of the ``toy-compose`` teacher: a policy that should perceive, warm-started from rules.
 
 PromptLoop's claim is that a policy which *looks at* the model's current x0 estimate writes better prompts than
-any prompt written up front. On ``toy-compose`` the oracle closed loop (the exact analyser reading every preview,
-:mod:`promptloop_agents.policies.compose_reference`) shows that the headroom exists. This module builds the learner:
+any prompt written up front. The exact-reader teacher
+(:class:`~promptloop_agents.policies.compose_teacher.ComposeTeacher`) reads every preview with the world's
+analyser; this module fits to it a learned policy that sees only pixels (the study: ``research/toy_compose/NOTES.md``):
 
-1. **The a-priori rewrite a policy can know** (:func:`select_category_rewrites`): per GenEval category, the rewrite
-   of :data:`~.compose_reference.REWRITES` with the best mean strict score on *training* queries.
-   :class:`CategoryRewriteAgent` applies it for the whole trajectory (the best one-shot rewrite chosen without
-   test-time reward).
-2. **The teacher** (:func:`compose_teacher`): the oracle closed loop started from that rewrite. It reads the
-   preview with the analyser; the student never does.
-3. **Distillation** (:func:`distill`): the toy Qwen2.5-VL policy is fitted to the teacher's prompts on the env's
+1. **Choices on training queries** (:mod:`research.toy_compose.selection`): the per-category one-shot rewrite and
+   the teacher's per-category rule set.
+2. **Distillation** (:func:`distill`): the toy Qwen2.5-VL policy is fitted to the teacher's prompts on the env's
    own previews (``collect_examples``), a share of them without the image so that the same weights also work in
    a-priori mode (prompts planned from the query alone), then saved as a policy folder for GRPO
-   (``promptloop train --policy toy --warm_start_from FOLDER``) and for ``promptloop eval``.
-4. **Optionally, a perception stage first** (``--perception-seeds N``): :func:`perception_examples` labels many
+   (``promptloop train --policy toy --warm_start_from FOLDER``) and for ``promptloop eval``. The shipped
+   ``promptloop_agents/assets/toy-compose-policy`` was made so.
+3. **Optionally, a perception stage first** (``--perception-seeds N``): :func:`perception_examples` labels many
    previews with the analyser (rollouts only, no teacher), :func:`pretrain_perception` fits a fresh policy to
    describe them, and the distillation starts from its vision tower (``fit_student(init_vision=...)``).
 
-The toy-compose learner acts at steps 0, 9, 11, 13 and 15 of 20 (:data:`COMPOSE_SCHEDULE`): objects appear in the
-x0 estimate between 45% and 55% of the denoising, so uniform points would spend three of five looks on blank
-previews (``benchmarks/results/toy_compose_headroom*.json``).
+Run from the repository root (not installed with the package)::
 
-Command line::
-
-    python -m promptloop_agents.policies.compose_teacher --out runs/compose-distill
+    python research/toy_compose/students.py --out runs/compose-distill
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file: import research.* (and this checkout's packages) from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import numpy as np
 
-from promptloop_agents.policies.compose_reference import REWRITES, oracle_prompt, read_preview, swapped
-from promptloop_agents.policies.protocol import Observation
-from promptloop_env.toy.compose import CATEGORIES, Query, caption
+from promptloop_agents.policies.compose_reference import REWRITES, read_preview
+from promptloop_agents.policies.compose_teacher import SELECTION_FILE, ComposeTeacher, apply_rewrite
+from promptloop_env.toy.compose import CATEGORIES, caption
+from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites, select_teacher_rules
 
-COMPOSE_STEPS = 20
-COMPOSE_SCHEDULE = (0, 9, 11, 13, 15)
 COMPOSE_PREVIEW_CONTRAST = 160.0
-SELECTION_FILE = "selection.json"
-SELECTION_SEED0 = 700_000  # noise seeds of the rewrite selection on training queries (tests use 0..)
-
-
-def compose_env_kwargs(
-    backbone: str = "toy-compose",
-    reward: str = "toy-compose-soft",
-    schedule: str | Sequence[int] = COMPOSE_SCHEDULE,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """``gym.make_vec`` keyword arguments of the toy-compose learner (20 steps, refinements at 0/9/11/13/15)."""
-    kwargs = dict(backbone=backbone, reward=reward, num_inference_steps=COMPOSE_STEPS, num_refinements=5)
-    kwargs.update(preview="vae", preview_size=64)
-    kwargs["refine_schedule"] = list(schedule) if not isinstance(schedule, str) else schedule
-    return {**kwargs, **overrides}
-
-
-def _rewrite(name: str, query: str) -> str:
-    from promptloop_env.toy.compose_spec import parse
-
-    return query if name == "identity" else REWRITES[name](parse(query))
-
-
-def _scores_per_category(
-    envs: Any,
-    acts: dict[str, Callable],
-    queries: Sequence[str],
-    seeds_per_query: int,
-    seeds: list[int],
-    desc: str,
-    progress: bool,
-) -> dict[str, dict[str, float]]:
-    """``{category: {name: mean strict}}``: each batched ``act`` on the same episodes (env reward: strict)."""
-    from tqdm.auto import tqdm
-
-    from promptloop_agents.rollout import run_episodes
-    from promptloop_env.toy.compose_spec import parse
-
-    categories = np.array([parse(q).category for q in queries])
-    episodes_q = [q for q in queries for _ in range(seeds_per_query)]
-    scores: dict[str, dict[str, float]] = {c: {} for c in CATEGORIES if c in categories}
-    for name, act in tqdm(acts.items(), desc=desc, disable=not progress, leave=False):
-        done = run_episodes(envs, act, episodes_q, seeds)
-        rewards = np.array([e.reward for e in done]).reshape(len(queries), seeds_per_query).mean(axis=1)
-        for category in scores:
-            scores[category][name] = float(rewards[categories == category].mean())
-    return scores
-
-
-def select_category_rewrites(
-    queries: Sequence[str],
-    seeds_per_query: int = 2,
-    backbone: str = "toy-compose",
-    num_envs: int = 64,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Per category, the rewrite (or ``identity``) with the best mean strict score on ``queries`` (training queries).
-
-    Every candidate runs on the same noise seeds (``SELECTION_SEED0 + 1000 * s + i``). Returns
-    ``{"choice": {category: name}, "scores": {category: {name: mean}}, "episodes": n}``.
-    """
-    from promptloop_agents.rollout import make_vector_env
-
-    names = ["identity", *REWRITES]
-    seeds = [SELECTION_SEED0 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
-    envs = make_vector_env(
-        min(num_envs, len(queries) * seeds_per_query),
-        **compose_env_kwargs(backbone, reward="toy-compose", schedule="uniform", preview="none"),
-    )
-
-    def fixed(name: str) -> Callable:
-        prompts = {q: _rewrite(name, q) for q in set(queries)}
-        return lambda obs: [prompts[str(o["query"])] for o in obs]
-
-    acts = {name: fixed(name) for name in names}
-    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "rewrite selection", progress)
-    envs.close()
-    choice = {c: max(s, key=lambda n, s=s: (s[n], n == "identity")) for c, s in scores.items()}
-    return {"choice": choice, "scores": scores, "episodes": len(seeds) * len(names)}
-
-
-class CategoryRewriteAgent:
-    """The best one-shot rewrite a policy can know: its category's rewrite, used for the whole trajectory.
-
-    Args:
-        choice: category -> rewrite name (``identity`` or a key of :data:`REWRITES`), e.g. from
-            :func:`select_category_rewrites` on training queries.
-    """
-
-    uses_previews = False
-
-    def __init__(self, choice: dict[str, str]) -> None:
-        self.choice = dict(choice)
-
-    def rewrite(self, query: str) -> str:
-        from promptloop_env.toy.compose_spec import parse
-
-        return _rewrite(self.choice.get(parse(query).category, "identity"), query)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Stateless."""
-
-    def act(self, observation: Observation) -> str:
-        return self.rewrite(str(observation["query"]))
-
-
-def corrective_prompt(query: Query, preview: np.ndarray, current: str) -> str:
-    """Correct the prompt in force from what the preview shows, relative to that prompt (rules on the analyser).
-
-    Where :func:`~.compose_reference.oracle_prompt` rewrites from the query, this keeps the prompt
-    in force (e.g. the counts a ``count_up`` rewrite raised) and changes only what the preview shows wrong:
-
-    - a counted group (two or more wanted) with the wrong number: its count moves by the error;
-    - a wanted single object (shape, and colour when named) that is missing: its count goes up by one;
-    - both present but the relation wrong: the request is restated from the other side.
-    """
-    from promptloop_env.toy.compose_spec import check, parse
-
-    seen = read_preview(preview)
-    if not seen.objects:
-        return current
-    now = parse(current)
-    if [(g.shape, g.colour) for g in now.groups] != [(g.shape, g.colour) for g in query.groups]:
-        now = query  # the prompt in force names other objects: start again from the query
-    groups, changed = list(now.groups), False
-    for i, wanted in enumerate(query.groups):
-        n = seen.count(wanted.shape, wanted.colour)
-        if wanted.count > 1 and n != wanted.count:
-            groups[i] = replace(groups[i], count=min(4, max(1, groups[i].count + wanted.count - n)))
-            changed = True
-        elif wanted.count == 1 and n == 0:
-            groups[i] = replace(groups[i], count=min(4, groups[i].count + 1))
-            changed = True
-    fixed = replace(now, groups=tuple(groups), background=query.background)
-    if changed:
-        return caption(fixed)
-    if query.relation and not all(check(seen, query).values()):
-        return caption(swapped(fixed))
-    return current
-
-
-TEACHER_RULES: dict[str, Callable[[Query, np.ndarray, str], str] | None] = {
-    "keep": None,
-    "oracle": oracle_prompt,
-    "corrective": corrective_prompt,
-}
-"""How the teacher acts on a preview, per category: keep the a-priori rewrite, or one of the rule sets."""
-
-
-class ComposeTeacher:
-    """The distillation teacher: the category's a-priori rewrite first, then per category a rule set on the
-    previews from ``min_timestep`` on (``keep``: never change; ``oracle`` / ``corrective``: see above).
-
-    The rule set of each category is chosen on training queries (:func:`select_teacher_rules`).
-    """
-
-    def __init__(self, choice: dict[str, str], rules: dict[str, str] | None = None, min_timestep: float = 0.35):
-        self.first = CategoryRewriteAgent(choice)
-        self.rules = {c: "oracle" for c in CATEGORIES} | (rules or {})
-        self.min_timestep = min_timestep
-
-    def reset(self, seed: int | None = None) -> None:
-        """Stateless."""
-
-    def act(self, observation: Observation) -> str:
-        from promptloop_env.toy.compose_spec import parse
-
-        query = parse(str(observation["query"]))
-        if int(observation["segment"]) == 0:
-            return self.first.rewrite(str(observation["query"]))
-        rule = TEACHER_RULES[self.rules[query.category]]
-        if rule is None or float(np.asarray(observation["timestep"]).reshape(-1)[0]) < self.min_timestep:
-            return str(observation["prompt"])
-        return rule(query, observation["image"], str(observation["prompt"]))
-
-    def __call__(self, observation: Observation, rng: np.random.Generator | None = None) -> str:
-        return self.act(observation)
-
-
-def select_teacher_rules(
-    choice: dict[str, str],
-    queries: Sequence[str],
-    seeds_per_query: int = 2,
-    backbone: str = "toy-compose",
-    num_envs: int = 60,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Per category, the rule set of :data:`TEACHER_RULES` whose teacher scores best (mean strict) on ``queries``.
-
-    Use training queries other than those the rewrites were selected on (the a-priori rewrite would otherwise
-    carry its selection's luck). Returns ``{"rules": {category: name}, "scores": {category: {name: mean}}}``.
-    """
-
-    from promptloop_agents.evaluation.harness import agent_act_fn
-    from promptloop_agents.rollout import make_vector_env
-
-    seeds = [SELECTION_SEED0 + 100_000 + 1000 * s + i for i in range(len(queries)) for s in range(seeds_per_query)]
-    envs = make_vector_env(
-        min(num_envs, len(queries) * seeds_per_query), **compose_env_kwargs(backbone, reward="toy-compose")
-    )
-    acts = {name: agent_act_fn(ComposeTeacher(choice, dict.fromkeys(CATEGORIES, name))) for name in TEACHER_RULES}
-    scores = _scores_per_category(envs, acts, queries, seeds_per_query, seeds, "teacher rules", progress)
-    envs.close()
-    rules = {c: max(s, key=lambda n, s=s: (s[n], n == "keep")) for c, s in scores.items()}
-    return {"rules": rules, "scores": scores, "episodes": len(seeds) * len(TEACHER_RULES)}
-
-
-def compose_teacher(choice: dict[str, str], rules: dict[str, str] | None = None) -> ComposeTeacher:
-    """The distillation teacher (a ``teacher(observation, rng) -> prompt`` for ``collect_examples``)."""
-    return ComposeTeacher(choice, rules)
 
 
 def distill(
@@ -295,14 +81,14 @@ def distill(
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone))
     examples = collect_examples(
-        envs, compose_teacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
+        envs, ComposeTeacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
     )
     envs.close()
     examples += extra_examples  # decisions made without rollouts (e.g. first_action_examples)
     report = {
         "extra_examples": len(extra_examples),
         "teacher_choice": choice,
-        "teacher_rules": compose_teacher(choice, rules).rules,
+        "teacher_rules": ComposeTeacher(choice, rules).rules,
         "rollout_seconds": time.perf_counter() - tick,
     }
     return fit_student(
@@ -411,7 +197,7 @@ def first_action_examples(choice: dict[str, str], count: int, seed: int = 0) -> 
         combination = pool[rng.integers(len(pool))]
         query = caption(combination)
         observation = {"query": query, "prompt": query, "segment": 0, "timestep": np.zeros(1, dtype=np.float32)}
-        out.append(SFTExample(observation, _rewrite(choice[combination.category], query), with_image=False))
+        out.append(SFTExample(observation, apply_rewrite(choice[combination.category], query), with_image=False))
     return out
 
 
@@ -479,7 +265,7 @@ def perception_examples(
     for at in tqdm(range(0, len(episodes_q), batch), desc="perception rollouts", disable=not progress):
         part = episodes_q[at : at + batch]
         prompts = [
-            _rewrite(choice[parse(q).category] if rng.random() < 0.5 else names[rng.integers(len(names))], q)
+            apply_rewrite(choice[parse(q).category] if rng.random() < 0.5 else names[rng.integers(len(names))], q)
             for q in part
         ]
         noise = [PERCEPTION_SEED0 + seed * 10_000_000 + at + i for i in range(len(part))]
@@ -550,17 +336,6 @@ def _fresh_student(size: str, image_size: int, seed: int):
         max_new_tokens=32,
         preview_contrast=COMPOSE_PREVIEW_CONTRAST,
     )
-
-
-def load_selection(folder: str | Path) -> dict[str, str]:
-    """The per-category a-priori rewrite saved beside a distilled policy (``selection.json``)."""
-    path = Path(folder) / SELECTION_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: the best one-shot rewrite is saved beside a policy distilled by "
-            "`python -m promptloop_agents.policies.compose_teacher`; pass that policy (or its warm_start folder)."
-        )
-    return json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

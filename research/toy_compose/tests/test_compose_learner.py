@@ -1,5 +1,5 @@
 """The training-curve measures (a fixed agent on a run's draws, saved policies on fixed draws) and seed pooling of
-benchmarks/compose_learner.py."""
+research/toy_compose/compose_learner.py."""
 
 import json
 
@@ -12,9 +12,10 @@ from promptloop_agents.learners.grpo_trainer import iteration_draws
 from promptloop_agents.policies.compose_teacher import CategoryRewriteAgent, load_selection
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_agents.rollout import load_queries, make_vector_env, run_episodes
+from research.toy_compose import compose_learner
 
 
-def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_path):
+def test_reference_rewards_replay_each_iterations_groups(tmp_path):
     env = EnvConfig(backbone="toy-compose", reward="toy-compose-soft", num_inference_steps=6, num_refinements=2)
     grpo = GRPOConfig(
         output_dir=str(tmp_path), train_prompts="toy-compose-train", queries_per_iteration=2, group_size=3,
@@ -22,7 +23,7 @@ def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_p
     )  # fmt: skip
     save_config(tmp_path / "config.yaml", env=env, grpo=grpo)
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"reward_mean": 0.5}) + "\n" for _ in range(3)))
-    rewards = benchmark_script("compose_learner").reference_rewards(tmp_path, "one-shot", progress=False)
+    rewards = compose_learner.reference_rewards(tmp_path, "one-shot", progress=False)
     assert rewards.shape == (3, 2) and ((rewards >= 0) & (rewards <= 1)).all()
     # each row is the one-shot rewrite on that iteration's two (query, noise) groups, played here directly
     queries = load_queries("toy-compose-train")
@@ -36,12 +37,12 @@ def test_reference_rewards_replay_each_iterations_groups(benchmark_script, tmp_p
     assert len({q for q in group_queries}) > 1
 
 
-def test_trend_finds_a_rising_line(benchmark_script):
-    trend = benchmark_script("compose_learner")._trend(np.arange(10) * 0.01 + np.tile([0.002, -0.002], 5))
+def test_trend_finds_a_rising_line():
+    trend = compose_learner._trend(np.arange(10) * 0.01 + np.tile([0.002, -0.002], 5))
     assert trend["ci_low"] > 0 and abs(trend["mean"] - 0.01) < 0.002
 
 
-def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_script, tmp_path):
+def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(tmp_path):
     import pytest
     import torch
 
@@ -62,7 +63,7 @@ def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_s
     save_checkpoint(tmp_path / "checkpoints", 1, moved, None, keep=5)
     save_checkpoint(tmp_path / "checkpoints", 2, {n: p.detach() for n, p in lora.items()}, None, keep=5)
 
-    script = benchmark_script("compose_learner")
+    script = compose_learner
     iterations, rewards = script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 1, 2, 0], progress=False)
     assert iterations == [0, 1, 2, 0] and rewards.shape == (4, 4)
     assert rewards[1].tolist() != rewards[0].tolist()  # the changed adapter was played
@@ -89,8 +90,8 @@ def test_checkpoint_rewards_play_each_saved_policy_on_the_same_draws(benchmark_s
         script.checkpoint_rewards(tmp_path, draws=4, iterations=[0, 3], progress=False)
 
 
-def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_script, tmp_path, monkeypatch):
-    script = benchmark_script("compose_learner")
+def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(tmp_path, monkeypatch):
+    script = compose_learner
     run = tmp_path / "runs" / "rising"
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text("{}\n" * 12)  # 12 iterations: windows of 3 are 1-3 and 10-12
@@ -127,7 +128,7 @@ def test_checkpoint_curve_compares_the_windows_and_keeps_the_matrix(benchmark_sc
     assert (tmp_path / "results" / "compose_training" / "checkpoints.png").exists()
 
 
-def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmark_script, tmp_path):
+def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(tmp_path):
     import pytest
 
     rng = np.random.default_rng(0)
@@ -146,7 +147,7 @@ def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmar
         data["backbones"] = {"toy-compose": {"episodes": episodes}}
         (tmp_path / f"{agent}.json").write_text(json.dumps(data))
         files.append((tmp_path / f"{agent}.json", agent, data))
-    script = benchmark_script("compose_learner")
+    script = compose_learner
     pooled = script.pool_seeds([(f, a) for f, a, _ in files[1:]], "test", results=tmp_path, reference=[files[0][:2]])
     one = np.mean(files[1][2]["backbones"]["toy-compose"]["episodes"]["s1_blank"]["scores"]["toy-compose"], axis=1)
     ref = np.mean(files[0][2]["backbones"]["toy-compose"]["episodes"]["s0_blank"]["scores"]["toy-compose"], axis=1)
@@ -168,10 +169,10 @@ def test_pool_seeds_averages_policies_per_query_and_checks_the_episodes(benchmar
         script.pool_seeds([(f, a) for f, a, _ in files], "test", results=tmp_path)
 
 
-def test_seed_power_splits_the_variance_into_noise_seeds_and_queries(benchmark_script, tmp_path):
+def test_seed_power_splits_the_variance_into_noise_seeds_and_queries(tmp_path):
     import pytest
 
-    script = benchmark_script("compose_learner")
+    script = compose_learner
     rng = np.random.default_rng(0)
     num_queries, num_seeds = 40, 4
     base = rng.integers(0, 2, size=(num_queries, num_seeds)).astype(float)

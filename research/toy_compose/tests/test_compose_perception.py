@@ -1,15 +1,16 @@
-"""The perception measurement (benchmarks/compose_perception.py): parsing descriptions and counting groups."""
+"""The perception measurement (compose_perception.py): parsing descriptions and counting groups."""
 
 import pytest
 
-from promptloop_agents.policies.compose_teacher import seen_text
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
+from research.toy_compose import compose_perception
+from research.toy_compose.students import seen_text
 
 
 @pytest.fixture
-def module(benchmark_script):
-    return benchmark_script("compose_perception")
+def module():
+    return compose_perception
 
 
 def test_descriptions_parse_and_count_per_query_group(module):

@@ -1,12 +1,14 @@
-"""The feedback-headroom analysis (benchmarks/compose_feedback_headroom.py) on records whose answer is known."""
+"""The feedback-headroom analysis (compose_feedback_headroom.py) on records whose answer is known."""
 
 import numpy as np
 import pytest
 
+from research.toy_compose import compose_feedback_headroom
+
 
 @pytest.fixture
-def headroom(benchmark_script):
-    return benchmark_script("compose_feedback_headroom")
+def headroom():
+    return compose_feedback_headroom
 
 
 def _records(informative: bool, n: int = 80) -> list[dict]:
