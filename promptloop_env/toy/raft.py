@@ -9,6 +9,9 @@ the first three steps and saves a dataset folder; the trainer does the fourth::
     python -m promptloop_env.toy.train --out runs/toy-compose-tuned --world compose \\
         --init-from promptloop_env/toy/assets/toy-compose --data runs/raft-data --unet-minutes 15 ...
 
+(The repository's experiment model ``toy-compose-tuned`` is one such round, rebuilt by
+``research/toy_compose/rebuild_models.py``.)
+
 A dataset folder holds ``images.safetensors`` (one ``uint8 [N, 64, 64, 3]`` tensor, ``images``),
 ``captions.json`` (the query of each image) and ``dataset.json`` (how it was made, and the reward of every
 sample drawn, kept or not). Samples come from the plain diffusers pipeline at the model's defaults, sample

@@ -19,7 +19,8 @@ The compositional world (``--world compose``; the shipped ``toy-compose`` was ma
         --warmup-steps 50 --captions-per-combo 4 --eval-queries 0 --num-threads 1
 
 Reward-filtered fine-tuning (RAFT; ``--data``, a dataset folder of images and their captions made by
-:mod:`promptloop_env.toy.raft`, replaces the world's scenes; the shipped ``toy-compose-tuned`` was made so)::
+:mod:`promptloop_env.toy.raft`, replaces the world's scenes; the repository's experiment model ``toy-compose-tuned``
+was made so, by ``research/toy_compose/rebuild_models.py``)::
 
     python -m promptloop_env.toy.train --out runs/toy-compose-tuned --init-from promptloop_env/toy/assets/toy-compose \
         --data runs/raft-data --unet-minutes 15 --batch-size 128 --lr 1e-4 --warmup-steps 20 --eval-queries 0
