@@ -66,7 +66,7 @@ def iteration_draws(
     group); the groups are drawn afresh, or, with ``query_cycle``, are those of the iteration this one replays.
     With ``same_noise`` a group shares one env seed. ``rng`` goes on to shuffle the update's minibatches.
     A run's draws can so be replayed after training, e.g. to score a fixed agent on the very same episodes
-    (``benchmarks/compose_learner.py curve``).
+    (``research/toy_compose/compose_learner.py curve``).
     """
     rng = np.random.default_rng([config.seed, iteration, rank])
     sampling_seed = int(rng.integers(2**62))

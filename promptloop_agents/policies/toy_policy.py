@@ -61,7 +61,7 @@ TOY_POLICY_SIZES = {
     "small": ToyPolicySize(),
     # toy-compose: more to see (which objects, how many, where), so a wider vision tower
     "compose": ToyPolicySize(hidden_size=128, num_layers=3, num_heads=4, vision_hidden_size=64, vision_depth=2),
-    # a wider and deeper vision tower, for the perception experiments (benchmarks/compose_perception.py)
+    # a wider and deeper vision tower, for the perception experiments (research/toy_compose/compose_perception.py)
     "compose-wide": ToyPolicySize(hidden_size=128, num_layers=3, num_heads=4, vision_hidden_size=96, vision_depth=4),
 }
 
