@@ -7,7 +7,8 @@
 
 Each model's ``README.md`` beside its weights gives the settings and what was measured on it. The budgets are
 wall-clock minutes on the repository's shared 2-core CPU, so a rebuild on other hardware trains for a different
-number of steps and will not be bit-identical; pass ``--scale`` to shorten every budget for a smoke run.
+number of steps and will not be bit-identical. ``--scale 0.01`` shrinks every budget, the scenes and the RAFT
+queries for a smoke run of the commands.
 
 Run from the repository root (about 40 minutes for ``b``, 30 for ``tuned`` on one core)::
 
@@ -35,7 +36,13 @@ ASSETS = Path(toy_train.__file__).resolve().parent / "assets"
 
 
 def minutes(value: float, scale: float) -> str:
+    """A training budget in minutes, scaled."""
     return f"{value * scale:g}"
+
+
+def count(value: int, scale: float, least: int) -> str:
+    """A data size, scaled down (never up) for smoke runs, at least ``least``."""
+    return str(value if scale >= 1 else max(least, round(value * scale)))
 
 
 def build_b(out: Path, scale: float) -> Path:
@@ -44,7 +51,7 @@ def build_b(out: Path, scale: float) -> Path:
 
     folder = out / "toy-compose-b"
     toy_train.main(
-        ["--out", str(folder), "--world", "compose", "--num-scenes", str(int(40_000 * min(1.0, scale * 10))),
+        ["--out", str(folder), "--world", "compose", "--num-scenes", count(40_000, scale, 200),
          "--init-from", str(ASSETS / "toy-shapes"), "--unet-minutes", minutes(22, scale), "--batch-size", "128",
          "--lr", "6e-4", "--warmup-steps", "30", "--captions-per-combo", "4", "--eval-queries", "0",
          "--checkpoint-minutes", "5", "--num-threads", "1", "--seed", "1"]
@@ -62,10 +69,12 @@ def build_tuned(out: Path, scale: float) -> Path:
         ("raft-1", ["--max-per-query", "2"]),
         ("raft-2", ["--seed0", "1100000"]),
     ]
+    queries = "0" if scale >= 1 else count(600, scale, 6)  # 0: every training query
     for name, extra in draws:
         raft.main(
             ["--model", "toy-compose", "--reward", "toy-compose", "--prompts", "toy-compose-train",
-             "--samples-per-query", "2", "--keep-min", "1.0", "--out", str(out / name), *extra]
+             "--samples-per-query", "2", "--keep-min", "1.0", "--queries", queries, "--out", str(out / name),
+             *extra]
         )  # fmt: skip
     folder = out / "toy-compose-tuned"
     toy_train.main(
