@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from promptloop_env.geneval_rules import ObjectRecord
 from promptloop_env.toy.analyser import (
     _BACKGROUND_NAMES,
     _BACKGROUND_RGB,
@@ -63,6 +64,15 @@ class ComposeAnalysis:
     def count(self, shape: str, colour: str | None = None) -> int:
         """How many objects of ``shape`` (and ``colour``, if given) were read."""
         return sum(o.shape == shape and (colour is None or o.colour == colour) for o in self.objects)
+
+    def records(self) -> list[ObjectRecord]:
+        """The objects as the shared rules read them (:class:`~promptloop_env.geneval_rules.ObjectRecord`): label the
+        shape, a square box of side ``size`` around the centre, confidence 1.0 (an exact reader)."""
+        half = [o.size / 2 for o in self.objects]
+        return [
+            ObjectRecord(o.shape, (o.cx - h, o.cy - h, o.cx + h, o.cy + h), 1.0, o.colour)
+            for o, h in zip(self.objects, half, strict=True)
+        ]
 
     def describe(self) -> str:
         """A short text of what was read, e.g. ``'red circle, blue triangle on gray'`` (for logs and filmstrips)."""

@@ -10,8 +10,11 @@ exactly on an analysed image (:mod:`promptloop_env.toy.compose_analyser`):
 - a relation: some object of the first group stands in it to some object of the second;
 - a background: the image's background.
 
-GenEval's rule gives the strict score (:func:`strict_score`, 1.0 only if all hold); the soft score
-(:func:`soft_score`) is the fraction that hold.
+The query becomes GenEval's metadata (:func:`spec_of`) and the analyser's objects are scored by GenEval's rules
+in :mod:`promptloop_env.geneval_rules`, the module the ``geneval`` reward scores real images with; the exact
+analyser has no confidences, so a group is met when any of its objects meet it (``pick="any"``). GenEval's rule
+gives the strict score (:func:`strict_score`, 1.0 only if all hold); the soft score (:func:`soft_score`) is the
+fraction that hold.
 
 >>> q = parse("a red circle to the left of a blue square, teal background")
 >>> q.category, [c.name for c in constraints(q)]
@@ -21,10 +24,10 @@ GenEval's rule gives the strict score (:func:`strict_score`, 1.0 only if all hol
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from promptloop_env.toy.compose import Group, Query, relation_between
+from promptloop_env import geneval_rules
+from promptloop_env.geneval_rules import Constraint, Exclusion, Requirement, Spec
+from promptloop_env.toy.compose import Group, Query
 from promptloop_env.toy.compose_analyser import ComposeAnalysis, analyse
 from promptloop_env.toy.world import BACKGROUNDS, COLOURS, SHAPES
 
@@ -88,69 +91,43 @@ def parse(text: str) -> Query:
     return Query(category, tuple(groups), relation, background)
 
 
-@dataclass(frozen=True)
-class Constraint:
-    """One requirement of a query: a short name and its check on an analysed image."""
+def spec_of(query: Query) -> Spec:
+    """The shared rules' :class:`~promptloop_env.geneval_rules.Spec` of ``query`` (GenEval's metadata form).
 
-    name: str
-    check: Callable[[ComposeAnalysis], bool]
+    A group of one is an ``include`` of one; a group of two to four an ``include`` with its ``exclude`` of one
+    more, of its colour (exactly that many); a relation puts the first group in it to the second.
 
-
-def _group_name(group: Group, with_colour: bool = True) -> str:
-    words = [str(group.count)] if group.count > 1 else []
-    if with_colour and group.colour:
-        words.append(group.colour)
-    return " ".join(words + [group.shape])
-
-
-def _relation_holds(analysis: ComposeAnalysis, first: Group, second: Group, relation: str) -> bool:
-    def members(group: Group) -> list:
-        return [o for o in analysis.objects if o.shape == group.shape and group.colour in (None, o.colour)]
-
-    return any(
-        relation in relation_between((a.cx, a.cy, a.size), (b.cx, b.cy, b.size))
-        for a in members(first)
-        for b in members(second)
-        if a is not b
-    )
+    >>> spec_of(parse("two red triangles, teal background")).to_metadata()["exclude"]
+    [{'class': 'triangle', 'count': 3, 'color': 'red'}]
+    """
+    include, exclude = [], []
+    for i, g in enumerate(query.groups):
+        relation = query.relation if (query.relation and i == 0) else None
+        include.append(Requirement(g.shape, g.count, g.colour, relation, 1 if relation else None))
+        if g.count > 1:
+            exclude.append(Exclusion(g.shape, g.count + 1, g.colour))
+    return Spec(query.category, tuple(include), tuple(exclude), query.background)
 
 
 def constraints(query: Query) -> list[Constraint]:
     """What ``query`` requires, in order (see the module doc)."""
-    out: list[Constraint] = []
-    for g in query.groups:
-        if g.count > 1:
-            out.append(Constraint(_group_name(g), lambda a, g=g: a.count(g.shape, g.colour) == g.count))
-            continue
-        out.append(Constraint(g.shape, lambda a, g=g: a.count(g.shape) >= 1))
-        if g.colour:
-            out.append(Constraint(_group_name(g), lambda a, g=g: a.count(g.shape, g.colour) >= 1))
-    if query.relation:
-        first, second = query.groups
-        name = f"{_group_name(first)} {query.relation} {_group_name(second)}"
-        out.append(Constraint(name, lambda a: _relation_holds(a, first, second, query.relation)))
-    if query.background:
-        out.append(Constraint(f"{query.background} background", lambda a: a.background == query.background))
-    return out
+    return geneval_rules.constraints(spec_of(query))
 
 
 def check(analysis: ComposeAnalysis, query: Query | str) -> dict[str, bool]:
-    """Each constraint's name and whether ``analysis`` satisfies it."""
+    """Each constraint's name and whether ``analysis`` satisfies it (GenEval's rules on the analyser's objects)."""
     query = parse(query) if isinstance(query, str) else query
-    return {c.name: bool(c.check(analysis)) for c in constraints(query)}
+    return geneval_rules.check(analysis.records(), spec_of(query), pick="any", background=analysis.background)
 
 
 def soft_score(analysis: ComposeAnalysis, query: Query | str) -> float:
     """The fraction of the query's constraints that hold (1.0 for a query with none, if an object is found)."""
-    results = check(analysis, query)
-    if not results:
-        return float(bool(analysis.objects))
-    return sum(results.values()) / len(results)
+    return geneval_rules.soft_score(check(analysis, query), bool(analysis.objects))
 
 
 def strict_score(analysis: ComposeAnalysis, query: Query | str) -> float:
     """GenEval's rule: 1.0 if every constraint holds, else 0.0."""
-    return float(soft_score(analysis, query) == 1.0)
+    return geneval_rules.strict_score(check(analysis, query), bool(analysis.objects))
 
 
 def evaluate_pipeline(pipe, num_queries: int, guidance: float, steps: int, seed: int, seeds: int = 2) -> dict:
