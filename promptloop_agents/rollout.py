@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -155,11 +154,12 @@ def run_episodes(
     return episodes
 
 
-def load_queries(spec: str) -> list[str]:
-    """Queries from a text file (one per line) or a built-in prompt set name (``toy-user-train``, ...)."""
-    path = Path(spec)
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    from promptloop_env.prompts import resolve_prompts
+def load_queries(spec: str, max_queries: int = 0, seed: int = 0) -> list[str]:
+    """Queries of a prompt set by name or a prompt file's path (:func:`promptloop_env.prompts.load_prompts`).
 
-    return list(resolve_prompts(spec, None))
+    ``max_queries`` > 0 draws that many across the set's categories with ``seed``; the set's metadata (GenEval's)
+    stays available to the rewards that need it.
+    """
+    from promptloop_env.prompts import load_prompts
+
+    return list(load_prompts(spec, max_queries, seed))

@@ -47,7 +47,7 @@ def evaluate_backbones(
     from promptloop_env.rewards import make_reward
 
     started = time.perf_counter()
-    queries = load_queries(config.eval_prompts)[: config.max_queries or None]
+    queries = load_queries(config.eval_prompts, config.max_queries, config.seed)
     n_seeds = config.seeds_per_query
     ep_queries = [q for q in queries for _ in range(n_seeds)]
     ep_seeds = episode_seeds(len(queries), n_seeds, config.seed).reshape(-1).tolist()
