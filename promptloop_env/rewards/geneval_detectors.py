@@ -82,7 +82,7 @@ class _Detector:
     def detect(self, images: list[Image.Image], wanted: list[set[str]]) -> list[list[ObjectRecord]]:
         raise NotImplementedError
 
-    def _inputs(self, **kwargs: Any) -> dict[str, Any]:
+    def _inputs(self, **kwargs: Any) -> dict[str, Any]:  # processor outputs on the model's device and dtype
         inputs = self.processor(return_tensors="pt", **kwargs)
         return {
             k: v.to(self.model.device, self.model.dtype if v.is_floating_point() else None) for k, v in inputs.items()
@@ -152,9 +152,10 @@ class ZeroShotDetector(_Detector):
     auto_class = "AutoModelForZeroShotObjectDetection"
 
     def detect(self, images: list[Image.Image], wanted: list[set[str]]) -> list[list[ObjectRecord]]:
-        texts = [sorted(w) or ["object"] for w in wanted]
-        queries = [[f"a photo of a {t}" for t in labels] for labels in texts]
-        outputs = self.model(**self._inputs(images=images, text=queries))
+        labels = sorted(set().union(*wanted)) or ["object"]  # one list for the batch: no padded queries
+        texts = [labels] * len(images)
+        queries = [[f"a photo of a {t}" for t in labels]] * len(images)
+        outputs = self.model(**self._inputs(images=images, text=queries, padding=True, truncation=True))
         sizes = [image.size[::-1] for image in images]
         found = self.processor.post_process_grounded_object_detection(
             outputs, threshold=self.min_score, target_sizes=sizes, text_labels=texts
