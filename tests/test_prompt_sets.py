@@ -52,6 +52,17 @@ def test_geneval_exposes_its_metadata_and_the_train_and_test_pickapic_lists_are_
     assert {"category", "challenge", "note"} <= set(parti.metadata[0])
 
 
+def test_geneval_train_is_in_genevals_grammar_with_metadata_and_disjoint_from_its_evaluation_prompts():
+    from promptloop_env.rewards.geneval_grammar import parse_prompt
+
+    train = load_prompts("geneval-train")
+    assert len(train) == 3856 and set(train).isdisjoint(load_prompts("geneval"))
+    assert len(set(train)) == len(train)
+    for prompt, meta in list(zip(train.prompts, train.metadata, strict=True))[::40]:
+        assert parse_prompt(prompt).to_metadata() == {**meta}
+    assert metadata_for(train[0])["tag"] == "two_object"
+
+
 def test_the_draw_is_stratified_seeded_and_keeps_the_sets_order():
     parti = load_prompts("parti")
     draw = parti.draw(24, seed=3)

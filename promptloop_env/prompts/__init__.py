@@ -4,8 +4,10 @@
 path of a prompt file (``.txt``, ``.jsonl`` with metadata, ``.csv`` / ``.tsv``, optionally ``.gz``; see
 :mod:`promptloop_env.prompts.sets`). The real sets ship as data files with their provenance
 (``data/PROVENANCE.md``): ``geneval`` (553, with GenEval's metadata), ``pickapic-train`` / ``pickapic-test``
-(Flow-GRPO's Pick-a-Pic lists), ``parti`` (PartiPrompts) and ``drawbench``. :func:`load_prompts` returns a
-:class:`~promptloop_env.prompts.sets.PromptSet` (a sequence of str with each prompt's metadata), and
+(Flow-GRPO's Pick-a-Pic lists), ``parti`` (PartiPrompts) and ``drawbench``; ``geneval-train`` is written in
+GenEval's grammar, disjoint from its evaluation prompts (:mod:`promptloop_env.prompts.geneval_train`).
+:func:`load_prompts` returns a :class:`~promptloop_env.prompts.sets.PromptSet` (a sequence of str with each
+prompt's metadata), and
 :meth:`~promptloop_env.prompts.sets.PromptSet.draw` draws ``--max-queries`` of them across the categories.
 
 >>> load_prompts("drawbench").describe()[:40]
@@ -52,6 +54,13 @@ The shipped data sets are registered here, the toy worlds' sets by their modules
 PROMPT_SETS.register("simple-animals", SIMPLE_ANIMALS)
 for _name in DATA_SETS:
     PROMPT_SETS.register(_name, lambda name=_name: load_data_set(name))
+
+
+@PROMPT_SETS.register("geneval-train")
+def _geneval_train() -> PromptSet:
+    from promptloop_env.prompts.geneval_train import geneval_train_set  # imports GenEval's grammar on use
+
+    return geneval_train_set()
 
 
 def load_prompts(spec: str | Path, max_queries: int = 0, seed: int = 0) -> PromptSet:
