@@ -141,3 +141,26 @@ def test_gym_make_takes_a_shipped_set_by_name():
     _, info = env.reset(seed=0)
     assert info["query"] in set(load_prompts("parti"))
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("recipe", "train", "held_out"),
+    [
+        ("paper-sd15-imagereward", "pickapic-train", "pickapic-test"),
+        ("sdxl-imagereward", "pickapic-train", "pickapic-test"),
+        ("flux-schnell-pickscore", "pickapic-train", "pickapic-test"),
+        ("paper-sd15-geneval", "geneval-train", "geneval"),
+    ],
+)
+def test_the_gpu_recipes_train_and_evaluate_on_the_real_sets(recipe, train, held_out):
+    from promptloop_agents.cli.main import parse_args
+    from promptloop_agents.configs import config_from_args, config_sections
+
+    path = Path(__file__).parents[1] / "recipes" / f"{recipe}.yaml"
+    assert "Expects:" in path.read_text()
+    args = parse_args(["train", "--config", str(path)])
+    env, _, grpo = (config_from_args(config_sections()[s], args) for s in ("env", "policy", "grpo"))
+    assert (grpo.train_prompts, grpo.eval_prompts) == (train, held_out)
+    assert {train, held_out} <= set(PROMPT_SETS)
+    if recipe == "paper-sd15-geneval":
+        assert (env.backbone, env.reward) == ("sd15", "geneval") and "geneval" in grpo.eval_metrics
