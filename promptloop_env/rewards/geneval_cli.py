@@ -8,7 +8,9 @@ Two layouts are read:
   ``--metadata`` (the ``geneval`` set by default, or a ``.jsonl`` prompt file with GenEval's fields).
 
 Writes one JSON line per image (``--out``: filename, tag, prompt, correct, soft, constraints, objects) and prints
-GenEval's summary: the share of correct images per category and their mean ("overall score").
+GenEval's summary: the share of correct images per category and their mean ("overall score"). With
+``--compare RESULTS.jsonl`` (the official scorer's output, ``evaluation/evaluate_images.py --outfile``, on the same
+folder) it also prints how often the two verdicts agree, per category, and the two overall scores.
 """
 
 from __future__ import annotations
@@ -59,6 +61,36 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def agreement(rows: list[dict], official_file: Path) -> str:
+    """Per-image agreement of our verdicts with the official scorer's ``results.jsonl`` on the same images.
+
+    Images are matched by the last three parts of their path (``<index>/samples/<name>.png``).
+    """
+
+    def key(name: str) -> str:
+        return "/".join(Path(name).parts[-3:])
+
+    official = {}
+    for line in official_file.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            official[key(record["filename"])] = {"tag": record["tag"], "correct": bool(record["correct"])}
+    pairs = [(r, official[key(r["filename"])]) for r in rows if key(r["filename"]) in official]
+    if not pairs:
+        raise ValueError(f"No image of {official_file} matches the scored ones by <index>/samples/<name>.")
+    same: dict[str, list[bool]] = {}
+    for ours, theirs in pairs:
+        same.setdefault(ours["tag"], []).append(ours["correct"] == theirs["correct"])
+    overall = np.mean([a for v in same.values() for a in v])
+    lines = [f"Agreement with {official_file.name} on {len(pairs)} images: {overall:.2%}"]
+    lines += [f"{tag:<16} = {np.mean(v):.2%}" for tag, v in same.items()]
+    scores = [
+        summary(side).splitlines()[-1].split(": ")[-1] for side in ([o for o, _ in pairs], [t for _, t in pairs])
+    ]
+    lines.append(f"Overall score: ours {scores[0]}, official {scores[1]}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the command line (see the module doc); returns the per-image rows."""
     import torch
@@ -78,6 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--local-files-only", action="store_true", help="never reach the hub")
+    parser.add_argument("--compare", type=Path, default=None, help="the official scorer's results.jsonl")
     args = parser.parse_args(argv)
 
     images = find_images(args.folder, args.metadata)
@@ -110,4 +143,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(summary(rows), file=sys.stdout)
+    if args.compare is not None:
+        print("\n" + agreement(rows, args.compare), file=sys.stdout)
     return rows

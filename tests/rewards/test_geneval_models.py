@@ -262,3 +262,11 @@ def test_the_folder_command_scores_genevals_layout_and_flat_files(folders, tmp_p
     assert [r["prompt"] for r in rows] == ["a photo of a cow", "a photo of a surfboard"]
     assert [json.loads(line)["tag"] for line in out.read_text().splitlines()] == ["single_object"] * 2
     assert "Overall score (avg. over tasks):" in capsys.readouterr().out
+    official = tmp_path / "official.jsonl"  # what GenEval's evaluate_images.py writes, one verdict flipped
+    official.write_text("".join(json.dumps({"filename": f"elsewhere/{r['filename']}", "tag": r["tag"],
+                                            "correct": i == 0 and not r["correct"] or (i == 1 and r["correct"])})
+                                + "\n" for i, r in enumerate(rows)))  # fmt: skip
+    main([str(tmp_path / "run"), "--out", str(out), "--detector", folders["mask2former"], "--clip", folders["clip"],
+          "--device", "cpu", "--local-files-only", "--compare", str(official)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Agreement with official.jsonl on 2 images: 50.00%" in printed and "Overall score: ours" in printed
