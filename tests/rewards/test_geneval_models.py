@@ -270,3 +270,12 @@ def test_the_folder_command_scores_genevals_layout_and_flat_files(folders, tmp_p
           "--device", "cpu", "--local-files-only", "--compare", str(official)])  # fmt: skip
     printed = capsys.readouterr().out
     assert "Agreement with official.jsonl on 2 images: 50.00%" in printed and "Overall score: ours" in printed
+
+
+def test_models_run_in_the_given_dtype(folders):
+    reward = reward_for(folders, torch_dtype=torch.bfloat16, detection_threshold=0.0, counting_threshold=0.0)
+    scores = reward(images(2), ["a photo of a red dog", "a photo of two cats"])
+    assert len(scores) == 2 and reward.detector.model.dtype == reward.colours.model.dtype == torch.bfloat16
+    assert reward.details[0]["objects"]  # at threshold 0 every instance is kept
+    record = ObjectRecord("dog", (2, 2, 30, 30), 0.9, mask=np.ones((48, 64), dtype=bool))
+    assert reward.colours.classify(Image.fromarray(images(1)[0]), [record])[0] in COLOURS
