@@ -35,6 +35,7 @@ DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
 """Mask2Former Swin-S, COCO instance segmentation: the family and backbone size of GenEval's mmdet detector."""
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 """CLIP ViT-L/14 (OpenAI), GenEval's colour classifier."""
+_MODELS: dict[tuple, tuple[Any, Any]] = {}
 
 
 @REWARDS.register("geneval")
@@ -92,9 +93,14 @@ class GenEval(ModelReward):
     def _load(self, local_files_only: bool) -> None:
         from promptloop_env.rewards.geneval_detectors import ColourClassifier, load_detector
 
-        args = (self.device, self.torch_dtype, local_files_only, self.use_safetensors)
-        self.detector = load_detector(self.pretrained, self.detector_kind, *args, min(self.thresholds))
-        self.colours = ColourClassifier(self.clip_path, *args)
+        # One copy of the models per process and setting: {"geneval": 1.0, "geneval-soft": 0.0} loads them once.
+        key = (self.pretrained, self.detector_kind, self.clip_path, str(self.device), self.torch_dtype,
+               self.use_safetensors, min(self.thresholds))  # fmt: skip
+        if key not in _MODELS:
+            args = (self.device, self.torch_dtype, local_files_only, self.use_safetensors)
+            detector = load_detector(self.pretrained, self.detector_kind, *args, min(self.thresholds))
+            _MODELS[key] = (detector, ColourClassifier(self.clip_path, *args))
+        self.detector, self.colours = _MODELS[key]
 
     def spec_for(self, query: str) -> Spec:
         """The GenEval metadata ``query`` is scored against: its own if loaded, else read by GenEval's grammar.

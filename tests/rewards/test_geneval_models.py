@@ -76,6 +76,16 @@ def reward_for(folders, detector="mask2former", **kwargs) -> GenEval:
     return GenEval(detector=folders[detector], clip=folders["clip"], device="cpu", local_files_only=True, **kwargs)
 
 
+class StubColours:
+    """Names each object's colour from a ``{label: colour}`` table."""
+
+    def __init__(self, colours: dict[str, str]) -> None:
+        self.colours = colours
+
+    def classify(self, image, records):
+        return [self.colours[r.label] for r in records]
+
+
 class StubDetector:
     """Returns the given objects for every image (what a detector would have found)."""
 
@@ -148,7 +158,7 @@ def test_every_rule_through_the_reward_on_a_stub_detectors_objects(folders):
 
     def score(objects, query, colours=None):
         reward.detector = StubDetector(objects)
-        reward.colours.classify = lambda image, records: [colours[r.label] for r in records]
+        reward.colours = StubColours(colours or {})
         value = reward(images(1), [query])[0]
         return value, reward.details[0]
 
@@ -270,6 +280,14 @@ def test_the_folder_command_scores_genevals_layout_and_flat_files(folders, tmp_p
           "--device", "cpu", "--local-files-only", "--compare", str(official)])  # fmt: skip
     printed = capsys.readouterr().out
     assert "Agreement with official.jsonl on 2 images: 50.00%" in printed and "Overall score: ours" in printed
+
+
+def test_strict_and_soft_parts_share_one_copy_of_the_models(folders):
+    strict, soft = reward_for(folders), reward_for(folders, soft=True)
+    combined = make_reward({("strict", strict): 1.0, ("soft", soft): 0.0})
+    assert strict.detector is soft.detector and strict.colours is soft.colours
+    parts = combined.components(images(2), ["a photo of a dog and a cat", "a photo of a red car"])
+    assert set(parts) == {"strict", "soft"} and all(s <= t for s, t in zip(parts["strict"], parts["soft"]))
 
 
 def test_models_run_in_the_given_dtype(folders):
