@@ -53,6 +53,8 @@ class GenEval(ModelReward):
         soft: score the fraction of constraints that hold (``geneval-soft``) instead of GenEval's all-or-nothing.
         classes: extra class names the grammar may read in queries without metadata (for zero-shot detectors).
         detection_threshold, counting_threshold, max_objects, position_margin: GenEval's (0.3, 0.9, 16, 0.1).
+        detector_size: Mask2Former's input size, shorter side (800: mmdetection's test scale, which GenEval
+            uses; ``None``: the checkpoint processor's own, 384 x 384).
         use_safetensors: passed to ``from_pretrained`` (``True``: safetensors only).
         **kwargs: ``device``, ``torch_dtype``, ``local_files_only``, ``batch_size`` of
             :class:`~promptloop_env.rewards.model_base.ModelReward`; others are ignored.
@@ -69,6 +71,7 @@ class GenEval(ModelReward):
         counting_threshold: float = geneval_rules.COUNTING_THRESHOLD,
         max_objects: int = geneval_rules.MAX_OBJECTS,
         position_margin: float = geneval_rules.POSITION_MARGIN,
+        detector_size: int | None = 800,
         use_safetensors: bool | None = True,
         **kwargs: Any,
     ) -> None:
@@ -84,6 +87,7 @@ class GenEval(ModelReward):
         self.thresholds = (detection_threshold, counting_threshold)
         self.max_objects = max_objects
         self.position_margin = position_margin
+        self.detector_size = detector_size
         self.use_safetensors = use_safetensors
         self.details: list[dict[str, Any]] = []
 
@@ -95,10 +99,12 @@ class GenEval(ModelReward):
 
         # One copy of the models per process and setting: {"geneval": 1.0, "geneval-soft": 0.0} loads them once.
         key = (self.pretrained, self.detector_kind, self.clip_path, str(self.device), self.torch_dtype,
-               self.use_safetensors, min(self.thresholds))  # fmt: skip
+               self.use_safetensors, min(self.thresholds), self.detector_size)  # fmt: skip
         if key not in _MODELS:
             args = (self.device, self.torch_dtype, local_files_only, self.use_safetensors)
-            detector = load_detector(self.pretrained, self.detector_kind, *args, min(self.thresholds))
+            detector = load_detector(
+                self.pretrained, self.detector_kind, *args, min(self.thresholds), self.detector_size
+            )
             _MODELS[key] = (detector, ColourClassifier(self.clip_path, *args))
         self.detector, self.colours = _MODELS[key]
 

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--detector", default=None, help="hub id or folder of the transformers detector")
     parser.add_argument("--detector-kind", default="auto", help="auto | mask2former | object-detection | zero-shot")
     parser.add_argument("--clip", default=None, help="hub id or folder of the CLIP colour classifier")
+    parser.add_argument("--detector-size", type=int, default=800, help="Mask2Former's shorter side (0: its own)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         detector=args.detector,
         clip=args.clip,
         detector_kind=args.detector_kind,
+        detector_size=args.detector_size or None,
         device=args.device,
         torch_dtype=getattr(torch, args.dtype),
         batch_size=args.batch_size,

@@ -90,12 +90,23 @@ class _Detector:
 
 
 class Mask2FormerDetector(_Detector):
-    """Mask2Former instance segmentation (``facebook/mask2former-swin-small-coco-instance`` by default)."""
+    """Mask2Former instance segmentation (``facebook/mask2former-swin-small-coco-instance`` by default).
+
+    ``image_size`` is the shorter side images are resized to (aspect kept, the longer side at most 1333/800 of
+    it, padded to a multiple of 32): 800, as mmdetection's Mask2Former COCO test pipeline that GenEval runs
+    (``img_scale=(1333, 800)``); the transformers checkpoints' own processors resize to 384 x 384. ``None``
+    keeps the checkpoint processor's size.
+    """
 
     auto_class = "Mask2FormerForUniversalSegmentation"
 
+    def __init__(self, *args: Any, image_size: int | None = 800, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        longest = None if image_size is None else round(image_size * 1333 / 800)
+        self.size = None if image_size is None else {"shortest_edge": image_size, "longest_edge": longest}
+
     def detect(self, images: list[Image.Image], wanted: list[set[str]]) -> list[list[ObjectRecord]]:
-        inputs = self._inputs(images=images)
+        inputs = self._inputs(images=images, **({"size": self.size} if self.size else {}))
         outputs = self.model(**inputs)
         logits = outputs.class_queries_logits.float()
         masks = outputs.masks_queries_logits.float()
@@ -178,14 +189,18 @@ def detector_kind(path: str, local_files_only: bool) -> str:
 
 
 def load_detector(path: str | os.PathLike, kind: str, device: torch.device, dtype: torch.dtype,
-                  local_files_only: bool, use_safetensors: bool | None, min_score: float) -> _Detector:  # fmt: skip
-    """A detector of ``kind`` (``auto`` reads it from the checkpoint's config) from a hub id or local folder."""
+                  local_files_only: bool, use_safetensors: bool | None, min_score: float,
+                  image_size: int | None = 800) -> _Detector:  # fmt: skip
+    """A detector of ``kind`` (``auto`` reads it from the checkpoint's config) from a hub id or local folder;
+    ``image_size`` is Mask2Former's (see :class:`Mask2FormerDetector`)."""
     if kind not in DETECTOR_KINDS:
         raise ValueError(f"detector_kind must be one of {DETECTOR_KINDS}; got {kind!r}.")
     path = os.fspath(path)
     kind = detector_kind(path, local_files_only) if kind == "auto" else kind
-    cls = {"mask2former": Mask2FormerDetector, "object-detection": BoxDetector, "zero-shot": ZeroShotDetector}[kind]
-    return cls(path, device, dtype, local_files_only, use_safetensors, min_score)
+    args = (path, device, dtype, local_files_only, use_safetensors, min_score)
+    if kind == "mask2former":
+        return Mask2FormerDetector(*args, image_size=image_size)
+    return {"object-detection": BoxDetector, "zero-shot": ZeroShotDetector}[kind](*args)
 
 
 class ColourClassifier:

@@ -73,6 +73,7 @@ def images(n: int = 3, size: tuple[int, int] = (48, 64)) -> np.ndarray:
 
 
 def reward_for(folders, detector="mask2former", **kwargs) -> GenEval:
+    kwargs = {"detector_size": 64, **kwargs}  # the tiny Swin's scale (the default, 800, is mmdetection's)
     return GenEval(detector=folders[detector], clip=folders["clip"], device="cpu", local_files_only=True, **kwargs)
 
 
@@ -113,6 +114,15 @@ def test_mask2former_and_clip_load_through_from_pretrained_and_score_a_batch(fol
     one_by_one = reward_for(folders, batch_size=1)
     assert one_by_one(images(), queries) == scores  # batching does not change a verdict
     assert [d["objects"] for d in one_by_one.details] == [d["objects"] for d in reward.details]
+
+
+def test_mask2former_resizes_as_mmdetection_unless_asked_otherwise(folders):
+    pil = [Image.fromarray(images(1)[0])]  # 48 x 64
+    for size, shape in ((800, (800, 1088)), (32, (32, 64)), (None, (64, 96))):  # None: the processor's own
+        reward = reward_for(folders, detector_size=size)
+        reward.load()
+        kwargs = {"size": reward.detector.size} if reward.detector.size else {}
+        assert tuple(reward.detector._inputs(images=pil, **kwargs)["pixel_values"].shape[-2:]) == shape
 
 
 def test_mask2former_detections_carry_masks_and_boxes_from_them(folders):
