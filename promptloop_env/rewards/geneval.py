@@ -31,6 +31,12 @@ from promptloop_env.rewards.base import REWARDS
 from promptloop_env.rewards.geneval_grammar import GENEVAL_CLASSES, parse_prompt
 from promptloop_env.rewards.model_base import ModelReward
 
+if __name__ == "__main__":  # the command: run before this copy of the module registers a second "geneval"
+    from promptloop_env.rewards.geneval_cli import main
+
+    main()
+    raise SystemExit(0)
+
 DEFAULT_DETECTOR = "facebook/mask2former-swin-small-coco-instance"
 """Mask2Former Swin-S, COCO instance segmentation: the family and backbone size of GenEval's mmdet detector."""
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -168,9 +174,3 @@ class GenEval(ModelReward):
 def geneval_soft(**kwargs: Any) -> GenEval:
     """``geneval-soft``: the fraction of the query's GenEval constraints that hold (see :class:`GenEval`)."""
     return GenEval(soft=True, **kwargs)
-
-
-if __name__ == "__main__":
-    from promptloop_env.rewards.geneval_cli import main
-
-    main()

@@ -307,3 +307,13 @@ def test_models_run_in_the_given_dtype(folders):
     assert reward.details[0]["objects"]  # at threshold 0 every instance is kept
     record = ObjectRecord("dog", (2, 2, 30, 30), 0.9, mask=np.ones((48, 64), dtype=bool))
     assert reward.colours.classify(Image.fromarray(images(1)[0]), [record])[0] in COLOURS
+
+
+def test_the_command_runs_as_a_module():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "promptloop_env.rewards.geneval", "--help"], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).parents[2])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--compare" in done.stdout and "--detector-size" in done.stdout
