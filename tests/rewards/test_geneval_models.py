@@ -4,6 +4,7 @@ through its real ``from_pretrained`` path, a stub detector with known objects, t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
