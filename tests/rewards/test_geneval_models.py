@@ -62,11 +62,23 @@ def folders(tmp_path_factory) -> dict[str, str]:
     image_processor = transformers.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
     transformers.Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(owl)
 
+    detr = root / "detr"
+    resnet = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 16], depths=[1, 1, 1, 1],
+                                       out_features=["stage4"])  # fmt: skip
+    detr_config = transformers.DetrConfig(
+        use_timm_backbone=False, backbone_config=resnet, use_pretrained_backbone=False, d_model=16,
+        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=6, num_labels=80,
+        id2label=dict(enumerate(COCO_NAMES)), label2id={n: i for i, n in enumerate(COCO_NAMES)},
+    )  # fmt: skip
+    _randomize(transformers.DetrForObjectDetection(detr_config), 3).save_pretrained(detr)
+    transformers.DetrImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}).save_pretrained(detr)
+
     clip = root / "clip"
     save_tiny_clip(str(clip), seed=2)
-    for folder in (m2f, owl, clip):
+    for folder in (m2f, owl, detr, clip):
         assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
-    return {"mask2former": str(m2f), "owlv2": str(owl), "clip": str(clip)}
+    return {"mask2former": str(m2f), "owlv2": str(owl), "detr": str(detr), "clip": str(clip)}
 
 
 def images(n: int = 3, size: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -148,6 +160,16 @@ def test_an_owlv2_zero_shot_detector_by_option_is_asked_for_the_prompts_classes(
     assert labels and labels <= {"dog", "cat"}
 
 
+def test_any_transformers_object_detector_by_option_gives_boxes_without_masks(folders):
+    reward = reward_for(folders, detector="detr", detection_threshold=0.0, counting_threshold=0.0)
+    reward.load()
+    assert type(reward.detector).__name__ == "BoxDetector"
+    found = reward.detector.detect([Image.fromarray(images(1)[0])], [{"dog"}])[0]
+    assert found and all(r.mask is None and r.label in GENEVAL_CLASSES for r in found)
+    assert len(reward(images(2), ["a photo of a red car", "a photo of two dogs"])) == 2
+    assert all(o["colour"] in COLOURS for o in reward.details[0]["objects"] if o["label"] == "car")
+
+
 def test_clip_names_one_of_genevals_colours_on_a_crop_masked_with_grey(folders):
     reward = reward_for(folders)
     reward.load()
@@ -158,6 +180,8 @@ def test_clip_names_one_of_genevals_colours_on_a_crop_masked_with_grey(folders):
     crop = np.asarray(reward.colours.crop(image, record))
     assert crop.shape == (8, 14, 3)
     assert (crop[0, 0] == 153).all() and (crop[3, 5] == 200).all()  # outside the mask: #999; inside: the image
+    unmasked = np.asarray(reward.colours.crop(image, ObjectRecord("car", (8, 4, 22, 12), 0.9)))  # a box detector's
+    assert unmasked.shape == (8, 14, 3) and (unmasked == 200).all()
     assert reward.colours.classify(image, [record, record]) == [reward.colours.classify(image, [record])[0]] * 2
     assert reward.colours.classify(image, [record])[0] in COLOURS
     assert reward.colours._classifier("car").shape[0] == len(COLOURS)
