@@ -39,10 +39,24 @@ from promptloop_agents.policies.baselines import IdentityAgent, RandomModifierAg
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.protocol import Agent, TrainablePolicy, act_batch
 
+_LAZY = {"PromptLoopPipeline", "PromptLoopPipelineOutput"}
+
+
+def __getattr__(name: str) -> object:
+    # The pipeline imports the env's core and backbones: loaded on first use, not with the agents.
+    if name in _LAZY:
+        from promptloop_agents import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'promptloop_agents' has no attribute {name!r}")
+
+
 __all__ = [
     "Agent",
     "IdentityAgent",
     "MLLMAgent",
+    "PromptLoopPipeline",
+    "PromptLoopPipelineOutput",
     "RandomModifierAgent",
     "StaticRewriteAgent",
     "TrainablePolicy",

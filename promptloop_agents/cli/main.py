@@ -6,6 +6,7 @@
     promptloop eval --backbone toy-compose --reward toy-compose --eval-prompts toy-compose-test \
         --metrics toy-compose,toy-compose-soft --agents identity,best-static,oracle,runs/c/policy,runs/c/policy:blank
     promptloop demo --out runs/demo
+    promptloop generate "a red circle left of a blue square" --policy toy-compose --out out.png
 
 ``--config`` reads a recipe (``recipes/*.yaml``: sections ``env``, ``policy``, ``grpo``); flags override it.
 Every option is also accepted with underscores (``--max_steps``).
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 
 from promptloop_agents.cli.demo import DemoConfig, run_demo
+from promptloop_agents.cli.generate import GenerateConfig, add_generate_parser, generate
 from promptloop_agents.configs import config_from_args, config_sections, read_config_file
 
 COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="promptloop", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,demo}", parser_class=HfArgumentParser
+        dest="command", required=True, metavar="{train,eval,demo,generate}", parser_class=HfArgumentParser
     )
     train = commands.add_parser(
         "train",
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "best one-shot rewrite and the trained policy a priori and closed loop; writes metrics.json, "
         "reward_curve.png, filmstrip.png, before_after.png and policy/ under --out.",
     )
+    add_generate_parser(commands)
     parser.subcommands = commands.choices  # type: ignore[attr-defined]  (parse_args sets a recipe's defaults there)
     return parser
 
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         env, policy, evaluation = (config_from_args(config_sections()[s], args) for s in COMMAND_SECTIONS["eval"])
         evaluate_from_configs(env, policy, evaluation)
         print((Path(evaluation.output_dir) / "eval.md").read_text())
+    elif args.command == "generate":
+        generate(config_from_args(GenerateConfig, args), args.prompt)
     else:
         run_demo(config_from_args(DemoConfig, args))
     return 0

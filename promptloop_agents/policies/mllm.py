@@ -12,6 +12,14 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 from PIL import Image
 
+from promptloop_agents.policies.model_card import (
+    AGENT_FILE,
+    GenerationSettings,
+    PolicyCard,
+    read_card,
+    resolve_policy_path,
+    write_card,
+)
 from promptloop_agents.policies.processing import (
     DEFAULT_ANSWER_TAG,
     DEFAULT_STATE_TEMPLATE,
@@ -24,7 +32,6 @@ from promptloop_agents.policies.processing import (
     special_token_ids,
 )
 
-AGENT_FILE = "promptloop_agent.json"
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-3B-Instruct"
 # LoRA on the language model's linear layers only; the vision tower stays frozen.
 LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -98,6 +105,8 @@ class MLLMAgent:
             distance first (:func:`~.processing.stretch_contrast`; early x0 estimates are faint).
         base_name_or_path: where the base weights come from (hub id or folder), so that saving a LoRA policy
             need not copy them; ``None`` when the model was built in code.
+        generation: the settings the policy was trained to act under (the pipeline's defaults), saved beside it.
+        card: what its model card says (training and held-out results); saved as ``README.md``.
     """
 
     def __init__(
@@ -117,6 +126,8 @@ class MLLMAgent:
         image_size: int | None = None,
         preview_contrast: float | None = None,
         base_name_or_path: str | None = None,
+        generation: GenerationSettings | None = None,
+        card: PolicyCard | None = None,
     ) -> None:
         if mode not in ("closed-loop", "a-priori"):
             raise ValueError(f"mode must be 'closed-loop' or 'a-priori'; got {mode!r}.")
@@ -130,6 +141,9 @@ class MLLMAgent:
         self.system_prompt, self.state_template, self.answer_tag = system_prompt, state_template, answer_tag
         self.image_size, self.base_name_or_path = image_size, base_name_or_path
         self.preview_contrast = preview_contrast
+        self.generation = generation or GenerationSettings()
+        self.card = card or PolicyCard()
+        self.card_title: str | None = None
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or self.tokenizer.eos_token_id
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos)
         pad = self.tokenizer.pad_token_id
@@ -177,9 +191,19 @@ class MLLMAgent:
             self.model = get_peft_model(self.model, config)
 
     def save_pretrained(
-        self, path: str | Path, copy_base: bool | None = None, state_dict: dict[str, torch.Tensor] | None = None
+        self,
+        path: str | Path,
+        copy_base: bool | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        card: PolicyCard | None = None,
+        generation: GenerationSettings | None = None,
     ) -> None:
-        """Save the policy: adapters (or full weights), processor and settings; loadable by :meth:`from_pretrained`.
+        """Save the policy as a shareable folder; loadable by :meth:`from_pretrained` from the folder or the hub.
+
+        Writes the adapters (or full weights), the processor, ``promptloop_agent.json`` (the constructor settings,
+        ``image_size`` included), ``promptloop_generation.json`` (the settings it acts under, the pipeline's
+        defaults) and ``README.md``, a model card with YAML metadata (base model, backbone and reward trained with,
+        recipe, held-out results with their intervals).
 
         Args:
             path: the folder.
@@ -188,8 +212,12 @@ class MLLMAgent:
                 otherwise the base is referenced by its hub id or folder.
             state_dict: the model's full weights when its parameters are sharded (``accelerator.get_state_dict``
                 under FSDP or DeepSpeed ZeRO-3); by default the model's own.
+            card: replaces :attr:`card` (a policy whose weights changed since it was loaded needs a new one).
+            generation: replaces :attr:`generation`.
         """
         path = Path(path)
+        self.card = card or self.card
+        self.generation = generation or self.generation
         kwargs = {} if state_dict is None else {"state_dict": state_dict}
         path.mkdir(parents=True, exist_ok=True)
         settings = self.settings()
@@ -210,6 +238,33 @@ class MLLMAgent:
         settings["adapter"] = self.has_adapter
         save_processor(self.processor, path)
         (path / AGENT_FILE).write_text(json.dumps(settings, indent=2))
+        self.generation.save(path)
+        if self.card.base_model is None and self.base_name_or_path and self.base_name_or_path != "base":
+            self.card.base_model = self.base_name_or_path
+        write_card(path, self.card, self.generation, adapter=self.has_adapter, title=self.card_title)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload PromptLoop policy",
+        copy_base: bool | None = None,
+        card: PolicyCard | None = None,
+        generation: GenerationSettings | None = None,
+    ) -> Any:
+        """Save the policy (as :meth:`save_pretrained`) into a temporary folder and upload it to the hub repo
+        ``repo_id`` (created when missing) with ``huggingface_hub``; returns the upload's commit info."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, copy_base=copy_base, card=card, generation=generation)
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
 
     @classmethod
     def from_pretrained(
@@ -221,17 +276,19 @@ class MLLMAgent:
         device: str | torch.device | None = None,
         **overrides: Any,
     ) -> MLLMAgent:
-        """Load a policy saved by :meth:`save_pretrained`, or any image-text-to-text model folder / hub id.
+        """Load a policy saved by :meth:`save_pretrained` (a folder or a hub repo), or any image-text-to-text
+        model folder / hub id (then with the default settings).
 
         Args:
-            path: policy folder, model folder or hub id (``Qwen/Qwen2.5-VL-3B-Instruct`` by default).
+            path: policy folder, policy hub repo, model folder or hub id (``Qwen/Qwen2.5-VL-3B-Instruct`` by
+                default).
             is_trainable: keep LoRA adapters trainable.
             torch_dtype, device: where and how to load the weights.
             overrides: constructor settings that replace the saved ones (e.g. ``mode="a-priori"``).
         """
         from transformers import AutoModelForImageTextToText
 
-        path = str(path)
+        path = resolve_policy_path(str(path))
         agent_file = Path(path) / AGENT_FILE
         settings: dict[str, Any] = json.loads(agent_file.read_text()) if agent_file.exists() else {}
         adapter = settings.pop("adapter", False)
@@ -249,8 +306,12 @@ class MLLMAgent:
         if device is not None:
             model.to(device)
         settings["base_name_or_path"] = base if adapter else path
+        card, title = read_card(path) if Path(path).is_dir() else (None, None)
+        settings.update(generation=GenerationSettings.load(path) if Path(path).is_dir() else None, card=card)
         settings.update(overrides)
-        return cls(model, load_processor(path), **settings)
+        agent = cls(model, load_processor(path), **settings)
+        agent.card_title = title
+        return agent
 
     # -- acting ------------------------------------------------------------------------------------------
 
