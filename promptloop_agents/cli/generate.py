@@ -78,8 +78,11 @@ def generate(config: GenerateConfig, prompt: str | None = None) -> list[dict[str
     if config.prompts is not None and not config.out_dir:
         raise ValueError("--prompts needs --out-dir DIR.")
     queries = [prompt] if prompt is not None else load_queries(config.prompts)
-    state = PartialState()
-    device = config.device or str(state.device)
+    import torch
+
+    # On a CPU-only machine accelerate's processes talk gloo only when asked for the CPU (as training does).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    device = config.device or ("cpu" if state.device.type == "cpu" else str(state.device))
     from promptloop_agents.policies.mllm import MLLMAgent
     from promptloop_agents.policies.toy_policy import SHIPPED_POLICIES
 

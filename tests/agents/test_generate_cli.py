@@ -49,3 +49,28 @@ def test_usage_errors(tmp_path):
         main(["generate", *FAST, "--out", str(tmp_path / "x.png")])
     with pytest.raises(ValueError, match="--out PATH"):
         main(["generate", "a circle", *FAST])
+
+
+@pytest.mark.slow
+def test_prompts_split_across_accelerate_processes(tmp_path):
+    """Two gloo processes each generate their share of the lines; the main one writes every record."""
+    import os
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a circle\ntwo squares\na red triangle\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = ["generate", "--prompts", str(prompts), *FAST, "--batch-size", "1"]
+    cli = ["-m", "promptloop_agents.cli.main", *args, "--out-dir", str(tmp_path / "two")]
+    subprocess.run([*launch, *cli], check=True, env=env, timeout=600, capture_output=True)
+    assert main([*args, "--out-dir", str(tmp_path / "one")]) == 0
+    two = (tmp_path / "two" / "generations.jsonl").read_text()
+    assert two == (tmp_path / "one" / "generations.jsonl").read_text() and len(two.splitlines()) == 3
+    for i in range(3):
+        name = f"{i:05d}.png"
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "two" / name)), np.asarray(Image.open(tmp_path / "one" / name))
+        )
