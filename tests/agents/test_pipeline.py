@@ -114,3 +114,13 @@ def test_one_policy_on_every_family(compose_policy, backbone):
     assert out.prompts[1][0] != QUERIES[1]  # the policy rewrote the query
     replayed = pipe.replay(out.prompts[0], 0, out.refine_steps[0], output_type="np")
     assert np.abs(replayed.astype(int) - out.images[0]).max() <= 2
+
+
+def test_from_pretrained_takes_the_policy_folders_settings():
+    pipe = PromptLoopPipeline.from_pretrained("tiny", SHIPPED_TOY_COMPOSE_POLICY, torch_dtype="float32", device="cpu")
+    assert pipe.generation.refine_schedule == [0, 9, 11, 13, 15] and pipe.generation.preview_size == 64
+    assert not pipe.policy.do_sample and pipe.policy.image_size == 112
+    out = pipe(QUERIES[0], num_inference_steps=4, num_refinements=2, seed=0, return_trajectory=True)
+    assert out.refine_steps == [[0, 2]] and out.previews[0][0].shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="policy folder"):
+        PromptLoopPipeline.from_pretrained("tiny", None, max_new_tokens=3)
