@@ -137,15 +137,19 @@ class PromptLoopPipeline:
         local_files_only: bool = False,
         **policy_overrides: Any,
     ) -> PromptLoopPipeline:
-        """Load a backbone and a saved policy (folder or hub id) onto ``device`` in ``torch_dtype``.
+        """Load a backbone and a saved policy (folder, hub id, or a shipped policy's name: ``toy-compose``,
+        ``shipped``) onto ``device`` in ``torch_dtype``.
 
         ``policy_overrides`` replace the policy's saved settings (e.g. ``max_new_tokens=40``); the policy acts
         greedily (its most likely prompt, as deployed) unless its generation settings or ``do_sample=True`` say
         otherwise.
         """
+        from promptloop_agents.policies.toy_policy import SHIPPED_POLICIES
+
         dtype = as_torch_dtype(torch_dtype)
-        if isinstance(policy, (str, bytes)) or hasattr(policy, "__fspath__"):
-            agent = MLLMAgent.from_pretrained(str(policy), torch_dtype=dtype, device=device)
+        if isinstance(policy, str) or hasattr(policy, "__fspath__"):
+            source = SHIPPED_POLICIES.get(str(policy), policy)
+            agent = MLLMAgent.from_pretrained(str(source), torch_dtype=dtype, device=device)
             agent.do_sample = policy_overrides.pop("do_sample", agent.generation.do_sample)
             for key, value in policy_overrides.items():
                 setattr(agent, key, value)

@@ -117,7 +117,7 @@ def test_one_policy_on_every_family(compose_policy, backbone):
 
 
 def test_from_pretrained_takes_the_policy_folders_settings():
-    pipe = PromptLoopPipeline.from_pretrained("tiny", SHIPPED_TOY_COMPOSE_POLICY, torch_dtype="float32", device="cpu")
+    pipe = PromptLoopPipeline.from_pretrained("tiny", "toy-compose", torch_dtype="float32", device="cpu")
     assert pipe.generation.refine_schedule == [0, 9, 11, 13, 15] and pipe.generation.preview_size == 64
     assert not pipe.policy.do_sample and pipe.policy.image_size == 112
     out = pipe(QUERIES[0], num_inference_steps=4, num_refinements=2, seed=0, return_trajectory=True)
