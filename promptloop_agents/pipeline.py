@@ -152,6 +152,8 @@ class PromptLoopPipeline:
             agent = MLLMAgent.from_pretrained(str(source), torch_dtype=dtype, device=device)
             agent.do_sample = policy_overrides.pop("do_sample", agent.generation.do_sample)
             for key, value in policy_overrides.items():
+                if key not in agent.settings():
+                    raise ValueError(f"Unknown policy setting {key!r}; known: {sorted(agent.settings())}.")
                 setattr(agent, key, value)
             policy = agent
         elif policy_overrides:
