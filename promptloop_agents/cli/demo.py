@@ -84,6 +84,7 @@ def demo_configs(config: DemoConfig) -> tuple[EnvConfig, PolicyConfig, GRPOConfi
         queries_per_iteration=config.queries_per_iteration,
         group_size=config.group_size,
         same_noise=True,
+        beta=0.04,  # the demo's KL coefficient (GRPOConfig's default is TRL's, 0)
         learning_rate=config.learning_rate,
         micro_batch_size=config.queries_per_iteration * config.group_size,  # one decision point per forward
         refine_schedule=config.refine_schedule,

@@ -2,8 +2,8 @@
 
 - :func:`make_accelerator`: the ``Accelerator`` (engine chosen by ``accelerate launch --config_file
   recipes/accelerate/<engine>.yaml``), with trackers.
-- :func:`unwrap_for_generation`: the model to call ``generate`` on, with full parameters under ZeRO-3 and
-  FSDP (gathered for the duration of the block, as TRL's ``unwrap_model_for_generation`` does).
+- :func:`unwrap_for_generation`: the model to call ``generate`` on (rollouts and held-out evaluation), gathered
+  as TRL's ``unwrap_model_for_generation`` gathers it under ZeRO-3 and FSDP.
 - :func:`is_sharded`: whether parameters or optimiser state are sharded, so that checkpoints go through
   ``accelerator.save_state`` (one shard per rank) instead of one file written by rank 0.
 """
@@ -53,7 +53,7 @@ def resolve_trackers(report_to: str) -> list[str]:
 
 
 def engine(accelerator: Any) -> str:
-    """``"deepspeed"``, ``"fsdp"`` or ``"ddp"`` (also for a single process)."""
+    """``"deepspeed"``, ``"fsdp"`` or ``"ddp"`` (also for a single process and for gloo on CPU)."""
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -70,33 +70,98 @@ def is_sharded(accelerator: Any) -> bool:
 
 @contextlib.contextmanager
 def unwrap_for_generation(model: Any, accelerator: Any) -> Iterator[Any]:
-    """The model to ``generate`` with, its full parameters available inside the block.
+    """The model to ``generate`` with (rollouts and held-out evaluation), gathered as TRL gathers it.
 
-    DDP: the unwrapped module. DeepSpeed ZeRO-3: parameters gathered with ``deepspeed.zero.GatheredParameters``.
-    FSDP: ``FullyShardedDataParallel.summon_full_params`` (FSDP1) or ``unshard()`` / ``reshard()`` (FSDP2).
-    Parameters are not written back: generation does not change them.
+    One context for every engine, as TRL's ``unwrap_model_for_generation``:
+
+    - DeepSpeed ZeRO-3: every parameter gathered once (``deepspeed.zero.GatheredParameters``) and DeepSpeed's
+      forward hooks removed for the block, so that decoding does not re-gather layers at every token; the hooks
+      are put back afterwards.
+    - FSDP1: the root's own parameters (embeddings, head) gathered with ``summon_full_params(recurse=False)``;
+      the wrapped layers gather themselves in their forward (``recurse=True`` around a forward is unsupported).
+    - FSDP2 (``fully_shard``): the root's parameter group unsharded (``unshard()`` is not recursive), so code that
+      ``generate`` runs outside the root's forward (the vision tower, rope indices) sees full tensors; the
+      layers unshard in their own forward hooks.
+    - DDP or one process: the unwrapped module.
+
+    Inside the block the forward runs under the accelerator's autocast (bf16 mixed precision keeps fp32 master
+    weights and computes in bf16, as the update does) and without gradients. Generation never writes parameters.
     """
     unwrapped = accelerator.unwrap_model(model)
-    kind = engine(accelerator)
-    if kind == "deepspeed" and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        import deepspeed
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        if is_zero3(accelerator):
+            import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            yield unwrapped
-    elif kind == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel
+            stack.enter_context(deepspeed.zero.GatheredParameters(list(model.parameters())))
+            remove_zero3_hooks(model)
+            stack.callback(add_zero3_hooks, model)
+        elif fsdp_version(model) == 1:
+            from torch.distributed.fsdp import FullyShardedDataParallel
 
-        if isinstance(model, FullyShardedDataParallel):
-            with FullyShardedDataParallel.summon_full_params(model, recurse=True, writeback=False):
-                yield unwrapped
-        else:  # FSDP2: fully_shard modules unshard on demand
+            stack.enter_context(FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False))
+        elif fsdp_version(model) == 2:
+            state = model._get_fsdp_state()
+            # The root must be initialised as the root before any child runs a forward of its own (generate
+            # calls the vision tower outside the root's forward); FSDP2 does this in its root pre-forward hook.
+            state._lazy_init()
             model.unshard()
-            try:
-                yield unwrapped
-            finally:
-                model.reshard()
-    else:
+            stack.callback(model.reshard)
+        stack.enter_context(accelerator.autocast())
         yield unwrapped
+
+
+def fsdp_version(model: Any) -> int:
+    """1 for an FSDP1 ``FullyShardedDataParallel`` wrapper, 2 for a ``fully_shard`` module, 0 otherwise.
+
+    Read from the model, not the accelerator, so that a model sharded with torch's ``fully_shard`` directly (as the
+    CPU tests do: accelerate enables FSDP on GPUs only) takes the same path.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        return 1
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6
+        return 0
+    return 2 if isinstance(model, FSDPModule) else 0
+
+
+def is_zero3(accelerator: Any) -> bool:
+    """Whether the run is DeepSpeed ZeRO stage 3 (parameters sharded)."""
+    return engine(accelerator) == "deepspeed" and accelerator.state.deepspeed_plugin.zero_stage == 3
+
+
+def _zero3_offload(engine_model: Any) -> Any | None:
+    """The ZeRO-3 parameter-offload object that owns the forward hooks (None before an optimiser exists)."""
+    optimizer = getattr(engine_model, "optimizer", None)
+    if optimizer is None:
+        return None
+    return getattr(optimizer, "parameter_offload", optimizer)
+
+
+def remove_zero3_hooks(engine_model: Any) -> None:
+    """Remove DeepSpeed ZeRO-3's gather / release hooks (TRL's ``remove_hooks``) while parameters are gathered."""
+    offload = _zero3_offload(engine_model)
+    if offload is None:
+        return
+    for parameter in offload.module.parameters(recurse=True):
+        parameter.ds_active_sub_modules.clear()
+    for hook in [*offload.forward_hooks, *offload.backward_hooks]:
+        hook.remove()
+    offload.forward_hooks, offload.backward_hooks = [], []
+
+
+def add_zero3_hooks(engine_model: Any) -> None:
+    """Put ZeRO-3's hooks back (TRL's ``add_hooks``), after invalidating the parameter coordinator's trace."""
+    offload = _zero3_offload(engine_model)
+    if offload is None:
+        return
+    coordinator = getattr(offload, "param_coordinator", None)
+    if coordinator is not None and not coordinator.is_invalid_trace():
+        coordinator._invalidate_trace()
+    offload._register_deepspeed_module(offload.module)
 
 
 def trainable_state_dict(model: Any, accelerator: Any) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ from promptloop_agents.configs import config_field
 
 @dataclass
 class GRPOConfig:
-    """GRPO hyper-parameters (named as TRL's ``GRPOConfig`` names them), memory savers and run bookkeeping."""
+    """GRPO hyper-parameters (named, and meaning, as TRL's ``GRPOConfig`` fields of the same name), memory savers
+    and run bookkeeping. ``docs/training-on-gpus.md`` lists every field against TRL's and each difference."""
 
     _argument_group_name = "GRPO"
 
@@ -45,24 +46,39 @@ class GRPOConfig:
     )
     weight_decay: float = config_field(0.0, "AdamW weight decay.")
     beta: float = config_field(
-        0.04, "KL coefficient to the frozen reference; 0 turns it off (and needs no reference)."
+        0.0,
+        "KL coefficient to the frozen reference; 0 (TRL's default) turns it off and needs no reference. The GPU "
+        "recipes set 0.04 (DeepSeekMath's value, TRL's former default).",
     )
     epsilon: float = config_field(0.2, "Lower clip range of the importance ratio (1 - epsilon).")
     epsilon_high: float | None = config_field(
         None, "Upper clip range (1 + epsilon_high); default: epsilon. DAPO: 0.28."
     )
+    delta: float | None = config_field(
+        None, "Two-sided clipping: also cap the unclipped ratio at delta (> 1 + epsilon_high; None = off)."
+    )
+    importance_sampling_level: Literal["token", "sequence"] = config_field(
+        "token", "token: one importance ratio per token; sequence (GSPO): one per action, from its mean log-ratio."
+    )
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = config_field(
         "dapo",
         "grpo: mean over each action's tokens, then over actions; dr_grpo: token sum / (actions x max_new_tokens);"
-        " dapo: token sum / all generated tokens of the iteration.",
+        " dapo: token sum / active tokens. Actions and tokens are counted over the optimiser step on all ranks.",
     )
     scale_rewards: Literal["group", "batch", "none"] = config_field(
-        "group", "Divide advantages by the std of the group, of the whole batch, or not at all (Dr. GRPO)."
+        "group",
+        "Divide advantages by the std of the group, of the whole batch gathered from all ranks, or not at all"
+        " (Dr. GRPO).",
     )
     filter_zero_std_groups: bool = config_field(False, "Leave groups whose rewards are all equal out of the update.")
+    mask_truncated_completions: bool = config_field(
+        False, "Leave answers cut at max_new_tokens (no end-of-answer token) out of the loss, as TRL does."
+    )
     num_iterations: int = config_field(1, "PPO epochs over each batch of rollouts (TRL's mu; 1 = on-policy, ratio 1).")
-    steps_per_generation: int = config_field(
-        1, "Optimiser steps per epoch: the actions are shuffled into this many minibatches."
+    num_minibatches: int = config_field(
+        1,
+        "Optimiser steps per epoch: the iteration's actions are shuffled into this many minibatches (CleanRL's"
+        " name; TRL's steps_per_generation / gradient_accumulation_steps, which count micro-batches).",
     )
     micro_batch_size: int = config_field(
         8, "Actions per forward/backward in the update (gradient accumulation); 0 = all."
@@ -106,8 +122,15 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 for group-normalised advantages; got {self.group_size}.")
-        for name, low in (("num_iterations", 1), ("steps_per_generation", 1), ("max_steps", 0), ("query_cycle", 0)):
+        for name, low in (("num_iterations", 1), ("num_minibatches", 1), ("max_steps", 0), ("query_cycle", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}; got {getattr(self, name)}.")
         if self.finetuning not in ("lora", "full"):
             raise ValueError(f"finetuning must be 'lora' or 'full'; got {self.finetuning!r}.")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError(
+                f"importance_sampling_level must be 'token' or 'sequence'; got {self.importance_sampling_level!r}."
+            )
+        high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        if self.delta is not None and self.delta <= 1 + high:
+            raise ValueError(f"delta must exceed 1 + epsilon_high = {1 + high}; got {self.delta}.")

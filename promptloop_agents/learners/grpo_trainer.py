@@ -8,18 +8,23 @@ One iteration, per process:
    All episodes run in lockstep through the Gymnasium vector env; at each refinement point the policy's input
    is rebuilt from the observation (a Markov state) and prompts are sampled for all episodes at once.
 2. Reward = terminal reward minus format / truncation penalties; advantage = reward normalised within its
-   group (:func:`~promptloop_agents.learners.objectives.group_advantages`), shared by every generated token of every
-   action of the episode. Groups with equal rewards can be left out (``filter_zero_std_groups``).
-3. The actions are shuffled once and split into ``steps_per_generation`` minibatches (one optimiser step
+   group (:func:`~promptloop_agents.learners.objectives.group_advantages`; ``scale_rewards="batch"`` takes the std
+   of the batch gathered from every rank), shared by every generated token of every action of the episode.
+   Groups with equal rewards can be left out (``filter_zero_std_groups``), and answers cut at ``max_new_tokens``
+   too (``mask_truncated_completions``): their tokens are masked, so every rank keeps the same shapes.
+3. The actions are shuffled once and split into ``num_minibatches`` minibatches (one optimiser step
    each, gradients accumulated over micro-batches of ``micro_batch_size``), for ``num_iterations`` epochs.
    Loss: the clipped surrogate plus ``beta`` times the k3 KL to the frozen reference (adapters disabled, or a
-   frozen copy under full fine-tuning), normalised as ``loss_type`` says.
+   frozen copy under full fine-tuning), normalised as ``loss_type`` says over the step's actions or tokens on
+   every rank (so N ranks with 1/N of the groups each make the update one rank with all of them would).
 
 The old log-probabilities are recomputed by the same function on the same micro-batch inputs before the
 first step, so the first step's ratio is exactly 1 (logged as ``ratio_max_dev``); later steps clip.
 
 Multi-process: run under ``accelerate launch`` (DDP, FSDP or DeepSpeed through ``recipes/accelerate/``). Each
-process runs its own envs and groups; the engine averages the gradients.
+process runs its own envs and groups; the engine averages the gradients. Trainable weights are fp32 (master
+weights under full fine-tuning, adapters under LoRA); ``mixed_precision: bf16`` computes in bf16. Rollouts and
+the held-out evaluation generate inside :func:`~promptloop_agents.learners.distributed.unwrap_for_generation`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from promptloop_agents.learners.distributed import (
     unwrap_for_generation,
 )
 from promptloop_agents.learners.grpo_config import GRPOConfig
+from promptloop_agents.learners.held_out import HeldOutMonitor
 from promptloop_agents.learners.objectives import clipped_objective, group_advantages, reduce_loss, zero_std_groups
 from promptloop_agents.learners.tracking import RunLogger
 from promptloop_agents.policies.protocol import TrainablePolicy
@@ -86,6 +92,7 @@ class MicroBatch:
 
     batch: Any
     advantages: torch.Tensor
+    num_actions: int = 0  # rows that count in the normalisation (not filtered out)
     ref_logps: torch.Tensor | None = None
     old_logps: torch.Tensor | None = None
 
@@ -110,7 +117,9 @@ class GRPOTrainer:
             ``queries_per_iteration * group_size``.
         queries: training queries.
         accelerator: an ``accelerate.Accelerator``; by default one with ``config.report_to``'s trackers.
-        eval_envs: a vector env with a uniform schedule for the periodic held-out evaluation (``eval_every``).
+        eval_envs: a vector env with a uniform schedule for the periodic held-out evaluation (``eval_every``); the
+            monitor is then built from the config (its metric models loaded now, on the main process).
+        held_out: the held-out monitor itself, instead of ``eval_envs``.
         run_config: the whole run's config ``{section: {field: value}}``, stored in checkpoints and compared on
             resume; by default the GRPO section only.
     """
@@ -124,6 +133,7 @@ class GRPOTrainer:
         accelerator: Any | None = None,
         eval_envs: Any | None = None,
         run_config: dict[str, dict[str, Any]] | None = None,
+        held_out: HeldOutMonitor | None = None,
     ) -> None:
         episodes = config.queries_per_iteration * config.group_size
         if episodes % envs.num_envs:
@@ -142,7 +152,7 @@ class GRPOTrainer:
         policy.model.to(self.accelerator.device)
         self.params = [p for p in policy.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        total_steps = config.max_steps * config.num_iterations * config.steps_per_generation
+        total_steps = config.max_steps * config.num_iterations * config.num_minibatches
         from transformers import get_scheduler
 
         scheduler = get_scheduler(
@@ -155,21 +165,36 @@ class GRPOTrainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.metrics_file = self.run_dir / "metrics.jsonl"
         self.iteration = 0
-        self.log = RunLogger(self, eval_envs, run_config or {"grpo": asdict(config)})
+        if held_out is None and eval_envs is not None and config.eval_every:
+            held_out = HeldOutMonitor.from_config(config, eval_envs, build_metrics=self.is_main)
+        self.held_out = held_out
+        evaluate = self.evaluate_held_out if held_out is not None else None
+        self.log = RunLogger(self, evaluate, run_config or {"grpo": asdict(config)})
 
     def _setup_parameters(self, policy: Any) -> Any:
-        """Make the right parameters trainable; return the frozen reference (None: adapters off, or beta 0)."""
+        """Make the right parameters trainable, in fp32; return the frozen reference (None: adapters off, or beta 0).
+
+        Full fine-tuning keeps fp32 master weights (the whole policy goes to fp32, so no module mixes dtypes;
+        ``mixed_precision: bf16`` then computes in bf16), the reference stays in the loaded dtype. LoRA keeps
+        fp32 adapters on the base in its loaded dtype (peft casts inputs to the adapters' dtype).
+        """
         config = self.config
+        reference = None
         if config.finetuning == "lora":
             if not getattr(policy, "has_adapter", False):
                 policy.add_lora(r=config.lora_r, alpha=config.lora_alpha, seed=config.seed)
-            return None
-        for name, parameter in policy.model.named_parameters():
-            parameter.requires_grad_(not any(part in name for part in VISION_PARAMETER_NAMES))
-        if config.beta == 0:
-            return None
-        reference = copy.deepcopy(policy.model).eval().to(self.accelerator.device)
-        return reference.requires_grad_(False)
+        else:
+            for name, parameter in policy.model.named_parameters():
+                parameter.requires_grad_(not any(part in name for part in VISION_PARAMETER_NAMES))
+            if config.beta != 0:
+                reference = copy.deepcopy(policy.model).eval().to(self.accelerator.device).requires_grad_(False)
+            policy.model.float()
+        for parameter in policy.model.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.float()
+        if config.mask_truncated_completions and not getattr(policy, "eos_token_ids", None):
+            raise ValueError("mask_truncated_completions needs a policy with eos_token_ids.")
+        return reference
 
     @property
     def is_main(self) -> bool:
@@ -227,7 +252,7 @@ class GRPOTrainer:
 
             episodes = run_episodes(self.envs, act, queries, seeds, times=times)
         rewards = self._penalised_rewards(episodes, samples)
-        advantages = group_advantages(rewards, config.group_size, config.scale_rewards)
+        advantages = self.advantages(rewards)
         keep = ~zero_std_groups(rewards, config.group_size) if config.filter_zero_std_groups else None
         tick_update = time.perf_counter()
         stats = self.update(samples, advantages, keep, rng)
@@ -242,6 +267,29 @@ class GRPOTrainer:
         )
         self.log.iteration(metrics, episodes, samples)
         return metrics
+
+    def advantages(self, rewards: np.ndarray) -> np.ndarray:
+        """This rank's advantages, normalised over the rewards gathered from every rank (groups never span ranks,
+        so only ``scale_rewards="batch"`` differs from a per-rank computation)."""
+        device = self.accelerator.device
+        gathered = self.accelerator.gather(torch.as_tensor(rewards, dtype=torch.float64, device=device))
+        advantages = group_advantages(gathered.cpu().numpy(), self.config.group_size, self.config.scale_rewards)
+        start = self.accelerator.process_index * len(rewards)
+        return advantages[start : start + len(rewards)]
+
+    def evaluate_held_out(self) -> dict[str, float]:
+        """The held-out monitor's evaluation: episodes split across ranks, generated inside the gather context,
+        final images gathered and scored on the main process (``{}`` elsewhere)."""
+        from accelerate.utils import gather_object
+
+        monitor = self.held_out
+        indices = monitor.shard(self.accelerator.process_index, self.accelerator.num_processes)
+        torch.manual_seed(self.config.seed + 1 + self.accelerator.process_index)
+        self.model.eval()
+        with unwrap_for_generation(self.model, self.accelerator) as generator:
+            images = monitor.rollout(lambda obs: self.policy.sample(obs, model=generator).prompts, indices)
+        gathered = gather_object(list(zip(indices, images, strict=True)))
+        return monitor.score(dict(gathered)) if self.is_main else {}
 
     def _episode_rows(self, samples: list[Any], num_episodes: int) -> list[np.ndarray]:
         """For each policy call, the episode index of each of its rows (calls go chunk by chunk, K per chunk)."""
@@ -267,27 +315,33 @@ class GRPOTrainer:
         """The iteration's actions, shuffled once, as minibatches (optimiser steps) of micro-batches (forwards).
 
         Each micro-batch's inputs and reference / old log-probabilities are computed here, once, and reused by
-        every epoch, so the first step's ratio is exactly 1.
+        every epoch, so the first step's ratio is exactly 1. Filtered groups and (with
+        ``mask_truncated_completions``) truncated answers stay in the batch with their tokens masked, so that
+        every rank runs the same forwards (sharded engines gather layers in lockstep).
         """
         config = self.config
         actions = [
             (sample, row, int(episode))
             for sample, episodes in zip(samples, self._episode_rows(samples, len(advantages)), strict=True)
             for row, episode in enumerate(episodes)
-            if keep is None or keep[episode]
         ]
-        if config.steps_per_generation > 1:
+        if config.num_minibatches > 1:
             actions = [actions[i] for i in rng.permutation(len(actions))]
-        need_old = config.num_iterations > 1 or config.steps_per_generation > 1
+        need_old = config.num_iterations > 1 or config.num_minibatches > 1
         minibatches = []
-        for chunk in np.array_split(np.arange(len(actions)), config.steps_per_generation):
+        for chunk in np.array_split(np.arange(len(actions)), config.num_minibatches):
             size = config.micro_batch_size or max(len(chunk), 1)
             micro = []
             for start in range(0, len(chunk), size):
                 rows = [actions[i] for i in chunk[start : start + size]]
                 batch = self.policy.collate([(sample, row) for sample, row, _ in rows])
+                counted = torch.tensor([keep is None or bool(keep[e]) for _, _, e in rows])
+                weight = counted.clone()
+                if config.mask_truncated_completions:
+                    weight &= torch.tensor([not self._truncated(sample.completions[row]) for sample, row, _ in rows])
+                batch.completion_mask = batch.completion_mask * weight[:, None].to(batch.completion_mask)
                 adv = torch.tensor([advantages[e] for _, _, e in rows], dtype=torch.float32)
-                item = MicroBatch(batch, adv.to(self.accelerator.device))
+                item = MicroBatch(batch, adv.to(self.accelerator.device), num_actions=int(counted.sum()))
                 with torch.no_grad():
                     if config.beta > 0:
                         item.ref_logps = self._reference_logps(batch)
@@ -298,6 +352,10 @@ class GRPOTrainer:
                 minibatches.append(micro)
         return minibatches
 
+    def _truncated(self, completion: torch.Tensor) -> bool:
+        """Whether an answer was cut at ``max_new_tokens`` (it does not end with an end-of-answer token)."""
+        return not len(completion) or int(completion[-1]) not in self.policy.eos_token_ids
+
     def _reference_logps(self, batch: Any) -> torch.Tensor:
         if self.reference is not None:
             return self.policy.logps(self.reference, batch)
@@ -307,20 +365,36 @@ class GRPOTrainer:
     def update(
         self, samples: list[Any], advantages: np.ndarray, keep: np.ndarray | None, rng: np.random.Generator
     ) -> dict[str, float]:
-        """``num_iterations`` epochs of ``steps_per_generation`` clipped-ratio optimiser steps; returns diagnostics."""
+        """``num_iterations`` epochs of ``num_minibatches`` clipped-ratio optimiser steps; returns diagnostics.
+
+        Every optimiser step is normalised by its actions and active tokens counted on all ranks (one all-reduce
+        per update), and the diagnostics are reduced over ranks, so they describe the whole step.
+        """
         config = self.config
+        accelerator = self.accelerator
         minibatches = self._micro_batches(samples, advantages, keep, rng)
         max_new_tokens = int(getattr(self.policy, "max_new_tokens", 1))
-        sums = dict.fromkeys(("loss", "kl", "entropy", "clip_low", "clip_high", "grad_norm"), 0.0)
-        counts = {"tokens": 0.0, "first_tokens": 0.0, "steps": 0}
-        ratio_max_dev = 0.0
+        world = accelerator.num_processes
+        local_counts = torch.tensor(
+            [
+                [sum(m.num_actions for m in micro), sum(float(m.batch.completion_mask.sum()) for m in micro)]
+                for micro in minibatches
+            ],
+            dtype=torch.float64,
+            device=accelerator.device,
+        )
+        counts_per_step = (accelerator.reduce(local_counts, "sum") if world > 1 else local_counts).tolist()
+        names = ("loss", "kl", "entropy", "clip_low", "clip_high", "tokens", "first_tokens")
+        sums = dict.fromkeys(names, 0.0)
+        grad_norm, steps, ratio_max_dev = 0.0, 0, 0.0
         # DeepSpeed divides each backward by its gradient_accumulation_steps and steps at that boundary itself.
-        accumulation = self.accelerator.gradient_accumulation_steps if engine(self.accelerator) == "deepspeed" else 0
+        accumulation = accelerator.gradient_accumulation_steps if engine(accelerator) == "deepspeed" else 0
         self.model.train()
         for epoch in range(config.num_iterations):
             for step_index, micro in enumerate(minibatches):
-                num_actions = sum(len(m.advantages) for m in micro)
-                num_tokens = sum(float(m.batch.completion_mask.sum()) for m in micro)
+                num_actions, num_tokens = counts_per_step[step_index]
+                if num_actions == 0:  # every group of this step filtered out, on every rank: no step at all
+                    continue
                 if accumulation and len(micro) != accumulation:
                     raise ValueError(
                         f"DeepSpeed's gradient_accumulation_steps={accumulation} must equal the micro-batches per "
@@ -329,13 +403,14 @@ class GRPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for index, item in enumerate(micro):
                     last = index == len(micro) - 1
-                    sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+                    sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
                     with sync:
                         if epoch == 0:
                             logps, entropy = self.policy.logps(self.model, item.batch, with_entropy=True)
                         else:
                             logps = self.policy.logps(self.model, item.batch)
                         old = logps.detach() if item.old_logps is None else item.old_logps
+                        mask = item.batch.completion_mask
                         terms = clipped_objective(
                             logps,
                             old,
@@ -344,45 +419,52 @@ class GRPOTrainer:
                             config.epsilon_high,
                             item.ref_logps,
                             config.beta,
+                            mask=mask,
+                            importance_sampling_level=config.importance_sampling_level,
+                            delta=config.delta,
                         )
-                        mask = item.batch.completion_mask
                         loss = reduce_loss(
-                            terms.per_token, mask, config.loss_type, num_actions, num_tokens, max_new_tokens
+                            terms.per_token, mask, config.loss_type, num_actions, num_tokens, max_new_tokens, world
                         )
-                        self.accelerator.backward(loss * accumulation if accumulation else loss)
+                        accelerator.backward(loss * accumulation if accumulation else loss)
                     with torch.no_grad():
                         m = mask.bool()
-                        sums["loss"] += loss.item()
+                        sums["loss"] += loss.item() / world
                         sums["clip_low"] += float(terms.low_clipped[m].sum())
                         sums["clip_high"] += float(terms.high_clipped[m].sum())
-                        counts["tokens"] += float(m.sum())
-                        if epoch == 0 and step_index == 0:
+                        sums["tokens"] += float(m.sum())
+                        if epoch == 0 and step_index == 0 and m.any():
                             ratio_max_dev = max(ratio_max_dev, float(((terms.ratio - 1).abs() * mask).max()))
                         if epoch == 0:
                             sums["entropy"] += float(entropy[m].sum())
                             sums["kl"] += float(terms.kl[m].sum()) if terms.kl is not None else 0.0
-                            counts["first_tokens"] += float(m.sum())
+                            sums["first_tokens"] += float(m.sum())
                 # All parameters (frozen ones have no gradient): FSDP recognises its own model's list and clips
                 # the sharded norm; DeepSpeed clips by its config and returns None.
-                norm = self.accelerator.clip_grad_norm_(list(self.model.parameters()), config.max_grad_norm)
-                sums["grad_norm"] += float("nan") if norm is None else float(norm)
-                counts["steps"] += 1
+                norm = accelerator.clip_grad_norm_(list(self.model.parameters()), config.max_grad_norm)
+                grad_norm += float("nan") if norm is None else float(norm)
+                steps += 1
                 self.optimizer.step()
                 self.scheduler.step()
         self.model.eval()
-        tokens, first = max(counts["tokens"], 1.0), max(counts["first_tokens"], 1.0)
-        steps = max(counts["steps"], 1)
+        totals = torch.tensor([sums[n] for n in names], dtype=torch.float64, device=accelerator.device)
+        if world > 1:
+            totals = accelerator.reduce(totals, "sum")
+            deviation = torch.tensor([ratio_max_dev], dtype=torch.float64, device=accelerator.device)
+            ratio_max_dev = float(accelerator.reduce(deviation, "max"))
+        summed = dict(zip(names, totals.tolist(), strict=True))
+        tokens, first, steps = max(summed["tokens"], 1.0), max(summed["first_tokens"], 1.0), max(steps, 1)
         return {
-            "loss": sums["loss"] / steps,
-            "kl": sums["kl"] / first,
-            "entropy": sums["entropy"] / first,
-            "clip_ratio/low": sums["clip_low"] / tokens,
-            "clip_ratio/high": sums["clip_high"] / tokens,
-            "clip_fraction": (sums["clip_low"] + sums["clip_high"]) / tokens,
+            "loss": summed["loss"] / steps,
+            "kl": summed["kl"] / first,
+            "entropy": summed["entropy"] / first,
+            "clip_ratio/low": summed["clip_low"] / tokens,
+            "clip_ratio/high": summed["clip_high"] / tokens,
+            "clip_fraction": (summed["clip_low"] + summed["clip_high"]) / tokens,
             "ratio_max_dev": ratio_max_dev,
-            "grad_norm": sums["grad_norm"] / steps,
+            "grad_norm": grad_norm / steps,
             "learning_rate": float(self.scheduler.get_last_lr()[0]),
-            "optimizer_steps": float(counts["steps"]),
+            "optimizer_steps": float(steps),
             "filtered_actions_fraction": 0.0,
         }
 

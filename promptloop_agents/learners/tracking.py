@@ -5,15 +5,17 @@
 - Every ``log_samples_every`` iterations: ``samples/iteration-<n>.json`` (query, prompts, reward of a few
   episodes) and ``samples/iteration-<n>.png`` (their previews with the prompt written on each), also sent to
   the trackers (image, and a table where the tracker has one).
-- Every ``eval_every`` iterations: the policy on held-out queries (fixed seeds; uniform schedule, or the
-  training one when explicit), scored by ``eval_metrics``, logged as ``eval/<metric>``: a training reward
-  that climbs while these fall is reward hacking (over-optimisation).
+- Every ``eval_every`` iterations: the held-out evaluation it is given as a callback (the trainer's, over a
+  :class:`~promptloop_agents.learners.held_out.HeldOutMonitor`), logged as ``eval/<metric>``: a training reward
+  that climbs while these fall is reward hacking (over-optimisation). This module imports neither the
+  evaluation harness nor the CLI.
 - The run's config, stored in checkpoints and compared on resume.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +36,25 @@ def _scalars(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 class RunLogger:
-    """The trainer's logging side (see the module docstring); ``trainer`` is a :class:`GRPOTrainer`."""
+    """The trainer's logging side (see the module docstring).
 
-    def __init__(self, trainer: Any, eval_envs: Any | None, run_config: dict[str, dict[str, Any]]) -> None:
-        self.trainer, self.eval_envs, self.run_config = trainer, eval_envs, run_config
+    Args:
+        trainer: a :class:`~promptloop_agents.learners.grpo_trainer.GRPOTrainer` (config, accelerator, run folder).
+        evaluate: the held-out evaluation, called on every process every ``eval_every`` iterations; returns
+            ``{"eval/<metric>": value}`` on the main process (other processes may return ``{}``).
+        run_config: the run's config, stored in checkpoints and compared on resume.
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        evaluate: Callable[[], dict[str, float]] | None,
+        run_config: dict[str, dict[str, Any]],
+    ) -> None:
+        self.trainer, self.evaluate, self.run_config = trainer, evaluate, run_config
         self.config = trainer.config
-        self.metric_fns: dict[str, Any] | None = None
-        if self.config.eval_every and eval_envs is None:
-            raise ValueError("eval_every > 0 needs eval_envs (a vector env with a uniform schedule).")
+        if self.config.eval_every and evaluate is None:
+            raise ValueError("eval_every > 0 needs a held-out evaluation (eval_envs or held_out for the trainer).")
 
     @property
     def accelerator(self) -> Any:
@@ -136,20 +149,3 @@ class RunLogger:
                 columns = ["query", "reward", "prompts"]
                 data = [[r["query"], r["reward"], " | ".join(r["prompts"])] for r in rows]
                 tracker.log_table("samples/table", columns=columns, data=data, step=step)
-
-    def evaluate(self) -> dict[str, float]:
-        """The held-out monitor: the policy on ``eval_queries`` held-out queries, scored by ``eval_metrics``."""
-        from promptloop_agents.evaluation.harness import evaluate
-        from promptloop_agents.rollout import load_queries
-        from promptloop_env.rewards import make_reward
-
-        config = self.config
-        every = load_queries(config.eval_prompts)  # evenly spaced: prompt sets are often ordered by category
-        queries = [every[i] for i in np.linspace(0, len(every) - 1, min(config.eval_queries, len(every))).astype(int)]
-        seeds = np.random.default_rng(config.seed + 1).integers(0, 2**31 - 1, size=len(queries))
-        if self.metric_fns is None:
-            self.metric_fns = {name: make_reward(name) for name in config.eval_metrics.split(",") if name}
-        policy = self.trainer.policy
-        results = evaluate({"policy": policy}, self.eval_envs, queries, seeds, self.metric_fns, progress=False)
-        self.trainer.model.eval()
-        return {f"eval/{name}": float(np.mean(values)) for name, values in results["policy"].scores.items()}

@@ -21,6 +21,7 @@ def _config(tmp_path, **kw):
         progress=False,
         lora_r=4,
         lora_alpha=8,
+        beta=0.04,  # a reference and its KL in every test (TRL's default, and ours, is 0)
     )
     return GRPOConfig(**{**base, **kw})
 
@@ -101,7 +102,7 @@ def test_an_update_raises_positive_and_lowers_negative_advantage_completions(
 
 
 def test_clipping_engages_with_more_than_one_epoch(policy, envs, queries, tmp_path):
-    config = _config(tmp_path, beta=0.0, learning_rate=5e-2, num_iterations=4, steps_per_generation=2)
+    config = _config(tmp_path, beta=0.0, learning_rate=5e-2, num_iterations=4, num_minibatches=2)
     trainer = GRPOTrainer(policy, config, envs, queries)
     torch.manual_seed(0)
     sample = _one_decision(trainer, envs, queries)

@@ -74,10 +74,10 @@ def test_resuming_with_a_changed_config_is_refused(policy, envs, queries, tmp_pa
     base = dict(output_dir=str(tmp_path / "run"), max_steps=1, queries_per_iteration=2, group_size=2, progress=False)
     base.update(lora_r=4, lora_alpha=8)
     GRPOTrainer(policy, GRPOConfig(**base), envs, queries).train()
-    changed = GRPOConfig(**{**base, "max_steps": 2, "beta": 0.0})
-    with pytest.raises(ValueError, match=r"grpo\.beta: 0\.04 -> 0\.0"):
+    changed = GRPOConfig(**{**base, "max_steps": 2, "beta": 0.04})
+    with pytest.raises(ValueError, match=r"grpo\.beta: 0\.0 -> 0\.04"):
         GRPOTrainer(policy, changed, envs, queries).train()
-    allowed = GRPOConfig(**{**base, "max_steps": 2, "beta": 0.0, "allow_config_change": True})
+    allowed = GRPOConfig(**{**base, "max_steps": 2, "beta": 0.04, "allow_config_change": True})
     assert [m["iteration"] for m in GRPOTrainer(policy, allowed, envs, queries).train()] == [2]
 
 
