@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for sub in (train, evaluate):
         sub.add_argument("--config", default=None, help="A recipe or saved config.yaml; flags override it.")
+    train.add_argument(
+        "--learner", default="grpo", help="The learner, by name (promptloop_agents.cli.train.LEARNERS)."
+    )
     commands.add_parser(
         "demo",
         dataclass_types=[DemoConfig],
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "train":
         env, policy, grpo = (config_from_args(config_sections()[s], args) for s in COMMAND_SECTIONS["train"])
-        train(env, policy, grpo)
+        train(env, policy, grpo, learner=args.learner)
     elif args.command == "eval":
         env, policy, evaluation = (config_from_args(config_sections()[s], args) for s in COMMAND_SECTIONS["eval"])
         evaluate_from_configs(env, policy, evaluation)

@@ -1,27 +1,52 @@
-"""``promptloop train``: warm start (toy policy), then the learner chosen by name; saves the policy."""
+"""``promptloop train``: checks, warm start (toy policy), then the learner chosen by name; saves the policy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from promptloop_agents.configs import CONFIG_FILE, EnvConfig, config_dict, save_config
+from promptloop_agents.configs import CONFIG_FILE, EnvConfig, config_dict, parse_dtype, save_config
 from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.warm_start import prepare_policy
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.policy_config import PolicyConfig
 from promptloop_agents.rollout import load_queries, make_vector_env
 
+LEARNERS: dict[str, str] = {
+    "grpo": "promptloop_agents.learners.grpo_trainer:GRPOTrainer",
+}
+"""Learners by name (``promptloop train --learner NAME``): ``module:Class`` of a trainer built as
+``Trainer(policy, config, envs, queries, accelerator=..., held_out=..., run_config=...)`` with a ``train()``
+method; a new learner is its module and one line here."""
 
-def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: Any = None) -> MLLMAgent:
-    """``promptloop train``: warm start (toy policy) then GRPO; saves the policy in ``output_dir/policy``.
 
-    The resolved config goes to ``output_dir/config.yaml`` (``--config`` reads it back). The backbone and the
-    rewards run on this process's device unless ``env`` places them elsewhere.
+UNUSED_EVAL_ENV_REWARD = "jpeg-compressibility"
+
+
+def trainer_class(name: str) -> type:
+    """The trainer class registered as ``name`` in :data:`LEARNERS`."""
+    from promptloop_env.registry import lookup, resolve
+
+    return resolve(lookup(LEARNERS, name, "learner"))
+
+
+def train(
+    env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: Any = None, learner: str = "grpo"
+) -> MLLMAgent:
+    """``promptloop train``: checks, warm start (toy policy), then the learner; saves ``output_dir/policy``.
+
+    Before any model is loaded, :func:`~promptloop_agents.learners.preflight.preflight` refuses a toy prompt set
+    on a real backbone and names every missing weight at once. The held-out monitor's metric models are built
+    here, at start-up, on the main process. The resolved config goes to ``output_dir/config.yaml``
+    (``--config`` reads it back). The backbone and the rewards run on this process's device unless ``env``
+    places them elsewhere.
     """
     from promptloop_agents.learners.distributed import is_sharded, make_accelerator
-    from promptloop_agents.learners.grpo_trainer import GRPOTrainer
+    from promptloop_agents.learners.held_out import HeldOutMonitor
+    from promptloop_agents.learners.preflight import preflight
 
+    trainer_type = trainer_class(learner)
+    preflight(env, policy, grpo)
     run_dir = Path(grpo.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = accelerator or make_accelerator(grpo.report_to, str(run_dir))
@@ -29,17 +54,23 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
     if accelerator.is_main_process:
         save_config(run_dir / CONFIG_FILE, env=env, policy=policy, grpo=grpo)
     device = accelerator.device
+    held_out, eval_envs = None, None
+    if grpo.eval_every:
+        schedule = "uniform" if grpo.refine_schedule == "random" else grpo.refine_schedule  # explicit: kept
+        # The monitor scores final images with its own metrics; the eval env's reward is never read, so a
+        # weight-free one spares every rank a second copy of the training reward model.
+        eval_kwargs = {**env.env_kwargs(schedule, device), "reward": UNUSED_EVAL_ENV_REWARD}
+        eval_envs = make_vector_env(grpo.eval_queries, **eval_kwargs)
+        dtype = parse_dtype(env.reward_dtype or env.backbone_dtype)
+        where = env.reward_device or env.backbone_device or device
+        held_out = HeldOutMonitor.from_config(grpo, eval_envs, accelerator.is_main_process, where, dtype)
     envs = make_vector_env(
         grpo.queries_per_iteration * grpo.group_size, **env.env_kwargs(grpo.refine_schedule, device)
     )
-    eval_envs = None
-    if grpo.eval_every:
-        schedule = "uniform" if grpo.refine_schedule == "random" else grpo.refine_schedule  # explicit: kept
-        eval_envs = make_vector_env(grpo.eval_queries, **env.env_kwargs(schedule, device))
     queries = load_queries(grpo.train_prompts)
     agent = prepare_policy(policy, envs, queries, run_dir, grpo.seed, grpo.progress, accelerator)
-    trainer = GRPOTrainer(
-        agent, grpo, envs, queries, accelerator=accelerator, eval_envs=eval_envs, run_config=run_config
+    trainer = trainer_type(
+        agent, grpo, envs, queries, accelerator=accelerator, held_out=held_out, run_config=run_config
     )
     trainer.train()
     # Under FSDP / ZeRO-3 every rank takes part in gathering the full weights; the main process writes them.

@@ -88,3 +88,89 @@ def test_no_silent_fallback_to_single_envs():
             make_vector_env(2, env_id="PromptLoopNoVector-v0")
     finally:
         del gym.registry["PromptLoopNoVector-v0"]
+
+
+GPU_RECIPES = ["paper-sd15-imagereward", "sdxl-imagereward", "flux-schnell-pickscore"]
+
+
+def _recipe_configs(name, *flags):
+    args = parse_args(["train", "--config", str(RECIPES / f"{name}.yaml"), *flags])
+    return [config_from_args(config_sections()[s], args) for s in ("env", "policy", "grpo")]
+
+
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_gpu_recipes_name_real_prompt_sets_and_their_launch(name):
+    from promptloop_agents.learners.preflight import REAL_PROMPT_SETS, check_prompt_sets
+    from promptloop_env.prompts import PROMPT_SETS
+
+    env, _, grpo = _recipe_configs(name)
+    assert grpo.train_prompts in REAL_PROMPT_SETS and grpo.eval_prompts in REAL_PROMPT_SETS
+    assert grpo.beta == 0.04  # the recipes' KL coefficient (GRPOConfig's default is TRL's 0.0)
+    check_prompt_sets(env, grpo)
+    text = (RECIPES / f"{name}.yaml").read_text()
+    assert "accelerate launch" in text and all(f"{n} GPU" in text for n in (1, 4, 8))
+    # The real sets ship with the "Real prompts and GenEval" work; until then they are names only.
+    for prompt_set in (grpo.train_prompts, grpo.eval_prompts):
+        if prompt_set in PROMPT_SETS:
+            from promptloop_agents.rollout import load_queries
+
+            assert len(load_queries(prompt_set)) >= grpo.eval_queries
+
+
+def test_a_toy_prompt_set_on_a_real_backbone_is_refused():
+    from promptloop_agents.learners.preflight import check_prompt_sets
+
+    env, _, grpo = _recipe_configs("paper-sd15-imagereward", "--train-prompts", "toy-user-train")
+    with pytest.raises(ValueError, match="toy world's prompt set.*pickapic-train, pickapic-test, geneval"):
+        check_prompt_sets(env, grpo)
+    env, _, grpo = _recipe_configs("paper-sd15-imagereward", "--eval-prompts", "toy-compose-test")
+    with pytest.raises(ValueError, match="eval_prompts='toy-compose-test'"):
+        check_prompt_sets(env, grpo)
+    check_prompt_sets(EnvConfig(backbone="toy-compose"), GRPOConfig(train_prompts="toy-compose-train"))
+
+
+def test_every_missing_weight_is_named_at_start_up_in_one_error(tmp_path, monkeypatch):
+    """Offline with an empty hub cache, the paper recipe names its backbone, policy, reward and eval metrics."""
+    import time
+
+    from promptloop_agents.learners.preflight import check_weights
+    from promptloop_env.rewards import MissingWeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env, policy, grpo = _recipe_configs("paper-sd15-imagereward")
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError) as caught:
+        check_weights(env, policy, grpo, cache_dir=tmp_path)
+    assert time.perf_counter() - start < 30  # seconds, not the minutes of a first iteration (generous: shared CPU)
+    message = str(caught.value)
+    for needed in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "Qwen/Qwen2.5-VL-3B-Instruct", "THUDM/ImageReward"):
+        assert f"hf download {needed}" in message
+    assert "eval metric clip-score" in message and "eval metric aesthetic" in message and str(tmp_path) in message
+    (tmp_path / "models--Qwen--Qwen2.5-VL-3B-Instruct" / "snapshots" / "abc").mkdir(parents=True)
+    with pytest.raises(MissingWeightsError) as again:
+        check_weights(env, policy, grpo, cache_dir=tmp_path)
+    assert "Qwen/Qwen2.5-VL-3B-Instruct" not in str(again.value)  # found in the cache
+
+
+def test_a_missing_eval_metric_fails_before_the_first_iteration(tmp_path, monkeypatch):
+    from promptloop_agents.cli import train as train_module
+    from promptloop_env.rewards import MissingWeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    built = []
+    monkeypatch.setattr(train_module, "make_vector_env", lambda *a, **k: built.append(a))
+    env = EnvConfig(backbone="tiny", reward="jpeg-incompressibility")
+    grpo = GRPOConfig(output_dir=str(tmp_path / "run"), eval_every=1, eval_metrics="jpeg-compressibility,pickscore")
+    with pytest.raises(MissingWeightsError, match="eval metric pickscore"):
+        train_module.train(env, PolicyConfig(), grpo)
+    assert not built  # no env, no model: nothing was computed
+
+
+def test_learners_are_chosen_by_name():
+    from promptloop_agents.cli.train import LEARNERS, trainer_class
+
+    assert trainer_class("grpo") is GRPOTrainer and set(LEARNERS) == {"grpo"}
+    with pytest.raises(ValueError, match="grpo"):
+        trainer_class("ppo")
+    assert parse_args(["train", "--learner", "grpo"]).learner == "grpo"
