@@ -166,3 +166,42 @@ def test_query_cycle_replays_the_same_groups(policy, envs, queries, tmp_path, mo
         _, _, chosen, seeds = grpo.iteration_draws(config, i, len(queries))
         assert played_queries == [queries[j] for j in chosen] and played_seeds == seeds.tolist()
         assert len(set(seeds.tolist())) == config.queries_per_iteration  # same_noise: one seed per group
+
+
+def test_sequence_level_ratio_and_two_sided_clipping():
+    from promptloop_agents.learners.objectives import clipped_objective
+
+    logps = torch.tensor([[0.0, -1.0, 0.0]])
+    old = torch.tensor([[-0.5, -0.5, 0.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    token = clipped_objective(logps, old, torch.tensor([1.0]), 0.2, mask=mask)
+    sequence = clipped_objective(logps, old, torch.tensor([1.0]), 0.2, mask=mask, importance_sampling_level="sequence")
+    assert not torch.allclose(token.ratio[0, :2], token.ratio[0, :1].expand(2))
+    assert torch.allclose(sequence.ratio, torch.ones(1, 3))  # mean log-ratio over the two tokens is 0
+    big = clipped_objective(torch.tensor([[2.0]]), torch.zeros(1, 1), torch.tensor([-1.0]), 0.2, delta=1.5)
+    assert big.per_token.item() == pytest.approx(1.5)  # the unclipped ratio e^2 capped at delta
+    with pytest.raises(ValueError, match="delta"):
+        GRPOConfig(delta=1.1)
+    with pytest.raises(ValueError, match="importance_sampling_level"):
+        GRPOConfig(importance_sampling_level="episode")
+
+
+def test_truncated_answers_are_masked_and_weights_stay_fp32(policy, envs, queries, tmp_path):
+    policy.model.to(torch.bfloat16)
+    config = _config(tmp_path, mask_truncated_completions=True, micro_batch_size=4)
+    trainer = GRPOTrainer(policy, config, envs, queries)
+    assert all(p.dtype == torch.float32 for p in trainer.params)  # fp32 adapters on the bf16 base
+    assert any(p.dtype == torch.bfloat16 for p in trainer.policy.model.parameters())
+    torch.manual_seed(0)
+    sample = _one_decision(trainer, envs, queries)
+    truncated = [trainer._truncated(c) for c in sample.completions]
+    (micro,) = trainer._micro_batches([sample], np.zeros(4), None, np.random.default_rng(0))
+    rows_masked = micro[0].batch.completion_mask.sum(-1) == 0
+    assert rows_masked.tolist() == truncated and micro[0].num_actions == 4
+
+
+def test_full_finetuning_keeps_fp32_master_weights(policy, envs, queries, tmp_path):
+    policy.model.to(torch.bfloat16)
+    trainer = GRPOTrainer(policy, _config(tmp_path, finetuning="full"), envs, queries)
+    assert all(p.dtype == torch.float32 for p in trainer.policy.model.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in trainer.reference.parameters())  # the reference as loaded

@@ -42,3 +42,26 @@ def test_trackers_are_named_or_refused():
     assert resolve_trackers("") == []
     with pytest.raises(ValueError, match="Unknown tracker"):
         resolve_trackers("tensorbored")
+
+
+def test_tracking_imports_neither_the_harness_nor_the_cli():
+    """The held-out evaluation reaches tracking as a callback (no import cycle through the CLI)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, promptloop_agents.learners.tracking, promptloop_agents.learners.grpo_trainer\n"
+        "bad = [m for m in sys.modules if m.startswith(('promptloop_agents.cli', 'promptloop_agents.evaluation'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_held_out_episodes_are_split_evenly_across_ranks():
+    from promptloop_agents.learners.held_out import HeldOutMonitor
+
+    monitor = HeldOutMonitor(None, list("abcde"), range(5), None)
+    shards = [monitor.shard(rank, 2) for rank in (0, 1)]
+    assert shards == [[0, 2, 4], [1, 3, 3]] and set(shards[0] + shards[1]) == set(range(5))
+    with pytest.raises(RuntimeError, match="main process"):
+        monitor.score({0: None})
