@@ -158,7 +158,7 @@ def fill_random(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> No
         if parameter.ndim == 1:
             parameter.fill_(1.0 if name.endswith("weight") else 0.0)
             continue
-        flat, source = parameter.view(-1), noise.to(parameter.dtype)
+        flat, source = parameter.view(-1), noise.to(parameter.device, parameter.dtype)
         for start in range(0, flat.numel(), source.numel()):
             chunk = flat[start : start + source.numel()]
             chunk.copy_(source[: chunk.numel()])
@@ -385,6 +385,7 @@ def run(args: Args) -> dict[str, Any]:
         queries_per_iteration=args.queries,
         group_size=args.group_size,
         learning_rate=1e-5,
+        beta=0.04,  # the paper recipe's (GRPOConfig's default is TRL's 0.0): the reference phase is measured
         micro_batch_size=args.micro_batch_size,
         gradient_checkpointing=True,
         progress=False,

@@ -174,3 +174,26 @@ def test_learners_are_chosen_by_name():
     with pytest.raises(ValueError, match="grpo"):
         trainer_class("ppo")
     assert parse_args(["train", "--learner", "grpo"]).learner == "grpo"
+
+
+def test_gpu_check_refuses_without_cuda_and_counts_the_recipe(monkeypatch):
+    """benchmarks/gpu_check.py is run on a GPU only; here: its refusal and its arithmetic (never its models)."""
+    import importlib.util
+    import sys
+
+    path = RECIPES.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # dataclasses look their module up there
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        gpu_check.main([])
+    sizes = {"policy": 3_754_622_976, "trainable": 29_933_568, "backbone": 1_066_235_307, "reward": 450_000_000}
+    args = gpu_check.CheckArgs()
+    lora = gpu_check.counted_gib(args, sizes, "lora", checkpointing=True)
+    full = gpu_check.counted_gib(args, sizes, "full", checkpointing=False)
+    assert set(lora) == {"denoise", "preview", "reward", "generate", "reference", "update"}
+    assert 8 < lora["denoise"] < 15 < full["denoise"] and full["update"] > lora["update"]
+    assert max(lora.values()) < 40  # the recipe's "40 GB or more per GPU" for LoRA
+    assert gpu_check.gpu_slug("NVIDIA H100 80GB HBM3") == "h100_80gb_hbm3"
