@@ -50,6 +50,11 @@ class GRPOConfig:
         "KL coefficient to the frozen reference; 0 (TRL's default) turns it off and needs no reference. The GPU "
         "recipes set 0.04 (DeepSeekMath's value, TRL's former default).",
     )
+    use_bias_correction_kl: bool = config_field(
+        False,
+        "Weight the KL term by the importance ratio, as TRL does by default (True there); False keeps the plain k3"
+        " term of the DeepSeekMath objective, as this project's runs were trained.",
+    )
     epsilon: float = config_field(0.2, "Lower clip range of the importance ratio (1 - epsilon).")
     epsilon_high: float | None = config_field(
         None, "Upper clip range (1 + epsilon_high); default: epsilon. DAPO: 0.28."

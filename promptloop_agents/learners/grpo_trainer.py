@@ -422,6 +422,7 @@ class GRPOTrainer:
                             mask=mask,
                             importance_sampling_level=config.importance_sampling_level,
                             delta=config.delta,
+                            use_bias_correction_kl=config.use_bias_correction_kl,
                         )
                         loss = reduce_loss(
                             terms.per_token, mask, config.loss_type, num_actions, num_tokens, max_new_tokens, world

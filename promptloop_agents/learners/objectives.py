@@ -78,6 +78,7 @@ def clipped_objective(
     mask: torch.Tensor | None = None,
     importance_sampling_level: str = "token",
     delta: float | None = None,
+    use_bias_correction_kl: bool = False,
 ) -> LossTerms:
     """PPO/GRPO clipped surrogate per token, ``-min(r A, clip(r, 1 - eps, 1 + eps_high) A)``, plus ``beta`` k3 KL.
 
@@ -90,6 +91,8 @@ def clipped_objective(
         importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one ratio per action,
             the exponentiated mean of its tokens' log-ratios), as TRL's option of that name.
         delta: when set, the unclipped ratio is also capped at ``delta`` (TRL's two-sided clipping).
+        use_bias_correction_kl: multiply the KL term by the importance ratio (TRL's option of that name), which
+            corrects the estimate for samples drawn from the old policy; it also changes the KL's gradient.
     """
     high = epsilon if epsilon_high is None else epsilon_high
     log_ratio = logps - old_logps
@@ -112,7 +115,7 @@ def clipped_objective(
     if ref_logps is not None and beta > 0:
         diff = ref_logps - logps
         kl = torch.exp(diff) - diff - 1
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * (kl * ratio if use_bias_correction_kl else kl)
     low_clipped = ((ratio < 1 - epsilon) & (adv < 0)).expand_as(logps)
     high_clipped = ((ratio > 1 + high) & (adv > 0)).expand_as(logps)
     return LossTerms(per_token, ratio.expand_as(logps), low_clipped, high_clipped, kl)

@@ -37,6 +37,7 @@ COMBOS = [
 ]
 COMBOS.append(
     {"loss_type": "dapo", "scale_rewards": "batch", "importance_sampling_level": "sequence", "delta": 2.0}
+    | {"use_bias_correction_kl": True}
     | {"mask_truncated_completions": True, "filter_zero_std_groups": True}
 )
 
