@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,19 @@ from promptloop_agents.learners.warm_start import prepare_policy
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.policy_config import PolicyConfig
 from promptloop_agents.rollout import load_queries, make_vector_env
+from promptloop_env.registry import Registry
 
-LEARNERS: dict[str, str] = {
-    "grpo": "promptloop_agents.learners.grpo_trainer:GRPOTrainer",
-}
-"""Learners by name (``promptloop train --learner NAME``): ``module:Class`` of a trainer built as
+LEARNERS: Registry[Callable[[], type]] = Registry("learner")
+"""Learners by name (``promptloop train --learner NAME``): each entry returns a trainer class built as
 ``Trainer(policy, config, envs, queries, accelerator=..., held_out=..., run_config=...)`` with a ``train()``
-method; a new learner is its module and one line here."""
+method (imported only when chosen); a new learner is its module and one ``register`` line."""
+
+
+@LEARNERS.register("grpo")
+def _grpo() -> type:
+    from promptloop_agents.learners.grpo_trainer import GRPOTrainer
+
+    return GRPOTrainer
 
 
 UNUSED_EVAL_ENV_REWARD = "jpeg-compressibility"
@@ -25,9 +32,7 @@ UNUSED_EVAL_ENV_REWARD = "jpeg-compressibility"
 
 def trainer_class(name: str) -> type:
     """The trainer class registered as ``name`` in :data:`LEARNERS`."""
-    from promptloop_env.registry import lookup, resolve
-
-    return resolve(lookup(LEARNERS, name, "learner"))
+    return LEARNERS[name]()
 
 
 def train(

@@ -102,13 +102,12 @@ def _policy_sources(path: str) -> list[ModelSource]:
 
 def reward_sources(name: str) -> list[str]:
     """The hub ids and paths a registered reward reads (none for weight-free rewards); nothing is loaded."""
-    from promptloop_env.registry import resolve
     from promptloop_env.rewards import REWARDS
     from promptloop_env.rewards.model_base import ModelReward
 
     if name not in REWARDS:
         return []  # unknown names are the env's to refuse, with the list of valid ones
-    factory = resolve(REWARDS[name])
+    factory = REWARDS[name]
     if not (isinstance(factory, type) and issubclass(factory, ModelReward)):
         return []
     return [value for value in factory(device="cpu").sources().values() if value]
