@@ -1,4 +1,5 @@
-"""Atomic safetensors checkpoints of a GRPO run: LoRA adapters, optimiser state and the iteration.
+"""Atomic safetensors checkpoints of a GRPO run: LoRA adapters, optimiser state and the iteration; and
+:class:`RunCheckpoints`, the trainer's save / resume (sharded engines through ``accelerator.save_state``).
 
 One checkpoint is one file, ``checkpoint-<iteration>.safetensors``. It is written to a temporary name in
 the same folder, flushed to disk and then renamed with ``os.replace``, which is atomic: a run killed at any
@@ -12,6 +13,7 @@ iteration counter continues the run exactly.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +23,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from promptloop_agents.learners.distributed import is_sharded, trainable_state_dict
+
+logger = logging.getLogger("promptloop_agents.learners.grpo_trainer")  # the name resume messages always had
 FORMAT = "promptloop-grpo/1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.safetensors$")
 
@@ -110,3 +115,65 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         "optimizer": {"state": state, "param_groups": json.loads(header["param_groups"])},
         "extra": json.loads(header["extra"]),
     }
+
+
+class RunCheckpoints:
+    """Saving and resuming a trainer's run (the checkpoints of :class:`~.grpo_trainer.GRPOTrainer`).
+
+    Expects the trainer's ``config``, ``accelerator``, ``model``, ``optimizer``, ``scheduler``, ``iteration``,
+    ``checkpoint_dir``, ``metrics_file``, ``is_main`` and ``log`` (its :class:`~.tracking.RunLogger`).
+    """
+
+    def save(self) -> None:
+        """Checkpoint (trainable weights, optimiser, scheduler, iteration, config) atomically.
+
+        DDP: one safetensors file written by the main process. FSDP / DeepSpeed: ``accelerator.save_state``
+        (each rank writes its shards) into ``checkpoints/state-<iteration>/`` plus the same metadata file.
+        """
+        self.accelerator.wait_for_everyone()
+        extra = {"config": self.log.saved_config(), "scheduler": self.scheduler.state_dict()}
+        if is_sharded(self.accelerator):
+            self.accelerator.save_state(str(self.checkpoint_dir / f"state-{self.iteration:06d}"))
+            weights: dict[str, torch.Tensor] = {}
+            extra["sharded_state"] = f"state-{self.iteration:06d}"
+        else:
+            weights = trainable_state_dict(self.model, self.accelerator)
+        if self.is_main:
+            optimizer = None if is_sharded(self.accelerator) else self.optimizer
+            save_checkpoint(
+                self.checkpoint_dir, self.iteration, weights, optimizer, extra, keep=self.config.keep_checkpoints
+            )
+        self.accelerator.wait_for_everyone()
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the run folder, if any, and drop later lines of the metrics log.
+
+        Raises:
+            ValueError: the checkpoint's config differs from this run's (beyond bookkeeping fields) and
+                ``allow_config_change`` is not set.
+        """
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path)
+        self.log.check_config(state["extra"].get("config", {}), path)
+        if "sharded_state" in state["extra"]:
+            self.accelerator.load_state(str(self.checkpoint_dir / state["extra"]["sharded_state"]))
+        else:
+            device = self.accelerator.device
+            weights = {k: v.to(device) for k, v in state["adapter"].items()}
+            missing = self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"{path} holds weights this policy lacks: {missing.unexpected_keys[:3]} ...")
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state["extra"]:
+            self.scheduler.load_state_dict(state["extra"]["scheduler"])
+        self.iteration = state["iteration"]
+        if self.is_main:
+            logger.info("Resumed from %s (iteration %d).", path, self.iteration)
+        if self.is_main and self.metrics_file.exists():
+            lines = self.metrics_file.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]
+            self.metrics_file.write_text("".join(line + "\n" for line in kept))
+        self.accelerator.wait_for_everyone()
+        return True

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,14 +41,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptloop_agents.learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from promptloop_agents.learners.distributed import (
-    engine,
-    is_sharded,
-    make_accelerator,
-    trainable_state_dict,
-    unwrap_for_generation,
-)
+from promptloop_agents.learners.checkpoint import RunCheckpoints
+from promptloop_agents.learners.distributed import engine, make_accelerator, unwrap_for_generation
 from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.held_out import HeldOutMonitor
 from promptloop_agents.learners.objectives import clipped_objective, group_advantages, reduce_loss, zero_std_groups
@@ -58,7 +50,6 @@ from promptloop_agents.learners.tracking import RunLogger
 from promptloop_agents.policies.protocol import TrainablePolicy
 from promptloop_agents.rollout import Episode, RolloutTimes, run_episodes
 
-logger = logging.getLogger(__name__)
 # Parameters of vision towers stay frozen under full fine-tuning, as under LoRA.
 VISION_PARAMETER_NAMES = ("visual.", "vision_tower", "vision_model")
 
@@ -106,7 +97,7 @@ def enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-class GRPOTrainer:
+class GRPOTrainer(RunCheckpoints):
     """Trains a :class:`~promptloop_agents.policies.protocol.TrainablePolicy` with GRPO on a PromptLoop vector env.
 
     Args:
@@ -494,59 +485,3 @@ class GRPOTrainer:
             metrics[f"reward/{name}"] = float(np.mean([e.reward_components[name] for e in episodes]))
         stats["filtered_actions_fraction"] = float(zero.mean()) if self.config.filter_zero_std_groups else 0.0
         return {**metrics, **stats}
-
-    # -- checkpoints ---------------------------------------------------------------------------------------
-
-    def save(self) -> None:
-        """Checkpoint (trainable weights, optimiser, scheduler, iteration, config) atomically.
-
-        DDP: one safetensors file written by the main process. FSDP / DeepSpeed: ``accelerator.save_state``
-        (each rank writes its shards) into ``checkpoints/state-<iteration>/`` plus the same metadata file.
-        """
-        self.accelerator.wait_for_everyone()
-        extra = {"config": self.log.saved_config(), "scheduler": self.scheduler.state_dict()}
-        if is_sharded(self.accelerator):
-            self.accelerator.save_state(str(self.checkpoint_dir / f"state-{self.iteration:06d}"))
-            weights: dict[str, torch.Tensor] = {}
-            extra["sharded_state"] = f"state-{self.iteration:06d}"
-        else:
-            weights = trainable_state_dict(self.model, self.accelerator)
-        if self.is_main:
-            optimizer = None if is_sharded(self.accelerator) else self.optimizer
-            save_checkpoint(
-                self.checkpoint_dir, self.iteration, weights, optimizer, extra, keep=self.config.keep_checkpoints
-            )
-        self.accelerator.wait_for_everyone()
-
-    def resume(self) -> bool:
-        """Load the newest checkpoint of the run folder, if any, and drop later lines of the metrics log.
-
-        Raises:
-            ValueError: the checkpoint's config differs from this run's (beyond bookkeeping fields) and
-                ``allow_config_change`` is not set.
-        """
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            return False
-        state = load_checkpoint(path)
-        self.log.check_config(state["extra"].get("config", {}), path)
-        if "sharded_state" in state["extra"]:
-            self.accelerator.load_state(str(self.checkpoint_dir / state["extra"]["sharded_state"]))
-        else:
-            device = self.accelerator.device
-            weights = {k: v.to(device) for k, v in state["adapter"].items()}
-            missing = self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
-            if missing.unexpected_keys:
-                raise ValueError(f"{path} holds weights this policy lacks: {missing.unexpected_keys[:3]} ...")
-            self.optimizer.load_state_dict(state["optimizer"])
-        if "scheduler" in state["extra"]:
-            self.scheduler.load_state_dict(state["extra"]["scheduler"])
-        self.iteration = state["iteration"]
-        if self.is_main:
-            logger.info("Resumed from %s (iteration %d).", path, self.iteration)
-        if self.is_main and self.metrics_file.exists():
-            lines = self.metrics_file.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]
-            self.metrics_file.write_text("".join(line + "\n" for line in kept))
-        self.accelerator.wait_for_everyone()
-        return True
