@@ -65,7 +65,8 @@ def train(
         # The monitor scores final images with its own metrics; the eval env's reward is never read, so a
         # weight-free one spares every rank a second copy of the training reward model.
         eval_kwargs = {**env.env_kwargs(schedule, device), "reward": UNUSED_EVAL_ENV_REWARD}
-        eval_envs = make_vector_env(grpo.eval_queries, **eval_kwargs)
+        per_rank = -(-grpo.eval_queries // accelerator.num_processes)  # the episodes are split across ranks
+        eval_envs = make_vector_env(per_rank, **eval_kwargs)
         dtype = parse_dtype(env.reward_dtype or env.backbone_dtype)
         where = env.reward_device or env.backbone_device or device
         held_out = HeldOutMonitor.from_config(grpo, eval_envs, accelerator.is_main_process, where, dtype)

@@ -197,3 +197,25 @@ def test_gpu_check_refuses_without_cuda_and_counts_the_recipe(monkeypatch):
     assert 8 < lora["denoise"] < 15 < full["denoise"] and full["update"] > lora["update"]
     assert max(lora.values()) < 40  # the recipe's "40 GB or more per GPU" for LoRA
     assert gpu_check.gpu_slug("NVIDIA H100 80GB HBM3") == "h100_80gb_hbm3"
+
+
+def test_accelerate_configs_parse_and_deepspeed_agrees_with_the_paper_recipe():
+    import json
+    import math
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = RECIPES / "accelerate"
+    kinds = {name: load_config_from_file(str(folder / f"{name}.yaml")) for name in ("ddp", "fsdp")}
+    assert kinds["ddp"].mixed_precision == "bf16" and kinds["fsdp"].mixed_precision == "bf16"
+    assert kinds["fsdp"].fsdp_config["fsdp_version"] == 2  # FSDP1 cannot wrap LoRA's mixed dtypes
+    env, policy, grpo = _recipe_configs("paper-sd15-imagereward")
+    actions = grpo.queries_per_iteration * grpo.group_size * env.num_refinements
+    micro_per_step = math.ceil(actions / grpo.num_minibatches / grpo.micro_batch_size)
+    for stage in (2, 3):
+        config = load_config_from_file(str(folder / f"deepspeed-zero{stage}.yaml"))
+        assert config.deepspeed_config["deepspeed_config_file"] == f"recipes/accelerate/zero{stage}.json"
+        settings = json.loads((folder / f"zero{stage}.json").read_text())
+        assert settings["zero_optimization"]["stage"] == stage and settings["bf16"]["enabled"]
+        assert settings["gradient_accumulation_steps"] == micro_per_step
+        assert settings["train_micro_batch_size_per_gpu"] == grpo.micro_batch_size  # no "auto": no dataloader
