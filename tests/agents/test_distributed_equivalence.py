@@ -4,10 +4,11 @@
   (advantages, loss and gradients within float tolerance), for every ``loss_type`` and ``scale_rewards``, with and
   without groups filtered out (then the ranks hold different numbers of actions).
 - A checkpoint written by 2 ranks resumes to the same weights and optimiser state.
-- FSDP2 (torch's ``fully_shard`` on gloo; accelerate 1.16 enables FSDP only for GPU backends, so its ``prepare`` and
-  ``save_state`` paths run in ``benchmarks/gpu_check.py`` only): generation under ``unwrap_for_generation`` equals
-  generation of the unsharded model, and the loss's gradients equal the unsharded ones, for full fine-tuning (fp32)
-  and for LoRA with fp32 adapters on a bf16 base (mixed dtypes, which FSDP1 cannot wrap).
+- FSDP on gloo, wrapped with torch directly (accelerate 1.16 enables FSDP only for GPU backends, so its ``prepare``
+  and ``save_state`` paths are not run here): generation under ``unwrap_for_generation`` equals generation of the
+  unsharded model, and the loss's gradients equal the unsharded ones, under FSDP2 (``fully_shard``) for full
+  fine-tuning and for LoRA with fp32 adapters on a bf16 base, and under FSDP1 (``summon_full_params(recurse=False)``)
+  for full fine-tuning; FSDP1 refuses the LoRA layer's mixed dtypes, which is why ``fsdp.yaml`` uses FSDP2.
 
 The test writes the tiny policy and the rollouts once, launches this file under ``torch.distributed.run`` and
 compares what each rank wrote with the single-process computation.
@@ -112,7 +113,11 @@ def _worker(folder: Path) -> None:
     rows = slice(rank * per_rank, (rank + 1) * per_rank)
     results = {"world": world, "updates": [_update(folder, combo, rows, accelerator) for combo in COMBOS]}
     results["resume"] = _checkpoint_round_trip(folder, rows, accelerator)
-    results["fsdp2"] = {kind: _fsdp2(folder, kind, accelerator) for kind in ("full", "lora-bf16")}
+    cases = (("full", 2), ("lora-bf16", 2), ("full", 1))
+    results["sharded"] = {
+        f"{kind}-fsdp{version}": _sharded(folder, kind, version, accelerator) for kind, version in cases
+    }
+    results["fsdp1_lora_refused"] = _fsdp1_refuses_mixed_dtypes(folder)
     torch.save(results, folder / f"rank{rank}.pt")
 
 
@@ -152,7 +157,7 @@ def _checkpoint_round_trip(folder: Path, rows: slice, accelerator) -> dict:
     }
 
 
-def _fsdp2_model(folder: Path, kind: str):
+def _policy(folder: Path, kind: str):
     from promptloop_agents.policies.mllm import MLLMAgent
 
     if kind == "full":
@@ -164,10 +169,35 @@ def _fsdp2_model(folder: Path, kind: str):
     return agent
 
 
-def _fsdp2(folder: Path, kind: str, accelerator) -> dict:
-    """Generation and gradients of a ``fully_shard`` policy against the same policy unsharded, on this rank."""
+LAYERS = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
+
+
+def _fsdp1(model):
+    import functools
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    policy = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: type(m).__name__ in LAYERS)
+    return FullyShardedDataParallel(
+        model, auto_wrap_policy=policy, use_orig_params=True, device_id=torch.device("cpu")
+    )
+
+
+def _fsdp1_refuses_mixed_dtypes(folder: Path) -> str:
+    """What FSDP1 says to a LoRA layer (fp32 adapters on bf16 weights): why ``fsdp.yaml`` uses FSDP2."""
+    try:
+        _fsdp1(_policy(folder, "lora-bf16").model)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _sharded(folder: Path, kind: str, version: int, accelerator) -> dict:
+    """Generation and gradients of a sharded policy (FSDP2's ``fully_shard`` or FSDP1) against the same policy
+    unsharded, on this rank."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
 
     from promptloop_agents.learners.distributed import fsdp_version, unwrap_for_generation
 
@@ -178,12 +208,15 @@ def _fsdp2(folder: Path, kind: str, accelerator) -> dict:
         {"image": saved["images"][i].numpy(), "query": QUERIES[i // 2], "prompt": "p", "timestep": 0.0, "segment": 0}
         for i in range(2 * rank, 2 * rank + 2)
     ]
-    plain, sharded = _fsdp2_model(folder, kind), _fsdp2_model(folder, kind)
-    mesh = init_device_mesh("cpu", (accelerator.num_processes,))
-    for module in sharded.model.modules():
-        if type(module).__name__ in ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"):
-            fully_shard(module, mesh=mesh)
-    fully_shard(sharded.model, mesh=mesh)
+    plain, sharded = _policy(folder, kind), _policy(folder, kind)
+    if version == 2:
+        mesh = init_device_mesh("cpu", (accelerator.num_processes,))
+        for module in sharded.model.modules():
+            if type(module).__name__ in LAYERS:
+                fully_shard(module, mesh=mesh)
+        fully_shard(sharded.model, mesh=mesh)
+    else:
+        sharded.model = _fsdp1(sharded.model)
     torch.manual_seed(7)
     expected = plain.sample(observations)
     torch.manual_seed(7)
@@ -196,6 +229,11 @@ def _fsdp2(folder: Path, kind: str, accelerator) -> dict:
         agent.model.train()
         logps = agent.logps(agent.model, agent.collate([(samples[0], row) for row in range(4)]))
         (logps.sum() / batch.completion_mask.sum()).backward()
+        if version == 1 and name == "sharded":
+            with FullyShardedDataParallel.summon_full_params(agent.model, with_grads=True):
+                named = {n.replace("_fsdp_wrapped_module.", ""): p for n, p in agent.model.named_parameters()}
+                grads[name] = {n: named[n].grad.clone().float() for n in trainable}
+            continue
         named = dict(agent.model.named_parameters())
         grads[name] = {
             n: (named[n].grad.full_tensor() if hasattr(named[n].grad, "full_tensor") else named[n].grad).float()
@@ -283,9 +321,10 @@ def test_two_ranks_with_half_the_groups_each_make_the_update_of_one_rank_with_al
     for rank in ranks:
         assert rank["resume"] == {"resumed": True, "iteration": 1, "weights": True, "moments": True}
     for rank in ranks:
-        for kind, result in rank["fsdp2"].items():
-            assert result["version"] == 2 and result["same_answers"], kind
-            assert result["grad_max_diff"] <= 1e-5 * max(result["grad_scale"], 1.0), (kind, result)
+        for case, result in rank["sharded"].items():
+            assert case.endswith(f"fsdp{result['version']}") and result["same_answers"], case
+            assert result["grad_max_diff"] <= 1e-5 * max(result["grad_scale"], 1.0), (case, result)
+        assert "uniform" in rank["fsdp1_lora_refused"]  # FSDP1 cannot flatten fp32 adapters with bf16 weights
 
 
 def _single(folder: Path, combo: dict, accelerator) -> dict:
