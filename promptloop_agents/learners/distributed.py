@@ -146,7 +146,8 @@ def remove_zero3_hooks(engine_model: Any) -> None:
     offload = _zero3_offload(engine_model)
     if offload is None:
         return
-    for parameter in offload.module.parameters(recurse=True):
+    external = getattr(offload.module, "ds_external_parameters", lambda: [])()
+    for parameter in [*offload.module.parameters(recurse=True), *(p for _, p in external)]:
         parameter.ds_active_sub_modules.clear()
     for hook in [*offload.forward_hooks, *offload.backward_hooks]:
         hook.remove()
