@@ -62,8 +62,9 @@ class HeldOutMonitor:
     def shard(self, rank: int, world_size: int) -> list[int]:
         """This rank's episode indices: an equal share for every rank (the last index repeats to fill it).
 
-        >>> HeldOutMonitor(None, ["a", "b", "c"], [1, 2, 3], None).shard(1, 2)
-        [1, 2]
+        >>> monitor = HeldOutMonitor(None, ["a", "b", "c"], [1, 2, 3], None)
+        >>> monitor.shard(0, 2), monitor.shard(1, 2)
+        ([0, 2], [1, 1])
         """
         per_rank = -(-len(self.queries) // world_size)
         indices = list(range(rank, len(self.queries), world_size))
