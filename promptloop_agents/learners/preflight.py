@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REAL_PROMPT_SETS = ("pickapic-train", "pickapic-test", "geneval", "parti", "drawbench")
+REAL_PROMPT_SETS = ("pickapic-train", "pickapic-test", "geneval-train", "geneval", "parti", "drawbench")
 """The real prompt sets a GPU recipe trains and evaluates on (Pick-a-Pic v2 is the paper's training distribution)."""
 TOY_PROMPT_PREFIX = "toy-"
 
@@ -107,10 +107,11 @@ def reward_sources(name: str) -> list[str]:
 
     if name not in REWARDS:
         return []  # unknown names are the env's to refuse, with the list of valid ones
-    factory = REWARDS[name]
-    if not (isinstance(factory, type) and issubclass(factory, ModelReward)):
+    # Constructing a reward is cheap by the registry's contract: model-based ones load their weights in load().
+    reward = REWARDS[name](device="cpu")
+    if not isinstance(reward, ModelReward):
         return []
-    return [value for value in factory(device="cpu").sources().values() if value]
+    return [value for value in reward.sources().values() if value]
 
 
 def hub_cache_dir() -> Path:
@@ -138,7 +139,11 @@ def check_weights(env: Any, policy: Any, grpo: Any, cache_dir: str | Path | None
     from promptloop_env.rewards.model_base import MissingWeightsError, hub_offline
 
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
-    missing = [model for model in required_models(env, policy, grpo) if _found(model.source, cache) is None]
+    roles: dict[str, list[str]] = {}
+    for model in required_models(env, policy, grpo):  # one line per id, naming everything that needs it
+        roles.setdefault(model.source, []).append(model.role)
+    needed = [ModelSource(", ".join(dict.fromkeys(r)), source) for source, r in roles.items()]
+    missing = [model for model in needed if _found(model.source, cache) is None]
     if not missing:
         return
     hub_ids = [m for m in missing if not m.source.startswith(("/", ".", "~")) and m.source.count("/") == 1]

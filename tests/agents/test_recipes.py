@@ -25,7 +25,15 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.mark.parametrize(
-    "name", ["toy", "toy-compose", "paper-sd15-imagereward", "sdxl-imagereward", "flux-schnell-pickscore"]
+    "name",
+    [
+        "toy",
+        "toy-compose",
+        "paper-sd15-imagereward",
+        "paper-sd15-geneval",
+        "sdxl-imagereward",
+        "flux-schnell-pickscore",
+    ],
 )
 def test_every_recipe_builds_its_configs_and_states_its_hardware(name):
     path = RECIPES / f"{name}.yaml"
@@ -90,7 +98,7 @@ def test_no_silent_fallback_to_single_envs():
         del gym.registry["PromptLoopNoVector-v0"]
 
 
-GPU_RECIPES = ["paper-sd15-imagereward", "sdxl-imagereward", "flux-schnell-pickscore"]
+GPU_RECIPES = ["paper-sd15-imagereward", "paper-sd15-geneval", "sdxl-imagereward", "flux-schnell-pickscore"]
 
 
 def _recipe_configs(name, *flags):
