@@ -174,15 +174,17 @@ def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkp
     )
     accelerator = Accelerator(mixed_precision="bf16")  # bf16 compute over fp32 trainable weights, as ddp.yaml
     queries = ["a red fox in the snow", "a lighthouse at dusk", "a bowl of ramen", "a city street in the rain"]
-    trainer = GRPOTrainer(policy, config, envs, queries * args.queries, accelerator)
-    sizes = {"policy": paper_scale.count(policy.model), "trainable": sum(p.numel() for p in trainer.params)}
-    sizes |= {"backbone": sum(paper_scale.count(m) for m in (pipe.unet, pipe.vae, pipe.text_encoder))}
-    sizes["reward"] = paper_scale.count(reward)
-    policy.sample = meter.wrap("generate", policy.sample)
-    trainer._reference_logps = meter.wrap("reference", trainer._reference_logps)
-    trainer.update = meter.wrap("update", trainer.update)
-    result: dict[str, Any] = {"finetuning": finetuning, "gradient_checkpointing": checkpointing, "parameters": sizes}
-    try:
+    result: dict[str, Any] = {"finetuning": finetuning, "gradient_checkpointing": checkpointing}
+    trainer = None
+    try:  # full fine-tuning may run out of memory already while its fp32 master weights are made
+        trainer = GRPOTrainer(policy, config, envs, queries * args.queries, accelerator)
+        sizes = {"policy": paper_scale.count(policy.model), "trainable": sum(p.numel() for p in trainer.params)}
+        sizes |= {"backbone": sum(paper_scale.count(m) for m in (pipe.unet, pipe.vae, pipe.text_encoder))}
+        sizes["reward"] = paper_scale.count(reward)
+        result["parameters"] = sizes
+        policy.sample = meter.wrap("generate", policy.sample)
+        trainer._reference_logps = meter.wrap("reference", trainer._reference_logps)
+        trainer.update = meter.wrap("update", trainer.update)
         for _ in range(args.iterations):
             meter.seconds = dict.fromkeys(paper_scale.PHASES, 0.0)
             meter.peak_gib = dict.fromkeys(paper_scale.PHASES, 0.0)
