@@ -7,7 +7,7 @@ API, never the reverse.
 >>> IdentityAgent().act({"query": "a red circle", "prompt": "a red circle"})
 'a red circle'
 
-Design choices (the paper leaves these open; see ``shared/research/paper-and-peers.md`` section 8.3):
+Design choices (the paper leaves these open):
 
 - **State**: rebuilt at every decision from the observation (a Markov state, not a growing chat): the x0
   preview, the query, the prompt in force and the fraction of denoising done, rendered with the model's
