@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from promptloop_env.backbones.base import Trajectory
+from promptloop_env.config import PromptLoopConfig, arguments_doc
 from promptloop_env.core import Episode, PromptLoopCore
-from promptloop_env.rewards import RewardSpec
 from promptloop_env.spaces import PROMPT_CHARSET
 from promptloop_env.validators import RENDER_MODES, check_action, check_render_mode, check_reset_options
 
@@ -84,32 +82,17 @@ class PromptLoopEnv(gym.Env[dict, str]):
     ## Arguments
 
     ```python
-    gym.make("PromptLoop-v0", backbone="toy-shapes", reward="toy-fidelity", prompts=None,
-             num_inference_steps=20, num_refinements=5, refine_schedule="uniform",
-             guidance_scale=None, negative_prompt=None, preview="vae", preview_size=256,
-             device=None, torch_dtype=None, render_mode=None, taesd=None, local_files_only=False,
-             cpu_offload=False)
+    gym.make("PromptLoop-v0", backbone="toy-shapes", reward=None, prompts=None, num_inference_steps=20,
+             num_refinements=5, refine_schedule="uniform", preview="vae", preview_size=256, render_mode=None)
     ```
 
-    * ``backbone``: registry name (``promptloop_env.backbones.BACKBONES``), local folder or hub id of a
-      diffusers pipeline, or a loaded pipeline (weights are shared between envs).
-    * ``reward``: see Rewards.
-    * ``prompts``: list of queries, the name of a built-in set, or None (the backbone's default set).
-    * ``num_inference_steps``: denoising steps per episode.
-    * ``num_refinements``: actions per episode (N_R).
-    * ``refine_schedule``: ``"uniform"`` (evenly spaced), ``"random"`` (redrawn every episode), or an
-      explicit strictly increasing list of ``num_refinements`` step indices starting at 0.
-    * ``guidance_scale``: classifier-free guidance; None means the backbone's usual default.
-    * ``negative_prompt``: as in diffusers.
-    * ``preview``: ``"vae"``, ``"taesd"``, ``"latent_rgb"`` or ``"none"``; ``taesd`` optionally names the
-      ``AutoencoderTiny`` to use.
-    * ``preview_size``: side of the preview image.
-    * ``device``, ``torch_dtype``: where and in which precision the backbone runs.
-    * ``render_mode``: None or ``"rgb_array"`` (``render()`` returns the latest preview).
-    * ``local_files_only``: forwarded to ``from_pretrained``.
-    * ``cpu_offload``: keep each model on the CPU until its turn on the accelerator (diffusers'
-      ``enable_model_cpu_offload``), for checkpoints larger than the accelerator's memory. Needs an accelerator:
-      without one (or with ``device="cpu"``) it raises a ``ValueError``.
+    ``render_mode`` (None or ``"rgb_array"``: ``render()`` returns the latest preview), ``config`` (a
+    :class:`~promptloop_env.config.PromptLoopConfig`, whose fields the keywords replace) and the fields of
+    :class:`~promptloop_env.config.PromptLoopConfig`, declared there once:
+
+    {arguments}
+
+    ``cpu_offload=True`` needs an accelerator: without one (or with ``device="cpu"``) it raises a ``ValueError``.
 
     The validated configuration, backbone, reward, preview and schedule live in ``self.core``
     (:class:`~promptloop_env.core.PromptLoopCore`, which the batched vector env holds too); ``backbone``,
@@ -133,43 +116,9 @@ class PromptLoopEnv(gym.Env[dict, str]):
     preview = _from_core("preview")
     preview_size = _from_core("preview_size")
 
-    def __init__(
-        self,
-        backbone: Any = "toy-shapes",
-        reward: RewardSpec = "toy-fidelity",
-        prompts: Sequence[str] | str | None = None,
-        num_inference_steps: int = 20,
-        num_refinements: int = 5,
-        refine_schedule: str | Sequence[int] = "uniform",
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        preview: str = "vae",
-        preview_size: int = 256,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        render_mode: str | None = None,
-        taesd: Any = None,
-        local_files_only: bool = False,
-        cpu_offload: bool = False,
-    ) -> None:
+    def __init__(self, render_mode: str | None = None, config: PromptLoopConfig | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode)
-        self.core = PromptLoopCore(
-            backbone=backbone,
-            reward=reward,
-            prompts=prompts,
-            num_inference_steps=num_inference_steps,
-            num_refinements=num_refinements,
-            refine_schedule=refine_schedule,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            preview=preview,
-            preview_size=preview_size,
-            device=device,
-            torch_dtype=torch_dtype,
-            taesd=taesd,
-            local_files_only=local_files_only,
-            cpu_offload=cpu_offload,
-        )
+        self.core = PromptLoopCore(config, **kwargs)
         self.action_space = self.core.action_space
         self.observation_space = self.core.observation_space
         self._episode: Episode | None = None
@@ -205,5 +154,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
         """The running episode's sampling run (None before ``reset`` and after ``close``)."""
         return None if self._episode is None else self._episode.traj
 
+
+PromptLoopEnv.__doc__ = (PromptLoopEnv.__doc__ or "").replace("    {arguments}", arguments_doc("    "))
 
 __all__ = ["PROMPT_CHARSET", "PromptLoopEnv"]

@@ -53,11 +53,14 @@ class Registry(MutableMapping[str, T], Generic[T]):
         discover: a package whose modules are all imported the first time the registry is read (see the module
             docstring); None: entries come only from explicit ``register`` calls.
         hint: a sentence appended to the unknown-name error (e.g. what else the argument may be).
+        quiet: import the ``discover`` package's modules within :func:`promptloop_env.logs.quiet_loading` (for
+            modules that import diffusers' pipelines, which make transformers print fallback warnings).
     """
 
-    def __init__(self, kind: str, discover: str | None = None, hint: str = "") -> None:
+    def __init__(self, kind: str, discover: str | None = None, hint: str = "", quiet: bool = False) -> None:
         self.kind = kind
         self.hint = hint
+        self.quiet = quiet
         self._discover = discover
         self._entries: dict[str, T] = {}
 
@@ -137,9 +140,12 @@ class Registry(MutableMapping[str, T], Generic[T]):
         package_name, self._discover = self._discover, None
         if package_name is None:
             return
-        package = importlib.import_module(package_name)
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package_name}.{module.name}")
+        from promptloop_env.logs import quiet_loading
+
+        with quiet_loading(progress=not self.quiet):
+            package = importlib.import_module(package_name)
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package_name}.{module.name}")
 
 
 def _describe(entry: Any) -> str:

@@ -154,9 +154,9 @@ def test_unknown_names_list_valid_ones():
     with pytest.raises(ValueError, match="Valid names: .*jpeg-compressibility"):
         gym.make("PromptLoop-v0", backbone=tiny_pipe(), reward="no-such-reward")
     with pytest.raises(ValueError, match="Valid names: .*latent_rgb"):
-        gym.make("PromptLoop-v0", backbone=tiny_pipe(), preview="sketch")
+        gym.make("PromptLoop-v0", backbone=tiny_pipe(), reward="jpeg-compressibility", preview="sketch")
     with pytest.raises(TypeError, match="backbone must be"):
-        gym.make("PromptLoop-v0", backbone=42)
+        gym.make("PromptLoop-v0", backbone=42, reward="jpeg-compressibility")
     with pytest.raises(ValueError, match="num_refinements"):
         gym.make("PromptLoop-v0", backbone=tiny_pipe(), num_inference_steps=3, num_refinements=5)
 

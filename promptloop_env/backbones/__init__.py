@@ -129,16 +129,28 @@ def wrap_pipeline(pipe: Any, **options: Any) -> DiffusersBackbone:
 def backbone_entry(name: str) -> BackboneEntry:
     """The registry entry of ``name``, or the local folder or hub id that ``name`` is.
 
+    A name that can only be a path (:func:`looks_like_path`) is a folder even when it does not exist, so that
+    building it says "not found" rather than "unknown name".
+
     Raises:
         ValueError: ``name`` is neither a registered name, a folder nor a hub id (the message lists the names).
     """
     if name in BACKBONES:
         return BACKBONES[name]
-    if os.path.isdir(name):
-        return LocalFolder(name)
+    if os.path.isdir(name) or looks_like_path(name):
+        return LocalFolder(name)  # a missing one says "not found" when it is built
     if name.count("/") == 1:
         return HubModel(name)
     raise BACKBONES.unknown(name)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a path (not a registry name or an ``owner/name`` hub id).
+
+    >>> [looks_like_path(n) for n in ("./models/my-sd", "~/sd", "models/a/b", "owner/name", "sd15")]
+    [True, True, True, False, False]
+    """
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
 def place(pipe: Any, device: str | torch.device | None, torch_dtype: torch.dtype | None) -> Any:
@@ -181,7 +193,8 @@ def load_backbone(
         if loaded is None:
             pipe = place(entry.build(torch_dtype, local_files_only), device, torch_dtype)
             fitted = entry.fitted_latent_rgb()
-            loaded = wrap_pipeline(pipe, **{**({"latent_rgb": fitted} if fitted else {}), **entry.options, **options})
+            defaults = {"name": backbone, **({"latent_rgb": fitted} if fitted else {})}
+            loaded = wrap_pipeline(pipe, **{**defaults, **entry.options, **options})
             _LOADED[key] = loaded
     return loaded
 
