@@ -36,7 +36,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
     ``Text(max_length=1000, charset=PROMPT_CHARSET)``: the complete prompt (not an edit). Any ``str`` is
     accepted, including the empty prompt and characters outside the charset; a non-``str`` raises
     ``TypeError``. A prompt longer than the text encoder's window is truncated as diffusers truncates it,
-    and ``info["prompt_truncated"]`` is True.
+    and ``info["prompt_truncated"]`` is True (and the first time, one ``logging`` warning says so).
 
     ## Observation Space
 
@@ -47,6 +47,10 @@ class PromptLoopEnv(gym.Env[dict, str]):
     | ``image`` | ``Box(0, 255, (S, S, 3), uint8)``, S = preview_size | preview of the x0 estimate (at reset: x_T) |
     | ``query`` | ``Text`` | the user's original query |
     | ``prompt`` | ``Text`` | the prompt now in force (at reset: the query) |
+
+    ``query`` and ``prompt`` always lie inside their ``Text(max_length=1000, charset=PROMPT_CHARSET)`` space:
+    accents and typography become ASCII, other characters ``?``, and the text is cut at 1000 characters
+    (:func:`~promptloop_env.spaces.fit_text`); ``info`` has them in full.
     | ``segment`` | ``Discrete(num_refinements + 1)`` | how many actions have been taken |
     | ``timestep`` | ``Box(0, 1, (1,), float32)`` | fraction of the denoising steps done |
 
@@ -54,7 +58,11 @@ class PromptLoopEnv(gym.Env[dict, str]):
 
     0.0 until the terminal step, then ``reward(final_image, query)``. ``reward`` is a registered name
     (``promptloop_env.rewards.REWARDS``), a callable ``(images uint8 [B,H,W,3], queries) -> floats``, or a
-    dict ``{name_or_callable: weight}`` whose weighted sum is the reward.
+    dict ``{name_or_callable: weight}`` whose weighted sum is the reward; None is a toy backbone's own world
+    reward (``toy-shapes``: ``toy-fidelity``, ``toy-compose``: ``toy-compose``), and other backbones must name
+    one. A toy reward of another world than the backbone's is an error, and a toy reward refuses (``ValueError``)
+    an empty query or one its world cannot read, in ``prompts`` at construction and in ``options["query"]`` at
+    reset, rather than score it.
 
     ## Starting State
 

@@ -75,24 +75,21 @@ for _name, _entry in {
         description="FLUX.1 [schnell] (1024x1024, 1-4 steps, no guidance)",
         options=_NO_GUIDANCE,
     ),
-    "tiny": PipelineFactory(
-        tiny.tiny_stable_diffusion_pipeline,
-        description="random-weight StableDiffusionPipeline built in-process (64x64), for tests and benchmarks",
-    ),
-    "tiny-sdxl": PipelineFactory(
-        tiny.tiny_stable_diffusion_xl_pipeline,
-        description="random-weight StableDiffusionXLPipeline built in-process (64x64), for tests and benchmarks",
-    ),
-    "tiny-sd3": PipelineFactory(
-        tiny.tiny_stable_diffusion_3_pipeline,
-        description="random-weight StableDiffusion3Pipeline built in-process (64x64, 16 latent channels), for tests",
-    ),
-    "tiny-flux": PipelineFactory(
-        tiny.tiny_flux_pipeline,
-        description="random-weight FluxPipeline built in-process (64x64, 16 latent channels), for tests",
-    ),
 }.items():
     BACKBONES.register(_name, _entry)
+for _name, (_build, _what) in {
+    "tiny": (tiny.tiny_stable_diffusion_pipeline, "StableDiffusionPipeline (64x64), for tests and benchmarks"),
+    "tiny-sdxl": (
+        tiny.tiny_stable_diffusion_xl_pipeline,
+        "StableDiffusionXLPipeline (64x64), for tests and benchmarks",
+    ),
+    "tiny-sd3": (
+        tiny.tiny_stable_diffusion_3_pipeline,
+        "StableDiffusion3Pipeline (64x64, 16 latent channels), for tests",
+    ),
+    "tiny-flux": (tiny.tiny_flux_pipeline, "FluxPipeline (64x64, 16 latent channels), for tests"),
+}.items():
+    BACKBONES.register(_name, PipelineFactory(_build, description=f"random-weight {_what}, built in-process"))
 
 _LOADED: weakref.WeakValueDictionary[tuple, DiffusersBackbone] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
