@@ -29,8 +29,7 @@ if "PromptLoop-v0" not in gym_registry:
         id="PromptLoop-v0",
         entry_point="promptloop_env.env:PromptLoopEnv",
         vector_entry_point="promptloop_env.vector_env:PromptLoopVectorEnv",
-        # JSON-serialisable defaults only; heavy objects (pipelines, callables) are passed at make time.
-        kwargs={"backbone": "toy-shapes"},
+        # No kwargs here: the defaults live in PromptLoopConfig, and spec kwargs would override a config= object.
     )
 
 __all__ = ["PROMPT_CHARSET", "PromptLoopConfig", "PromptLoopCore", "PromptLoopEnv", "__version__"]
