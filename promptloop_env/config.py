@@ -56,8 +56,8 @@ class PromptLoopConfig:
     )
     prompts: Any = env_field(
         None,
-        "Queries drawn at reset: a list of str, a registered prompt set (promptloop_env.prompts.PROMPT_SETS), or "
-        "None: the backbone's world's default set.",
+        "Queries drawn at reset: a list of str, a registered prompt set (promptloop_env.prompts.PROMPT_SETS), a "
+        "path to a .txt / .jsonl file, or None: the backbone's world's default set.",
     )
     num_inference_steps: int = env_field(20, "Denoising steps per episode.")
     num_refinements: int = env_field(5, "N_R: how many prompts the agent writes per episode (its actions).")
