@@ -199,7 +199,8 @@ class DiffusersBackbone:
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        return self.pipe.unet
+        # Transformer pipelines (SD3, FLUX) name it transformer, UNet pipelines unet.
+        return self.pipe.transformer if hasattr(self.pipe, "transformer") else self.pipe.unet
 
     @property
     def vae(self) -> torch.nn.Module:
@@ -207,8 +208,10 @@ class DiffusersBackbone:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """Default (height, width) of the pipeline's output."""
-        raise NotImplementedError
+        """Default (height, width) of the pipeline's output, as its ``__call__`` computes it."""
+        # SDXL, SD3 and FLUX pipelines keep default_sample_size; StableDiffusionPipeline reads its UNet's config.
+        sample = getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size
+        return sample * self.pipe.vae_scale_factor, sample * self.pipe.vae_scale_factor
 
     # -- 1. prompts ---------------------------------------------------------------------------------
     def encode(self, prompt: str) -> tuple[PromptEmbedding, bool]:
