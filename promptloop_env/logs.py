@@ -35,6 +35,24 @@ def _progress_switches(library: str) -> tuple | None:
 
 
 @contextmanager
+def quiet_loggers(level: int = logging.ERROR) -> Iterator[None]:
+    """Within the block, diffusers' and transformers' log records below ``level`` are dropped.
+
+    Only the two libraries' own loggers (standard ``logging`` loggers named after them) change, and their levels
+    are set back when the block ends. Cheap enough to wrap every prompt encoding.
+    """
+    loggers = [logging.getLogger(name) for name in LIBRARIES]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(max(level, logger.getEffectiveLevel()))
+        yield
+    finally:
+        for logger, old in zip(loggers, levels, strict=True):
+            logger.setLevel(old)
+
+
+@contextmanager
 def quiet_loading(progress: bool = False, level: int = logging.ERROR) -> Iterator[None]:
     """Within the block, diffusers' and transformers' messages below ``level`` and their progress bars are off.
 
@@ -42,31 +60,23 @@ def quiet_loading(progress: bool = False, level: int = logging.ERROR) -> Iterato
         progress: True leaves everything as it is (the env's ``progress=True``).
         level: the lowest level still shown.
 
-    The libraries' loggers are the standard ``logging`` loggers named after them; their levels and progress-bar
-    switches are set back to what they were when the block ends.
+    The libraries' logger levels and progress-bar switches are set back to what they were when the block ends,
+    and so are the warning filters (huggingface_hub's ``local_dir_use_symlinks`` deprecation, which diffusers
+    triggers at every hub lookup, is ignored inside).
     """
     if progress:
         yield
         return
-    switches = [_progress_switches(name) for name in LIBRARIES]
-    loggers = [logging.getLogger(name) for name in LIBRARIES]
-    levels = [logger.level for logger in loggers]
+    switches = [_progress_switches(name) for name in LIBRARIES]  # first: it configures the libraries' loggers
     enabled = [s[0]() if s else None for s in switches]
-    caught = warnings.catch_warnings()
-    caught.__enter__()
-    # huggingface_hub warns about an argument diffusers still passes at every hub lookup.
-    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
-    try:
-        for logger in loggers:
-            logger.setLevel(max(level, logger.getEffectiveLevel()))
-        for s in switches:
-            if s:
-                s[2]()
-        yield
-    finally:
-        for logger, old in zip(loggers, levels, strict=True):
-            logger.setLevel(old)
-        for s, was in zip(switches, enabled, strict=True):
-            if s and was:
-                s[1]()
-        caught.__exit__(None, None, None)
+    with warnings.catch_warnings(), quiet_loggers(level):
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+        try:
+            for s in switches:
+                if s:
+                    s[2]()
+            yield
+        finally:
+            for s, was in zip(switches, enabled, strict=True):
+                if s and was:
+                    s[1]()

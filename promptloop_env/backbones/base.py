@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
-from promptloop_env.logs import quiet_loading
+from promptloop_env.logs import quiet_loggers
 from promptloop_env.registry import Registry
 
 PromptEmbedding = dict[str, torch.Tensor]
@@ -221,7 +221,7 @@ class DiffusersBackbone:
             self._cache.move_to_end(prompt)
             return hit
         # diffusers logs the cut part of a long prompt at every call; the env reports it in info instead.
-        with torch.inference_mode(), quiet_loading():
+        with torch.inference_mode(), quiet_loggers():
             value = (self._encode(prompt), self.is_truncated(prompt))
         self._cache[prompt] = value
         if len(self._cache) > self._cache_size:
