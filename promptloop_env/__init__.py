@@ -20,9 +20,12 @@ from promptloop_env import toy  # noqa: F401  (the toy worlds register their bac
 from promptloop_env.config import PromptLoopConfig
 from promptloop_env.core import PromptLoopCore
 from promptloop_env.env import PromptLoopEnv
+from promptloop_env.registry import load_plugins
 from promptloop_env.spaces import PROMPT_CHARSET
 
 __version__ = "0.1.0"
+
+load_plugins()  # installed packages' backbones, rewards, previews and prompt sets (see promptloop_env.registry)
 
 if "PromptLoop-v0" not in gym_registry:
     register(

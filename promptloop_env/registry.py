@@ -148,6 +148,38 @@ class Registry(MutableMapping[str, T], Generic[T]):
                 importlib.import_module(f"{package_name}.{module.name}")
 
 
+PLUGIN_GROUP = "promptloop_env.plugins"
+"""The entry-point group of installed packages that register entries: each entry point names a module (or a
+function without arguments) that ``import promptloop_env`` imports (calls), so that its names work everywhere,
+the ``promptloop`` command line included."""
+
+
+def load_plugins(group: str = PLUGIN_GROUP) -> list[str]:
+    """Import (or call) every entry point of ``group``; return their names. A failing plugin is a warning.
+
+    A package declares one in its ``pyproject.toml``::
+
+        [project.entry-points."promptloop_env.plugins"]
+        my_models = "my_package.promptloop_plugin"
+    """
+    import warnings
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group=group):
+        try:
+            target = point.load()
+            if callable(target):
+                target()
+        except Exception as err:  # noqa: BLE001  (a broken plugin must not break the env)
+            warnings.warn(
+                f"promptloop_env plugin {point.name!r} ({point.value}) failed to load: {err!r}", stacklevel=2
+            )
+            continue
+        loaded.append(point.name)
+    return loaded
+
+
 def _describe(entry: Any) -> str:
     name = getattr(entry, "__qualname__", None)
     module = getattr(entry, "__module__", None)

@@ -87,3 +87,30 @@ def test_the_env_page_lists_every_argument_and_its_plug_in_example_runs():
     finally:
         for registry, name in ((BACKBONES, "my-sd"), (REWARDS, "redness"), (PREVIEWS, "grey")):
             registry.unregister(name)
+
+
+def test_installed_plugins_register_at_import(monkeypatch):
+    import importlib.metadata
+
+    from promptloop_env.registry import load_plugins
+
+    class Point:
+        def __init__(self, name, target):
+            self.name, self.value, self._target = name, f"tests:{name}", target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    points = [
+        Point("good", lambda: PROMPT_SETS.register("plugin-set", ["a red circle"])),
+        Point("broken", ImportError("no module")),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points)
+    try:
+        with pytest.warns(UserWarning, match="plugin 'broken'.*failed"):
+            assert load_plugins() == ["good"]
+        assert resolve_prompts("plugin-set", None) == ("a red circle",)
+    finally:
+        PROMPT_SETS.unregister("plugin-set")
