@@ -26,7 +26,9 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 from PIL import Image
 
-from promptloop_env.weights import MissingWeightsError, load_cache_first
+# MissingWeightsError, hub_offline and hub_unreachable live in promptloop_env.weights (backbones use them too);
+# they are still importable from here.
+from promptloop_env.weights import MissingWeightsError, hub_offline, hub_unreachable, load_cache_first  # noqa: F401
 
 REWARDS_EXTRA = 'pip install "promptloop[rewards]"'
 
