@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from promptloop_env.config import config_field as env_config_field
+from promptloop_env.config import env_field
 
 T = TypeVar("T")
 CONFIG_FILE = "config.yaml"
@@ -24,7 +27,7 @@ CONFIG_FILE = "config.yaml"
 
 def config_field(default: Any, help: str) -> Any:  # noqa: A002  (the argparse word)
     """A dataclass field whose help text is the CLI's (read by ``HfArgumentParser``)."""
-    return field(default=default, metadata={"help": help})
+    return env_field(default, help)
 
 
 def parse_reward(text: str) -> str | dict[str, float]:
@@ -56,60 +59,73 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 @dataclass
 class EnvConfig:
-    """Which env the agents talk to (passed to ``gym.make_vec("PromptLoop-v0", ...)``) and where it runs."""
+    """Which env the agents talk to (``gym.make_vec("PromptLoop-v0", ...)``) and where it runs.
+
+    Its fields are the env's own arguments (:class:`promptloop_env.config.PromptLoopConfig`, whose help they
+    repeat), in their command-line form (text), plus where model-based rewards run. Recipes written with the old
+    names ``backbone_device`` / ``backbone_dtype`` are read as ``device`` / ``torch_dtype``, with a warning.
+    """
 
     _argument_group_name = "environment"
 
-    backbone: str = config_field("toy-shapes", "Diffusion backbone: registry name, hub id or local pipeline folder.")
-    reward: str = config_field(
-        "toy-fidelity", "Training reward: a registry name, or weighted names 'toy-fidelity:1,toy-aesthetic:0.5'."
+    backbone: str = env_config_field("backbone", "toy-compose")
+    reward: str | None = env_config_field(
+        "reward", help_suffix="On the command line: a name, or weighted names 'toy-compose:1,toy-compose-soft:0.5'."
     )
-    num_inference_steps: int = config_field(20, "Denoising steps per episode.")
-    num_refinements: int = config_field(5, "N_R: how many prompts the agent writes per episode.")
-    guidance_scale: float | None = config_field(None, "Classifier-free guidance scale; default: the backbone's.")
-    preview: str = config_field("vae", "Preview decoder shown to the policy: vae | taesd | latent_rgb | none.")
-    preview_size: int = config_field(64, "Side in pixels of the preview images.")
-    backbone_device: str | None = config_field(
-        None, "Device of the diffusion backbone; default: this process's device."
+    num_inference_steps: int = env_config_field("num_inference_steps")
+    num_refinements: int = env_config_field("num_refinements")
+    refine_schedule: str | None = env_config_field(
+        "refine_schedule", None, "None: the command's own ('random' to train, 'uniform' to evaluate)."
     )
-    backbone_dtype: str | None = config_field(
-        None, "Backbone precision: float16 | bfloat16 | float32 (default: float32)."
-    )
-    reward_device: str | None = config_field(None, "Device of model-based rewards; default: the backbone's.")
-    reward_dtype: str | None = config_field(None, "Precision of model-based rewards; default: the backbone's.")
-    cpu_offload: bool = config_field(
-        False, "Offload backbone components to the CPU between uses (needs an accelerator)."
-    )
+    guidance_scale: float | None = env_config_field("guidance_scale")
+    negative_prompt: str | None = env_config_field("negative_prompt")
+    preview: str = env_config_field("preview")
+    preview_size: int = env_config_field("preview_size")
+    taesd: str | None = env_config_field("taesd")
+    device: str | None = env_config_field("device", help_suffix="None: this process's device.")
+    torch_dtype: str | None = env_config_field("torch_dtype")
+    local_files_only: bool = env_config_field("local_files_only")
+    cpu_offload: bool = env_config_field("cpu_offload")
+    reward_device: str | None = env_field(None, "Device of model-based rewards; default: the backbone's.")
+    reward_dtype: str | None = env_field(None, "Precision of model-based rewards; default: the backbone's.")
 
-    def env_kwargs(self, refine_schedule: str, device: str | torch.device | None = None) -> dict[str, Any]:
+    def env_kwargs(
+        self, refine_schedule: str | None = None, device: str | torch.device | None = None
+    ) -> dict[str, Any]:
         """Keyword arguments for ``gym.make_vec`` / :func:`promptloop_agents.rollout.make_vector_env`.
 
         Args:
-            refine_schedule: ``"random"`` (training) or ``"uniform"`` (evaluation).
-            device: the process's device, used where ``backbone_device`` is unset.
+            refine_schedule: the command's schedule, used when this config's ``refine_schedule`` is None
+                (``"random"`` to train, ``"uniform"`` to evaluate; None: the env's default).
+            device: the process's device, used where ``device`` is unset.
         """
-        kwargs: dict[str, Any] = {"backbone": self.backbone, "reward": self.reward_spec(device)}
-        kwargs.update(num_inference_steps=self.num_inference_steps, num_refinements=self.num_refinements)
-        kwargs.update(guidance_scale=self.guidance_scale, preview=self.preview, preview_size=self.preview_size)
-        kwargs["refine_schedule"] = refine_schedule
-        backbone_device = self.backbone_device or device
-        if backbone_device is not None:
-            kwargs["device"] = str(backbone_device)
-        if self.backbone_dtype:
-            kwargs["torch_dtype"] = parse_dtype(self.backbone_dtype)
-        if self.cpu_offload:  # only passed when asked for, so that backbones without it keep working
-            kwargs["cpu_offload"] = True
+        names = ("backbone", "num_inference_steps", "num_refinements", "guidance_scale", "negative_prompt")
+        kwargs: dict[str, Any] = {name: getattr(self, name) for name in names}
+        kwargs.update(preview=self.preview, preview_size=self.preview_size, reward=self.reward_spec(device))
+        schedule = self.refine_schedule or refine_schedule
+        if schedule is not None:
+            kwargs["refine_schedule"] = schedule
+        own = self.device if self.device not in (None, "auto") else None  # "auto": the eval section's shared word
+        if own or device is not None:
+            kwargs["device"] = str(own or device)
+        # Only what is set is passed, so that a backbone object given to the env keeps its own placement.
+        optional = {"taesd": self.taesd, "local_files_only": self.local_files_only, "cpu_offload": self.cpu_offload}
+        kwargs.update({name: value for name, value in optional.items() if value})
+        if self.torch_dtype:
+            kwargs["torch_dtype"] = parse_dtype(self.torch_dtype)
         return kwargs
 
     def reward_spec(self, device: str | torch.device | None = None) -> Any:
-        """The env's ``reward`` argument: the spec itself, or rewards built on their own device / dtype."""
+        """The env's ``reward`` argument: None (the world's own), the spec, or rewards built on their own device."""
+        if self.reward is None:
+            return None
         spec = parse_reward(self.reward)
         if not (self.reward_device or self.reward_dtype):
             return spec  # the env builds them next to the backbone
         from promptloop_env.rewards import make_reward
 
-        where = self.reward_device or self.backbone_device or device
-        built = make_reward(spec, device=where, torch_dtype=parse_dtype(self.reward_dtype or self.backbone_dtype))
+        where = self.reward_device or (self.device if self.device != "auto" else None) or device
+        built = make_reward(spec, device=where, torch_dtype=parse_dtype(self.reward_dtype or self.torch_dtype))
         return {(name, fn): weight for name, fn, weight in built.parts}  # names kept in info["reward_components"]
 
 

@@ -17,19 +17,22 @@ from gymnasium.envs.registration import register
 from gymnasium.envs.registration import registry as gym_registry
 
 from promptloop_env import toy  # noqa: F401  (the toy worlds register their backbones, rewards, prompt sets)
+from promptloop_env.config import PromptLoopConfig
 from promptloop_env.core import PromptLoopCore
 from promptloop_env.env import PromptLoopEnv
+from promptloop_env.registry import load_plugins
 from promptloop_env.spaces import PROMPT_CHARSET
 
 __version__ = "0.1.0"
+
+load_plugins()  # installed packages' backbones, rewards, previews and prompt sets (see promptloop_env.registry)
 
 if "PromptLoop-v0" not in gym_registry:
     register(
         id="PromptLoop-v0",
         entry_point="promptloop_env.env:PromptLoopEnv",
         vector_entry_point="promptloop_env.vector_env:PromptLoopVectorEnv",
-        # JSON-serialisable defaults only; heavy objects (pipelines, callables) are passed at make time.
-        kwargs={"backbone": "toy-shapes", "reward": "toy-fidelity"},
+        # No kwargs here: the defaults live in PromptLoopConfig, and spec kwargs would override a config= object.
     )
 
-__all__ = ["PROMPT_CHARSET", "PromptLoopCore", "PromptLoopEnv", "__version__"]
+__all__ = ["PROMPT_CHARSET", "PromptLoopConfig", "PromptLoopCore", "PromptLoopEnv", "__version__"]

@@ -5,7 +5,9 @@ as its help and its default shown; booleans take ``--flag``, ``--flag false`` or
 ``--config FILE`` (YAML or JSON) sets fields first and the flags given on the command line override it.
 The file is flat (``{field: value}``) or split into sections (``{section: {field: value}}``, as written by
 ``yaml.safe_dump({name: dataclasses.asdict(config)})``); a key that is no field of the parsed dataclasses is
-an error.
+an error. A field name that several dataclasses share (``device``, ``refine_schedule``) is one option that sets
+them all; when it is not given, each keeps its own default. The env's old argument names (``backbone_device``,
+``backbone_dtype``) are read as their new ones with a ``FutureWarning``.
 
 >>> from dataclasses import dataclass, field
 >>> @dataclass
@@ -28,6 +30,8 @@ from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
 
+from promptloop_env.config import rename_arguments
+
 T = TypeVar("T")
 
 
@@ -49,12 +53,37 @@ def config_parser(
         prog: the program name shown in usage lines (default: the script's name).
         config_flag: the option that names a YAML / JSON config file; ``None`` for none.
     """
-    parser = HfArgumentParser(dataclass_types, description=description, prog=prog, formatter_class=_HelpFormatter)
+    # "resolve": a field several dataclasses share is one option (the last one declared), read by all of them.
+    parser = HfArgumentParser(
+        dataclass_types,
+        description=description,
+        prog=prog,
+        formatter_class=_HelpFormatter,
+        conflict_handler="resolve",
+    )
+    share_fields(parser, dataclass_types)
     if config_flag:
         parser.add_argument(
             config_flag, dest="_config_file", default=None, metavar="FILE", help="YAML or JSON file of field values"
         )
     return parser
+
+
+def share_fields(parser: argparse.ArgumentParser, dataclass_types: type | Iterable[type]) -> None:
+    """Let a field that several of ``dataclass_types`` share default to each dataclass's own default.
+
+    The parser (built with ``conflict_handler="resolve"``) holds one option for such a field; it sets every
+    dataclass's field when given (on the command line or in a config file), and none when not.
+    """
+    types = [dataclass_types] if isinstance(dataclass_types, type) else list(dataclass_types)
+    counts: dict[str, int] = {}
+    for t in types:
+        for f in dataclasses.fields(t):
+            counts[f.name] = counts.get(f.name, 0) + 1
+    for action in parser._actions:
+        if counts.get(action.dest, 0) > 1:
+            action.default = argparse.SUPPRESS
+            action.help = f"{action.help or ''} (sets the field of every section that has it)".strip()
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -95,6 +124,8 @@ def config_values(
     """
     fields = {f.name for t in dataclass_types for f in dataclasses.fields(t) if f.init}
     values: dict[str, Any] = {}
+    payload = {k: rename_arguments(v, f"section {k!r}") if isinstance(v, Mapping) else v for k, v in payload.items()}
+    payload = rename_arguments(payload, "config")
     for key, value in payload.items():
         if sections is not None:
             if key not in sections:
@@ -107,9 +138,11 @@ def config_values(
                 raise ValueError(f"section {key!r} sets unknown fields {unknown}; valid: {sorted(known)}")
         section = (value or {}) if sections is not None or isinstance(value, Mapping) else {key: value}
         for name, item in section.items():
-            if name in values and values[name] != item:
+            # None is "not set": a field shared by two sections may be set in one of them only.
+            if values.get(name) is not None and item is not None and values[name] != item:
                 raise ValueError(f"{name!r} is set twice, to {values[name]!r} and {item!r}")
-            values[name] = item
+            if item is not None or name not in values:
+                values[name] = item
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown fields {unknown}; valid: {sorted(fields)}")
@@ -154,10 +187,16 @@ def parse_configs(
                 if action.dest in values:
                     action.required = False  # the file provides it
             parser.set_defaults(**values)
-    *configs, rest = parser.parse_args_into_dataclasses(args, return_remaining_strings=True, look_for_args_file=False)
+    namespace, rest = parser.parse_known_args(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return tuple(c for c in configs if not isinstance(c, argparse.Namespace))
+    return tuple(config_from_namespace(t, namespace) for t in dataclass_types)
+
+
+def config_from_namespace(dataclass_type: type[T], namespace: argparse.Namespace) -> T:
+    """``dataclass_type`` from the parsed options that are its fields (shared ones are read by every dataclass)."""
+    names = [f.name for f in dataclasses.fields(dataclass_type) if f.init]
+    return dataclass_type(**{name: getattr(namespace, name) for name in names if hasattr(namespace, name)})
 
 
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None, **kwargs: Any) -> T:

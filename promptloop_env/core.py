@@ -9,6 +9,7 @@ guarantee depends on that); the vector env calls them with all its sub-episodes 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +19,17 @@ import torch
 
 from promptloop_env.backbones import load_backbone
 from promptloop_env.backbones.base import Trajectory, to_uint8
+from promptloop_env.config import PromptLoopConfig
+from promptloop_env.logs import quiet_loading
 from promptloop_env.previews import make_preview
 from promptloop_env.prompts import resolve_prompts
-from promptloop_env.rewards import RewardSpec, make_reward
-from promptloop_env.schedule import refinement_steps, validate_schedule
-from promptloop_env.spaces import observation_space, prompt_space
-from promptloop_env.validators import as_torch_dtype, check_cpu_offload, check_int, check_optional_str
+from promptloop_env.rewards import make_reward
+from promptloop_env.rewards.worlds import check_reward_world, default_prompts, world_reward
+from promptloop_env.schedule import refinement_steps
+from promptloop_env.spaces import fit_text, observation_space, prompt_space
+from promptloop_env.validators import check_cpu_offload, check_int
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,9 +69,10 @@ class Episode:
 class PromptLoopCore:
     """The validated configuration of ``PromptLoop-v0`` with its backbone, reward, preview and schedule.
 
-    The arguments are those of :class:`~promptloop_env.env.PromptLoopEnv` except ``render_mode``; see its
-    docstring. Weights are shared: two cores built with the same backbone name, device and dtype hold the same
-    backbone object, while every episode gets its own scheduler and generator.
+    Its arguments are a :class:`~promptloop_env.config.PromptLoopConfig` and/or its fields as keywords (those of
+    :class:`~promptloop_env.env.PromptLoopEnv` except ``render_mode``). Weights are shared: two cores built with
+    the same backbone name, device and dtype hold the same backbone object, while every episode gets its own
+    scheduler and generator.
 
     >>> core = PromptLoopCore(backbone="tiny", reward="jpeg-incompressibility", num_inference_steps=4,
     ...                       num_refinements=2, preview="latent_rgb", preview_size=32)
@@ -74,6 +81,7 @@ class PromptLoopCore:
     ([0.0], 1)
 
     Attributes:
+        config: the validated arguments.
         backbone: the shared :class:`~promptloop_env.backbones.base.DiffusersBackbone`.
         reward_fn: the reward, a :class:`~promptloop_env.rewards.WeightedReward`.
         queries: the queries drawn from when a reset names none.
@@ -82,47 +90,39 @@ class PromptLoopCore:
         action_space: the space of one action (a prompt).
     """
 
-    def __init__(
-        self,
-        backbone: Any = "toy-shapes",
-        reward: RewardSpec = "toy-fidelity",
-        prompts: Sequence[str] | str | None = None,
-        num_inference_steps: int = 20,
-        num_refinements: int = 5,
-        refine_schedule: str | Sequence[int] = "uniform",
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        preview: str = "vae",
-        preview_size: int = 256,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        taesd: Any = None,
-        local_files_only: bool = False,
-        cpu_offload: bool = False,
-    ) -> None:
-        self.num_inference_steps = check_int("num_inference_steps", num_inference_steps, 1)
-        self.num_refinements = check_int("num_refinements", num_refinements, 1)
-        self.preview_size = check_int("preview_size", preview_size, 8)
-        if num_refinements > num_inference_steps:
-            raise ValueError(
-                f"num_refinements={num_refinements} exceeds num_inference_steps={num_inference_steps}: each "
-                "action needs at least one denoising step."
-            )
-        self.refine_schedule = validate_schedule(refine_schedule, num_inference_steps, num_refinements)
-        self.negative_prompt = check_optional_str("negative_prompt", negative_prompt)
-        torch_dtype = as_torch_dtype(torch_dtype)
+    def __init__(self, config: PromptLoopConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = config = PromptLoopConfig.from_kwargs(config, **kwargs)
+        self.num_inference_steps = config.num_inference_steps
+        self.num_refinements = config.num_refinements
+        self.preview_size = config.preview_size
+        self.refine_schedule = config.refine_schedule
+        self.negative_prompt = config.negative_prompt
         # Only a requested offload becomes a backbone option: the option is part of the key that shares backbones.
-        offload = {"cpu_offload": True} if check_cpu_offload(cpu_offload, device) else {}
-        self.backbone = load_backbone(
-            backbone, device=device, torch_dtype=torch_dtype, local_files_only=local_files_only, **offload
-        )
-        self.reward_fn = make_reward(reward, device=self.backbone.device, torch_dtype=torch_dtype)
-        self.queries = resolve_prompts(prompts, self.backbone.default_prompts)
-        self.guidance_scale = self.backbone.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-        self.preview = preview
-        self._preview = make_preview(preview, self.backbone, self.preview_size, taesd, local_files_only)
+        offload = {"cpu_offload": True} if check_cpu_offload(config.cpu_offload, config.device) else {}
+        with quiet_loading(config.progress):
+            self.backbone = load_backbone(
+                config.backbone,
+                device=config.device,
+                torch_dtype=config.torch_dtype,
+                local_files_only=config.local_files_only,
+                **offload,
+            )
+            self.reward_fn = make_reward(
+                world_reward(config.reward, self.backbone), device=self.backbone.device, torch_dtype=config.torch_dtype
+            )
+            check_reward_world(self.reward_fn, self.backbone)
+            self.queries = resolve_prompts(config.prompts, default_prompts(self.reward_fn, self.backbone))
+            self.reward_fn.check_queries(self.queries, "prompts")
+            self.guidance_scale = (
+                self.backbone.default_guidance_scale if config.guidance_scale is None else config.guidance_scale
+            )
+            self.preview = config.preview
+            self._preview = make_preview(
+                config.preview, self.backbone, self.preview_size, config.taesd, config.local_files_only
+            )
         self.observation_space = observation_space(self.preview_size, self.num_refinements)
         self.action_space = prompt_space()
+        self._warned_truncation = False
 
     # -- phases -------------------------------------------------------------------------------------
     def start(
@@ -142,8 +142,10 @@ class PromptLoopCore:
                 if not self.queries:
                     raise ValueError("No query: pass options={'query': ...} or give the env prompts=[...].")
                 query = self.queries[int(rng.integers(len(self.queries)))]
-            if not isinstance(query, str):
-                raise TypeError(f"options['query'] must be a str; got {type(query).__name__}.")
+            else:
+                if not isinstance(query, str):
+                    raise TypeError(f"options['query'] must be a str; got {type(query).__name__}.")
+                self.reward_fn.check_queries([query], "options['query']")
             if noise_seed is None:
                 noise_seed = int(rng.integers(0, 2**63 - 1))
             check_int("options['noise_seed']", noise_seed, 0)
@@ -168,6 +170,15 @@ class PromptLoopCore:
             The rewards, ``float64 [len(episodes)]``: 0.0 except on terminal steps.
         """
         encoded = [self.backbone.encode(action) for action in actions]
+        if not self._warned_truncation and any(truncated for _, truncated in encoded):
+            self._warned_truncation = True  # said once here; every step says it in info["prompt_truncated"]
+            first = next(action for action, (_, truncated) in zip(actions, encoded, strict=True) if truncated)
+            # A log record, not a warning: long prompts are legal actions (check_env takes warnings as faults).
+            logger.warning(
+                "A prompt is longer than the text encoder's window and is truncated as diffusers truncates it; "
+                "info['prompt_truncated'] says so at every such step (logged once): %.80r...",
+                first,
+            )
         ends = [
             ep.refine_steps[ep.segment + 1] if ep.segment + 1 < self.num_refinements else ep.traj.num_steps
             for ep in episodes
@@ -205,11 +216,15 @@ class PromptLoopCore:
         return rewards
 
     def observation(self, ep: Episode) -> dict[str, Any]:
-        """The observation of one episode (see ``PromptLoopEnv``'s Observation Space)."""
+        """The observation of one episode (see ``PromptLoopEnv``'s Observation Space).
+
+        ``query`` and ``prompt`` are fitted into their ``Text`` space (:func:`~promptloop_env.spaces.fit_text`);
+        :meth:`info` has them in full.
+        """
         return {
             "image": ep.image,
-            "query": ep.query,
-            "prompt": ep.prompt,
+            "query": fit_text(ep.query),
+            "prompt": fit_text(ep.prompt),
             "segment": ep.segment,
             "timestep": np.array([ep.traj.step / ep.traj.num_steps], dtype=np.float32),
         }

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from promptloop_env.backbones.base import Trajectory
+from promptloop_env.config import PromptLoopConfig, arguments_doc
 from promptloop_env.core import Episode, PromptLoopCore
-from promptloop_env.rewards import RewardSpec
 from promptloop_env.spaces import PROMPT_CHARSET
 from promptloop_env.validators import RENDER_MODES, check_action, check_render_mode, check_reset_options
 
@@ -38,7 +36,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
     ``Text(max_length=1000, charset=PROMPT_CHARSET)``: the complete prompt (not an edit). Any ``str`` is
     accepted, including the empty prompt and characters outside the charset; a non-``str`` raises
     ``TypeError``. A prompt longer than the text encoder's window is truncated as diffusers truncates it,
-    and ``info["prompt_truncated"]`` is True.
+    and ``info["prompt_truncated"]`` is True (and the first time, one ``logging`` warning says so).
 
     ## Observation Space
 
@@ -49,6 +47,10 @@ class PromptLoopEnv(gym.Env[dict, str]):
     | ``image`` | ``Box(0, 255, (S, S, 3), uint8)``, S = preview_size | preview of the x0 estimate (at reset: x_T) |
     | ``query`` | ``Text`` | the user's original query |
     | ``prompt`` | ``Text`` | the prompt now in force (at reset: the query) |
+
+    ``query`` and ``prompt`` always lie inside their ``Text(max_length=1000, charset=PROMPT_CHARSET)`` space:
+    accents and typography become ASCII, other characters ``?``, and the text is cut at 1000 characters
+    (:func:`~promptloop_env.spaces.fit_text`); ``info`` has them in full.
     | ``segment`` | ``Discrete(num_refinements + 1)`` | how many actions have been taken |
     | ``timestep`` | ``Box(0, 1, (1,), float32)`` | fraction of the denoising steps done |
 
@@ -56,7 +58,11 @@ class PromptLoopEnv(gym.Env[dict, str]):
 
     0.0 until the terminal step, then ``reward(final_image, query)``. ``reward`` is a registered name
     (``promptloop_env.rewards.REWARDS``), a callable ``(images uint8 [B,H,W,3], queries) -> floats``, or a
-    dict ``{name_or_callable: weight}`` whose weighted sum is the reward.
+    dict ``{name_or_callable: weight}`` whose weighted sum is the reward; None is a toy backbone's own world
+    reward (``toy-shapes``: ``toy-fidelity``, ``toy-compose``: ``toy-compose``), and other backbones must name
+    one. A toy reward of another world than the backbone's is an error, and a toy reward refuses (``ValueError``)
+    an empty query or one its world cannot read, in ``prompts`` at construction and in ``options["query"]`` at
+    reset, rather than score it.
 
     ## Starting State
 
@@ -84,32 +90,17 @@ class PromptLoopEnv(gym.Env[dict, str]):
     ## Arguments
 
     ```python
-    gym.make("PromptLoop-v0", backbone="toy-shapes", reward="toy-fidelity", prompts=None,
-             num_inference_steps=20, num_refinements=5, refine_schedule="uniform",
-             guidance_scale=None, negative_prompt=None, preview="vae", preview_size=256,
-             device=None, torch_dtype=None, render_mode=None, taesd=None, local_files_only=False,
-             cpu_offload=False)
+    gym.make("PromptLoop-v0", backbone="toy-shapes", reward=None, prompts=None, num_inference_steps=20,
+             num_refinements=5, refine_schedule="uniform", preview="vae", preview_size=256, render_mode=None)
     ```
 
-    * ``backbone``: registry name (``promptloop_env.backbones.BACKBONES``), local folder or hub id of a
-      diffusers pipeline, or a loaded pipeline (weights are shared between envs).
-    * ``reward``: see Rewards.
-    * ``prompts``: list of queries, the name of a built-in set, or None (the backbone's default set).
-    * ``num_inference_steps``: denoising steps per episode.
-    * ``num_refinements``: actions per episode (N_R).
-    * ``refine_schedule``: ``"uniform"`` (evenly spaced), ``"random"`` (redrawn every episode), or an
-      explicit strictly increasing list of ``num_refinements`` step indices starting at 0.
-    * ``guidance_scale``: classifier-free guidance; None means the backbone's usual default.
-    * ``negative_prompt``: as in diffusers.
-    * ``preview``: ``"vae"``, ``"taesd"``, ``"latent_rgb"`` or ``"none"``; ``taesd`` optionally names the
-      ``AutoencoderTiny`` to use.
-    * ``preview_size``: side of the preview image.
-    * ``device``, ``torch_dtype``: where and in which precision the backbone runs.
-    * ``render_mode``: None or ``"rgb_array"`` (``render()`` returns the latest preview).
-    * ``local_files_only``: forwarded to ``from_pretrained``.
-    * ``cpu_offload``: keep each model on the CPU until its turn on the accelerator (diffusers'
-      ``enable_model_cpu_offload``), for checkpoints larger than the accelerator's memory. Needs an accelerator:
-      without one (or with ``device="cpu"``) it raises a ``ValueError``.
+    ``render_mode`` (None or ``"rgb_array"``: ``render()`` returns the latest preview), ``config`` (a
+    :class:`~promptloop_env.config.PromptLoopConfig`, whose fields the keywords replace) and the fields of
+    :class:`~promptloop_env.config.PromptLoopConfig`, declared there once:
+
+    {arguments}
+
+    ``cpu_offload=True`` needs an accelerator: without one (or with ``device="cpu"``) it raises a ``ValueError``.
 
     The validated configuration, backbone, reward, preview and schedule live in ``self.core``
     (:class:`~promptloop_env.core.PromptLoopCore`, which the batched vector env holds too); ``backbone``,
@@ -133,43 +124,9 @@ class PromptLoopEnv(gym.Env[dict, str]):
     preview = _from_core("preview")
     preview_size = _from_core("preview_size")
 
-    def __init__(
-        self,
-        backbone: Any = "toy-shapes",
-        reward: RewardSpec = "toy-fidelity",
-        prompts: Sequence[str] | str | None = None,
-        num_inference_steps: int = 20,
-        num_refinements: int = 5,
-        refine_schedule: str | Sequence[int] = "uniform",
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        preview: str = "vae",
-        preview_size: int = 256,
-        device: str | torch.device | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-        render_mode: str | None = None,
-        taesd: Any = None,
-        local_files_only: bool = False,
-        cpu_offload: bool = False,
-    ) -> None:
+    def __init__(self, render_mode: str | None = None, config: PromptLoopConfig | None = None, **kwargs: Any) -> None:
         self.render_mode = check_render_mode(render_mode)
-        self.core = PromptLoopCore(
-            backbone=backbone,
-            reward=reward,
-            prompts=prompts,
-            num_inference_steps=num_inference_steps,
-            num_refinements=num_refinements,
-            refine_schedule=refine_schedule,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            preview=preview,
-            preview_size=preview_size,
-            device=device,
-            torch_dtype=torch_dtype,
-            taesd=taesd,
-            local_files_only=local_files_only,
-            cpu_offload=cpu_offload,
-        )
+        self.core = PromptLoopCore(config, **kwargs)
         self.action_space = self.core.action_space
         self.observation_space = self.core.observation_space
         self._episode: Episode | None = None
@@ -205,5 +162,7 @@ class PromptLoopEnv(gym.Env[dict, str]):
         """The running episode's sampling run (None before ``reset`` and after ``close``)."""
         return None if self._episode is None else self._episode.traj
 
+
+PromptLoopEnv.__doc__ = (PromptLoopEnv.__doc__ or "").replace("    {arguments}", arguments_doc("    "))
 
 __all__ = ["PROMPT_CHARSET", "PromptLoopEnv"]

@@ -53,11 +53,14 @@ class Registry(MutableMapping[str, T], Generic[T]):
         discover: a package whose modules are all imported the first time the registry is read (see the module
             docstring); None: entries come only from explicit ``register`` calls.
         hint: a sentence appended to the unknown-name error (e.g. what else the argument may be).
+        quiet: import the ``discover`` package's modules within :func:`promptloop_env.logs.quiet_loading` (for
+            modules that import diffusers' pipelines, which make transformers print fallback warnings).
     """
 
-    def __init__(self, kind: str, discover: str | None = None, hint: str = "") -> None:
+    def __init__(self, kind: str, discover: str | None = None, hint: str = "", quiet: bool = False) -> None:
         self.kind = kind
         self.hint = hint
+        self.quiet = quiet
         self._discover = discover
         self._entries: dict[str, T] = {}
 
@@ -137,9 +140,44 @@ class Registry(MutableMapping[str, T], Generic[T]):
         package_name, self._discover = self._discover, None
         if package_name is None:
             return
-        package = importlib.import_module(package_name)
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package_name}.{module.name}")
+        from promptloop_env.logs import quiet_loading
+
+        with quiet_loading(progress=not self.quiet):
+            package = importlib.import_module(package_name)
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package_name}.{module.name}")
+
+
+PLUGIN_GROUP = "promptloop_env.plugins"
+"""The entry-point group of installed packages that register entries: each entry point names a module (or a
+function without arguments) that ``import promptloop_env`` imports (calls), so that its names work everywhere,
+the ``promptloop`` command line included."""
+
+
+def load_plugins(group: str = PLUGIN_GROUP) -> list[str]:
+    """Import (or call) every entry point of ``group``; return their names. A failing plugin is a warning.
+
+    A package declares one in its ``pyproject.toml``::
+
+        [project.entry-points."promptloop_env.plugins"]
+        my_models = "my_package.promptloop_plugin"
+    """
+    import warnings
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group=group):
+        try:
+            target = point.load()
+            if callable(target):
+                target()
+        except Exception as err:  # noqa: BLE001  (a broken plugin must not break the env)
+            warnings.warn(
+                f"promptloop_env plugin {point.name!r} ({point.value}) failed to load: {err!r}", stacklevel=2
+            )
+            continue
+        loaded.append(point.name)
+    return loaded
 
 
 def _describe(entry: Any) -> str:

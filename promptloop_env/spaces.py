@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,31 @@ PROMPT_CHARSET = frozenset(string.ascii_letters + string.digits + string.punctua
 
 MAX_PROMPT_CHARS = 1000
 """``max_length`` of the ``Text`` spaces. Longer strings are still accepted as actions."""
+
+# Typography that users paste, mapped to the charset's nearest characters (accents go by NFKD below).
+_TYPOGRAPHY = str.maketrans(
+    {"\u2014": "-", "\u2013": "-", "\u2212": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+     "\u2026": "...", "\u00a0": " ", "\t": " ", "\n": " ", "\r": " "}
+)  # fmt: skip
+
+
+def fit_text(text: str) -> str:
+    """``text`` as it appears in the observation: inside the ``Text`` space of prompts and queries.
+
+    Accents are dropped (``café`` -> ``cafe``), dashes, quotes, ellipses and white space become their ASCII
+    forms, any other character outside :data:`PROMPT_CHARSET` becomes ``?``, and the text is cut at
+    :data:`MAX_PROMPT_CHARS`. ``info`` keeps the full text; text already inside the space is returned as it is.
+
+    >>> fit_text("a red circle \u2014 left, caf\u00e9")
+    'a red circle - left, cafe'
+    >>> len(fit_text("a" * 5000))
+    1000
+    """
+    if len(text) <= MAX_PROMPT_CHARS and all(c in PROMPT_CHARSET for c in text):
+        return text
+    text = unicodedata.normalize("NFKD", text.translate(_TYPOGRAPHY))
+    text = "".join(c if c in PROMPT_CHARSET else "?" for c in text if not unicodedata.combining(c))
+    return text[:MAX_PROMPT_CHARS]
 
 
 class PromptText(spaces.Text):

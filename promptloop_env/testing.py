@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from promptloop_env.logs import quiet_loading
 from promptloop_env.registry import lookup
 from promptloop_env.rewards.clip_common import clip_image_processor
 from promptloop_env.rewards.hps import transformers_to_open_clip
@@ -37,7 +38,10 @@ def tiny_pipe(scheduler: str = "ddim", prediction_type: str = "epsilon", size: s
 
     key = (scheduler, prediction_type, size)
     if key not in _PIPES:
-        _PIPES[key] = tiny_stable_diffusion_pipeline(size=size, scheduler=scheduler, prediction_type=prediction_type)
+        with quiet_loading():  # diffusers' pipeline imports make transformers warn about torchvision
+            _PIPES[key] = tiny_stable_diffusion_pipeline(
+                size=size, scheduler=scheduler, prediction_type=prediction_type
+            )
     return _PIPES[key]
 
 

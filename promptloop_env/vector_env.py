@@ -48,7 +48,7 @@ class PromptLoopVectorEnv(VectorEnv):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> envs = gym.make_vec("PromptLoop-v0", num_envs=2, backbone="tiny", num_inference_steps=4, num_refinements=2,
-    ...                     preview="latent_rgb", preview_size=32)
+    ...                     preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> obs, info = envs.reset(seed=0, options={"query": ["a red circle", "a blue square"]})
     >>> obs["image"].shape, obs["query"]
     ((2, 32, 32, 3), ('a red circle', 'a blue square'))
@@ -60,8 +60,9 @@ class PromptLoopVectorEnv(VectorEnv):
         num_envs: number of episodes stepped together.
         autoreset_mode: a ``gymnasium.vector.AutoresetMode`` (or its value as a str).
         render_mode: None or ``"rgb_array"`` (``render()`` returns each sub-env's latest preview).
-        **env_kwargs: the other arguments of :class:`PromptLoopEnv` (``backbone``, ``reward``, ``prompts``, ...),
-            which configure this env's :class:`~promptloop_env.core.PromptLoopCore` (``self.core``).
+        **env_kwargs: the other arguments of :class:`PromptLoopEnv`: ``config`` and the fields of
+            :class:`~promptloop_env.config.PromptLoopConfig` (``backbone``, ``reward``, ``prompts``, ...), which
+            configure this env's :class:`~promptloop_env.core.PromptLoopCore` (``self.core``).
     """
 
     metadata = {**PromptLoopEnv.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -81,7 +82,7 @@ class PromptLoopVectorEnv(VectorEnv):
             raise ValueError(f"autoreset_mode must be one of {valid}; got {autoreset_mode!r}.") from err
         env_kwargs.pop("max_episode_steps", None)  # make_vec forwards a spec's limit; episodes have a fixed length
         self.render_mode = check_render_mode(render_mode)
-        self.core = PromptLoopCore(**env_kwargs)
+        self.core = PromptLoopCore(env_kwargs.pop("config", None), **env_kwargs)
         self.autoreset_mode = autoreset_mode
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.single_observation_space = self.core.observation_space

@@ -70,7 +70,7 @@ class DiscretizePrompt(gym.Wrapper):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> env = gym.make("PromptLoop-v0", backbone="tiny", num_inference_steps=4, num_refinements=2,
-    ...                preview="latent_rgb", preview_size=32)
+    ...                preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> env = DiscretizePrompt(env, modifiers=["", "bright colours", "high contrast"])
     >>> env.action_space
     Discrete(3)
@@ -140,7 +140,7 @@ class DropTextObservation(gym.ObservationWrapper):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> env = gym.make("PromptLoop-v0", backbone="tiny", num_inference_steps=4, num_refinements=2,
-    ...                preview="latent_rgb", preview_size=32)
+    ...                preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> env = DropTextObservation(env)
     >>> sorted(env.observation_space.spaces)
     ['image', 'segment', 'timestep']
@@ -198,7 +198,7 @@ class FormatChatObservation(gym.ObservationWrapper):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> env = gym.make("PromptLoop-v0", backbone="tiny", num_inference_steps=4, num_refinements=2,
-    ...                preview="latent_rgb", preview_size=32)
+    ...                preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> env = FormatChatObservation(env)
     >>> obs, info = env.reset(seed=0, options={"query": "a red circle"})
     >>> [m["role"] for m in obs["messages"]], obs["image"].shape

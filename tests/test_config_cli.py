@@ -106,3 +106,51 @@ def test_named_sections_of_other_commands_are_skipped(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_config(EnvArgs, ["--config", str(path)], sections=sections)
     assert "unknown section 'grpo'" in capsys.readouterr().err
+
+
+@dataclass
+class EvalArgs:
+    """Shares ``device`` and ``refine_schedule`` with the env section."""
+
+    device: str = field(default="auto", metadata={"help": "process device"})
+    refine_schedule: str = field(default="uniform", metadata={"help": "schedule"})
+
+
+def test_a_field_shared_by_two_sections_is_one_option_that_sets_both():
+    from promptloop_agents.configs import EnvConfig
+
+    env, evaluation = parse_configs([EnvConfig, EvalArgs], [])
+    assert (env.device, env.refine_schedule) == (None, None)  # each keeps its own default
+    assert (evaluation.device, evaluation.refine_schedule) == ("auto", "uniform")
+    env, evaluation = parse_configs([EnvConfig, EvalArgs], ["--device", "cpu", "--refine_schedule", "0,5"])
+    assert (env.device, env.refine_schedule, evaluation.device, evaluation.refine_schedule) == ("cpu", "0,5") * 2
+
+
+def test_old_env_names_in_a_config_file_are_read_with_a_warning(tmp_path):
+    from promptloop_agents.configs import EnvConfig
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("env:\n  backbone_device: cpu\n  backbone_dtype: float16\n")
+    with pytest.warns(FutureWarning) as record:
+        (env,) = parse_configs([EnvConfig], ["--config", str(path)])
+    assert any("'backbone_dtype' is now called 'torch_dtype'" in str(w.message) for w in record)
+    assert (env.device, env.torch_dtype) == ("cpu", "float16")
+
+
+def test_the_cli_env_section_is_derived_from_the_env_config():
+    import dataclasses
+
+    from promptloop_agents.configs import EnvConfig
+    from promptloop_env.config import PromptLoopConfig
+
+    env_fields = {f.name: f for f in dataclasses.fields(PromptLoopConfig)}
+    for f in dataclasses.fields(EnvConfig):
+        if f.name in env_fields:
+            assert f.metadata["help"].startswith(env_fields[f.name].metadata["help"])
+    assert EnvConfig().preview_size == PromptLoopConfig().preview_size == 256  # one default
+    assert EnvConfig().backbone == "toy-compose" and EnvConfig().reward is None  # the world's own reward
+    kwargs = EnvConfig(torch_dtype="bf16", device="auto").env_kwargs("random", "cpu")
+    assert kwargs["refine_schedule"] == "random" and kwargs["device"] == "cpu" and kwargs["reward"] is None
+    assert str(kwargs["torch_dtype"]) == "torch.bfloat16"
+    assert EnvConfig(refine_schedule="0,9").env_kwargs("random")["refine_schedule"] == "0,9"  # the env's wins
+    PromptLoopConfig.from_kwargs(**{k: v for k, v in kwargs.items() if k != "backbone"})  # valid env arguments

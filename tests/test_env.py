@@ -154,9 +154,9 @@ def test_unknown_names_list_valid_ones():
     with pytest.raises(ValueError, match="Valid names: .*jpeg-compressibility"):
         gym.make("PromptLoop-v0", backbone=tiny_pipe(), reward="no-such-reward")
     with pytest.raises(ValueError, match="Valid names: .*latent_rgb"):
-        gym.make("PromptLoop-v0", backbone=tiny_pipe(), preview="sketch")
+        gym.make("PromptLoop-v0", backbone=tiny_pipe(), reward="jpeg-compressibility", preview="sketch")
     with pytest.raises(TypeError, match="backbone must be"):
-        gym.make("PromptLoop-v0", backbone=42)
+        gym.make("PromptLoop-v0", backbone=42, reward="jpeg-compressibility")
     with pytest.raises(ValueError, match="num_refinements"):
         gym.make("PromptLoop-v0", backbone=tiny_pipe(), num_inference_steps=3, num_refinements=5)
 
@@ -238,3 +238,20 @@ def test_registered_kwargs_are_json_serialisable():
     json.dumps(spec.kwargs)
     assert spec.entry_point == "promptloop_env.env:PromptLoopEnv"
     assert promptloop_env.PromptLoopEnv.__doc__.count("## ") >= 9
+
+
+def test_one_config_object_serves_the_env_and_the_vector_env():
+    from promptloop_env import PromptLoopConfig
+
+    config = PromptLoopConfig(
+        backbone=tiny_pipe(), reward="jpeg-compressibility", num_inference_steps=4, num_refinements=2, preview="none"
+    )
+    env = gym.make("PromptLoop-v0", config=config, preview_size=16)  # keywords replace the config's fields
+    assert env.unwrapped.core.config.preview_size == 16 and env.unwrapped.num_refinements == 2
+    assert env.unwrapped.core.config.backbone is config.backbone
+    envs = gym.make_vec("PromptLoop-v0", num_envs=2, config=config)
+    assert envs.unwrapped.core.config == config
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'num_steps'; valid: backbone, reward"):
+        gym.make("PromptLoop-v0", config=config, num_steps=4)
+    with pytest.warns(FutureWarning, match="'backbone_dtype' is now called 'torch_dtype'"):
+        gym.make("PromptLoop-v0", config=config, backbone_dtype="float32")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import promptloop_env  # noqa: F401  (registers the toy worlds)
@@ -57,3 +59,58 @@ def test_registering_the_same_entry_twice_is_fine():
     registry.register("a", HubModel("me/model"))  # equal entry: a module imported twice
     with pytest.raises(TypeError, match="non-empty str"):
         registry.register("", entry)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "env.md"
+
+
+def test_the_env_page_lists_every_argument_and_its_plug_in_example_runs():
+    import dataclasses
+    import re
+
+    import gymnasium as gym
+
+    from promptloop_env.config import PromptLoopConfig
+
+    text = DOCS.read_text()
+    for f in dataclasses.fields(PromptLoopConfig):
+        assert f"`{f.name}`" in text, f.name
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "REWARDS.register" in b]
+    block = block.replace('backbone="my-sd"', 'backbone="tiny"').replace("env = gym.make(", "env = make(")
+    namespace = {"make": lambda *a, **k: gym.make(*a, **k, num_inference_steps=2, num_refinements=1)}
+    try:
+        exec(block, namespace)  # noqa: S102  (our own documentation)
+        env = namespace["env"]
+        env.reset(seed=0, options={"query": "a red circle"})
+        reward = env.step("a red circle")[1]
+        assert 0.0 <= reward <= 1.0 and env.unwrapped.core.preview == "grey"
+    finally:
+        for registry, name in ((BACKBONES, "my-sd"), (REWARDS, "redness"), (PREVIEWS, "grey")):
+            registry.unregister(name)
+
+
+def test_installed_plugins_register_at_import(monkeypatch):
+    import importlib.metadata
+
+    from promptloop_env.registry import load_plugins
+
+    class Point:
+        def __init__(self, name, target):
+            self.name, self.value, self._target = name, f"tests:{name}", target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    points = [
+        Point("good", lambda: PROMPT_SETS.register("plugin-set", ["a red circle"])),
+        Point("broken", ImportError("no module")),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points)
+    try:
+        with pytest.warns(UserWarning, match="plugin 'broken'.*failed"):
+            assert load_plugins() == ["good"]
+        assert resolve_prompts("plugin-set", None) == ("a red circle",)
+    finally:
+        PROMPT_SETS.unregister("plugin-set")

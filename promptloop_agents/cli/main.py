@@ -41,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``promptloop`` parser: one sub-command per task, one option per config field (``HfArgumentParser``)."""
     from transformers import HfArgumentParser
 
+    from promptloop_env.cli import share_fields
+
     parser = argparse.ArgumentParser(prog="promptloop", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{train,eval,demo,generate}", parser_class=HfArgumentParser
     )
     train = commands.add_parser(
         "train",
+        conflict_handler="resolve",  # fields several sections share (refine_schedule) are one option
         dataclass_types=[config_sections()[s] for s in COMMAND_SECTIONS["train"]],
         help="Warm-start (toy policy) and train a policy with GRPO; writes a run folder.",
         description="Train a PromptLoop policy with GRPO. The run folder gets config.yaml (the resolved config), "
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate = commands.add_parser(
         "eval",
+        conflict_handler="resolve",  # fields several sections share (device, refine_schedule) are one option
         dataclass_types=[config_sections()[s] for s in COMMAND_SECTIONS["eval"]],
         help="Evaluate agents on held-out queries (bootstrap 95%% CIs, paired differences); writes eval.json/.md.",
         description="Run built-in agents and policy folders (closed loop, a priori, or on blank previews) on the "
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(mean and bootstrap 95% CI over queries per metric, per category on toy-compose, paired differences, "
         "per-episode scores), eval.md (tables) and samples_<backbone>.png (final images, a row per agent).",
     )
-    for sub in (train, evaluate):
+    for sub, command in ((train, "train"), (evaluate, "eval")):
+        share_fields(sub, [config_sections()[s] for s in COMMAND_SECTIONS[command]])
         sub.add_argument("--config", default=None, help="A recipe or saved config.yaml; flags override it.")
     train.add_argument(
         "--learner", default="grpo", help="The learner, by name (promptloop_agents.cli.train.LEARNERS)."

@@ -75,24 +75,21 @@ for _name, _entry in {
         description="FLUX.1 [schnell] (1024x1024, 1-4 steps, no guidance)",
         options=_NO_GUIDANCE,
     ),
-    "tiny": PipelineFactory(
-        tiny.tiny_stable_diffusion_pipeline,
-        description="random-weight StableDiffusionPipeline built in-process (64x64), for tests and benchmarks",
-    ),
-    "tiny-sdxl": PipelineFactory(
-        tiny.tiny_stable_diffusion_xl_pipeline,
-        description="random-weight StableDiffusionXLPipeline built in-process (64x64), for tests and benchmarks",
-    ),
-    "tiny-sd3": PipelineFactory(
-        tiny.tiny_stable_diffusion_3_pipeline,
-        description="random-weight StableDiffusion3Pipeline built in-process (64x64, 16 latent channels), for tests",
-    ),
-    "tiny-flux": PipelineFactory(
-        tiny.tiny_flux_pipeline,
-        description="random-weight FluxPipeline built in-process (64x64, 16 latent channels), for tests",
-    ),
 }.items():
     BACKBONES.register(_name, _entry)
+for _name, (_build, _what) in {
+    "tiny": (tiny.tiny_stable_diffusion_pipeline, "StableDiffusionPipeline (64x64), for tests and benchmarks"),
+    "tiny-sdxl": (
+        tiny.tiny_stable_diffusion_xl_pipeline,
+        "StableDiffusionXLPipeline (64x64), for tests and benchmarks",
+    ),
+    "tiny-sd3": (
+        tiny.tiny_stable_diffusion_3_pipeline,
+        "StableDiffusion3Pipeline (64x64, 16 latent channels), for tests",
+    ),
+    "tiny-flux": (tiny.tiny_flux_pipeline, "FluxPipeline (64x64, 16 latent channels), for tests"),
+}.items():
+    BACKBONES.register(_name, PipelineFactory(_build, description=f"random-weight {_what}, built in-process"))
 
 _LOADED: weakref.WeakValueDictionary[tuple, DiffusersBackbone] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
@@ -129,16 +126,28 @@ def wrap_pipeline(pipe: Any, **options: Any) -> DiffusersBackbone:
 def backbone_entry(name: str) -> BackboneEntry:
     """The registry entry of ``name``, or the local folder or hub id that ``name`` is.
 
+    A name that can only be a path (:func:`looks_like_path`) is a folder even when it does not exist, so that
+    building it says "not found" rather than "unknown name".
+
     Raises:
         ValueError: ``name`` is neither a registered name, a folder nor a hub id (the message lists the names).
     """
     if name in BACKBONES:
         return BACKBONES[name]
-    if os.path.isdir(name):
-        return LocalFolder(name)
+    if os.path.isdir(name) or looks_like_path(name):
+        return LocalFolder(name)  # a missing one says "not found" when it is built
     if name.count("/") == 1:
         return HubModel(name)
     raise BACKBONES.unknown(name)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a path (not a registry name or an ``owner/name`` hub id).
+
+    >>> [looks_like_path(n) for n in ("./models/my-sd", "~/sd", "models/a/b", "owner/name", "sd15")]
+    [True, True, True, False, False]
+    """
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
 def place(pipe: Any, device: str | torch.device | None, torch_dtype: torch.dtype | None) -> Any:
@@ -181,7 +190,8 @@ def load_backbone(
         if loaded is None:
             pipe = place(entry.build(torch_dtype, local_files_only), device, torch_dtype)
             fitted = entry.fitted_latent_rgb()
-            loaded = wrap_pipeline(pipe, **{**({"latent_rgb": fitted} if fitted else {}), **entry.options, **options})
+            defaults = {"name": backbone, **({"latent_rgb": fitted} if fitted else {})}
+            loaded = wrap_pipeline(pipe, **{**defaults, **entry.options, **options})
             _LOADED[key] = loaded
     return loaded
 

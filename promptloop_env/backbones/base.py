@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
+from promptloop_env.logs import quiet_loggers
 from promptloop_env.registry import Registry
 
 PromptEmbedding = dict[str, torch.Tensor]
@@ -136,6 +137,9 @@ class DiffusersBackbone:
         taesd: hub id or folder of the tiny autoencoder of ``preview="taesd"``; None keeps the family's.
         latent_rgb: the map of ``preview="latent_rgb"`` (a :class:`LatentRGB` or its dict); None keeps the family's.
         default_prompts: name of the built-in prompt set used when the env gets ``prompts=None``.
+        default_reward: the reward ``reward=None`` means (a toy world's own); None: the env must be given one.
+        world: the toy world this model draws, whose rewards alone can read its images (None: any reward).
+        name: what the backbone was asked by (registry name, folder or hub id), for messages.
         cache_size: how many prompt embeddings to keep.
         cpu_offload: call the pipeline's ``enable_model_cpu_offload()`` (needs an accelerator and ``accelerate``):
             each model sits on the CPU until its turn, for checkpoints larger than the accelerator's memory.
@@ -154,6 +158,9 @@ class DiffusersBackbone:
         taesd: str | None = None,
         latent_rgb: LatentRGB | Mapping[str, Any] | None = None,
         default_prompts: str | None = None,
+        default_reward: str | None = None,
+        world: str | None = None,
+        name: str | None = None,
         cache_size: int = 512,
         cpu_offload: bool = False,
     ) -> None:
@@ -168,6 +175,9 @@ class DiffusersBackbone:
             latent_rgb = LatentRGB.from_dict(latent_rgb)
         self.latent_rgb = latent_rgb or self.default_latent_rgb
         self.default_prompts = default_prompts
+        self.default_reward = default_reward
+        self.world = world
+        self.name = name
         self._cache: OrderedDict[str, tuple[PromptEmbedding, bool]] = OrderedDict()
         self._cache_size = cache_size
         step_params = set(inspect.signature(pipe.scheduler.step).parameters)
@@ -189,7 +199,8 @@ class DiffusersBackbone:
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        return self.pipe.unet
+        # Transformer pipelines (SD3, FLUX) name it transformer, UNet pipelines unet.
+        return self.pipe.transformer if hasattr(self.pipe, "transformer") else self.pipe.unet
 
     @property
     def vae(self) -> torch.nn.Module:
@@ -197,8 +208,10 @@ class DiffusersBackbone:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """Default (height, width) of the pipeline's output."""
-        raise NotImplementedError
+        """Default (height, width) of the pipeline's output, as its ``__call__`` computes it."""
+        # SDXL, SD3 and FLUX pipelines keep default_sample_size; StableDiffusionPipeline reads its UNet's config.
+        sample = getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size
+        return sample * self.pipe.vae_scale_factor, sample * self.pipe.vae_scale_factor
 
     # -- 1. prompts ---------------------------------------------------------------------------------
     def encode(self, prompt: str) -> tuple[PromptEmbedding, bool]:
@@ -207,7 +220,8 @@ class DiffusersBackbone:
         if hit is not None:
             self._cache.move_to_end(prompt)
             return hit
-        with torch.inference_mode():
+        # diffusers logs the cut part of a long prompt at every call; the env reports it in info instead.
+        with torch.inference_mode(), quiet_loggers():
             value = (self._encode(prompt), self.is_truncated(prompt))
         self._cache[prompt] = value
         if len(self._cache) > self._cache_size:
@@ -332,7 +346,7 @@ class DiffusersBackbone:
         return latents
 
 
-FAMILIES: Registry[type[DiffusersBackbone]] = Registry("backbone family", discover=__package__)
+FAMILIES: Registry[type[DiffusersBackbone]] = Registry("backbone family", discover=__package__, quiet=True)
 """The registered backbone families, by name (``"sd"``, ``"sdxl"``, ``"sd3"``, ``"flux"``).
 
 Reading it the first time imports every module of :mod:`promptloop_env.backbones` (the family modules import

@@ -18,6 +18,7 @@ import torch
 
 from promptloop_env.backbones.base import LatentRGB
 from promptloop_env.registry import resolve
+from promptloop_env.weights import MissingWeightsError, hub_cache, load_cache_first
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 """The folder of the ``promptloop_env`` package, which :class:`PackageFolder` paths are relative to."""
@@ -86,7 +87,14 @@ class LocalFolder(BackboneEntry):
         return Path(self.path)
 
     def build(self, torch_dtype: torch.dtype | None, local_files_only: bool) -> Any:
-        return from_pretrained(str(self.folder), torch_dtype, local_files_only)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"Backbone folder {self.path!r} not found (looked at {self.folder.resolve()}).")
+        if not (self.folder / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"Backbone folder {self.path!r} is no diffusers pipeline: it has no model_index.json (save one with "
+                "pipe.save_pretrained(folder))."
+            )
+        return from_pretrained(str(self.folder), torch_dtype, local_files_only=True)
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,22 @@ class HubModel(BackboneEntry):
         return self.repo_id
 
     def build(self, torch_dtype: torch.dtype | None, local_files_only: bool) -> Any:
-        return from_pretrained(self.repo_id, torch_dtype, local_files_only)
+        def load(cached: bool) -> Any:
+            return from_pretrained(self.repo_id, torch_dtype, local_files_only=cached)
+
+        return load_cache_first(load, local_files_only, self._missing)
+
+    def _missing(self, cause: OSError, offline: bool) -> MissingWeightsError:
+        where = f"in the hub cache ({hub_cache()})"
+        if offline:
+            where += ", and may not download (local_files_only or HF_HUB_OFFLINE)"
+        else:
+            where += " or on the hub"
+        return MissingWeightsError(
+            f"Backbone {self.repo_id!r} cannot find its weights {where}: {cause}\n"
+            f"To provide them, download them once with network access (`hf download {self.repo_id}`), or pass a "
+            "local folder of a diffusers pipeline: backbone='path/to/folder'."
+        )
 
 
 def from_pretrained(source: str, torch_dtype: torch.dtype | None, local_files_only: bool) -> Any:
@@ -143,5 +166,5 @@ def from_pretrained(source: str, torch_dtype: torch.dtype | None, local_files_on
     pipe = DiffusionPipeline.from_pretrained(
         source, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=local_files_only, **absent
     )
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # the denoising bars; the env runs its own loop
     return pipe

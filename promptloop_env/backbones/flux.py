@@ -98,15 +98,6 @@ class FluxBackbone(DiffusersBackbone):
         self._conditioning = ConditioningCache()
         self._negative_conditioning = ConditioningCache()
 
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.pipe.transformer
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
-        return size, size
-
     def _encode(self, prompt: str) -> PromptEmbedding:
         embeds, pooled, _ = self.pipe.encode_prompt(
             prompt, None, device=self.device, num_images_per_prompt=1, max_sequence_length=self.max_sequence_length

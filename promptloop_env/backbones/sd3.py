@@ -82,15 +82,6 @@ class StableDiffusion3Backbone(DiffusersBackbone):
         self.max_sequence_length = max_sequence_length
         self._conditioning = ConditioningCache()
 
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.pipe.transformer
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
-        return size, size
-
     def _encode(self, prompt: str) -> PromptEmbedding:
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt,

@@ -66,11 +66,6 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
         self._conditioning = ConditioningCache()
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
-        return size, size
-
-    @property
     def _embed_dtype(self) -> torch.dtype:
         # encode_prompt casts the embeddings to the second text encoder's dtype (the UNet's without it).
         encoder = self.pipe.text_encoder_2

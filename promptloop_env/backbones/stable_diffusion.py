@@ -50,11 +50,6 @@ class StableDiffusionBackbone(DiffusersBackbone):
         self.eta = eta
         self._conditioning = ConditioningCache()
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
-        return size, size
-
     def _encode(self, prompt: str) -> PromptEmbedding:
         embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
         return {"prompt_embeds": embeds}

@@ -57,7 +57,8 @@ class SB3VecEnv(VecEnv):
     >>> from gymnasium.vector import AutoresetMode
     >>> from promptloop_env.integrations.vector_wrappers import DiscretizePrompt, DropTextObservation
     >>> envs = gym.make_vec("PromptLoop-v0", num_envs=2, autoreset_mode=AutoresetMode.DISABLED, backbone="tiny",
-    ...                     num_inference_steps=4, num_refinements=1, preview="latent_rgb", preview_size=36)
+    ...                     num_inference_steps=4, num_refinements=1, preview="latent_rgb", preview_size=36,
+    ...                     reward="jpeg-incompressibility")
     >>> venv = SB3VecEnv(DiscretizePrompt(DropTextObservation(envs), modifiers=["", "bright colours"]))
     >>> venv.seed(0)
     [0, 1]
@@ -163,7 +164,8 @@ def make_sb3_vec_env(
 
     >>> import promptloop_env
     >>> venv = make_sb3_vec_env(2, modifier_bank=["", "high contrast"], seed=0, backbone="tiny",
-    ...                         num_inference_steps=4, num_refinements=1, preview="latent_rgb", preview_size=36)
+    ...                         num_inference_steps=4, num_refinements=1, preview="latent_rgb", preview_size=36,
+    ...                         reward="jpeg-incompressibility")
     >>> venv.action_space, venv.reset()["segment"].tolist()
     (Discrete(2), [0, 0])
 

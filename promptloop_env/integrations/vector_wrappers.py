@@ -46,7 +46,7 @@ class DropTextObservation(VectorWrapper):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> envs = gym.make_vec("PromptLoop-v0", num_envs=2, backbone="tiny", num_inference_steps=4,
-    ...                     num_refinements=2, preview="latent_rgb", preview_size=32)
+    ...                     num_refinements=2, preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> envs = DropTextObservation(envs)
     >>> obs, info = envs.reset(seed=0)
     >>> sorted(obs), obs["image"].shape
@@ -93,7 +93,7 @@ class DiscretizePrompt(VectorWrapper):
     >>> import gymnasium as gym
     >>> import promptloop_env
     >>> envs = gym.make_vec("PromptLoop-v0", num_envs=2, backbone="tiny", num_inference_steps=4,
-    ...                     num_refinements=2, preview="latent_rgb", preview_size=32)
+    ...                     num_refinements=2, preview="latent_rgb", preview_size=32, reward="jpeg-incompressibility")
     >>> envs = DiscretizePrompt(envs, modifiers=["", "bright colours"])
     >>> envs.single_action_space, envs.action_space
     (Discrete(2), MultiDiscrete([2 2]))

@@ -142,6 +142,27 @@ class WeightedReward:
             for name, (part, weight) in zip(names, parts.items(), strict=True)
         ]
 
+    def check_queries(self, queries: Sequence[str], where: str = "queries") -> None:
+        """Refuse queries a part cannot score: empty ones, and those a part's ``check_queries`` refuses.
+
+        A reward may define ``check_queries(queries)`` raising ``ValueError`` for queries it cannot read (the toy
+        worlds' rewards refuse words outside their world); the env calls this on its prompt set and on every
+        query given at reset, so that no such query is ever scored.
+
+        Raises:
+            ValueError: an empty query, or one a part refuses (the message says where it came from).
+        """
+        empty = [i for i, query in enumerate(queries) if not query.strip()]
+        if empty:
+            raise ValueError(f"{where}: query {empty[0]} is empty; every query must say what the image should show.")
+        for name, fn, _ in self.parts:
+            check = getattr(fn, "check_queries", None)
+            if check is not None:
+                try:
+                    check(queries)
+                except ValueError as err:
+                    raise ValueError(f"{where}: reward {name!r} cannot score {err}") from None
+
     def components(self, images: np.ndarray, queries: Sequence[str]) -> dict[str, np.ndarray]:
         """Each part's values, unweighted, by name."""
         return {name: call_reward(fn, images, queries, name) for name, fn, _ in self.parts}

@@ -26,37 +26,11 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 from PIL import Image
 
+# MissingWeightsError, hub_offline and hub_unreachable live in promptloop_env.weights (backbones use them too);
+# they are still importable from here.
+from promptloop_env.weights import MissingWeightsError, hub_offline, hub_unreachable, load_cache_first  # noqa: F401
+
 REWARDS_EXTRA = 'pip install "promptloop[rewards]"'
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A model-based reward's weights are neither in the given folders nor in the hub cache, and cannot be fetched."""
-
-
-def hub_offline() -> bool:
-    """Whether the hub must not be reached: ``HF_HUB_OFFLINE`` set now, or when huggingface_hub was imported."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why the hub cannot be reached (one request, no retries), or ``None`` when it answers.
-
-    huggingface_hub retries a failed download for about 20 seconds; this answers in ``timeout`` at most.
-    """
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=timeout)
-    except Exception as err:  # noqa: BLE001  (any transport error means the same: no hub)
-        return f"{constants.ENDPOINT} cannot be reached ({type(err).__name__}: {err})"
-    return None
 
 
 def require(module_name: str) -> ModuleType:
@@ -207,17 +181,9 @@ class ModelReward:
             return
         for module_name in self.dependencies:
             require(module_name)
-        try:
-            self._load(local_files_only=True)
-        except OSError as err:
-            if self.local_files_only or hub_offline():
-                raise self._missing(err, offline=True) from err
-            if (unreachable := hub_unreachable()) is not None:
-                raise self._missing(OSError(f"not in the hub cache, and {unreachable}"), offline=False) from err
-            try:
-                self._load(local_files_only=False)
-            except OSError as second:
-                raise self._missing(second, offline=False) from second
+        load_cache_first(
+            lambda offline_only: self._load(local_files_only=offline_only), self.local_files_only, self._missing
+        )
         self._loaded = True
 
     def _missing(self, cause: OSError, offline: bool) -> MissingWeightsError:

@@ -19,7 +19,12 @@ BACKBONES.register(
     PackageFolder(
         "toy/assets/toy-shapes",
         description="the embedded toy world: a small StableDiffusionPipeline trained on procedurally drawn shapes",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-train"},
+        options={
+            "default_guidance_scale": 1.0,
+            "world": "toy-shapes",
+            "default_reward": "toy-fidelity",
+            "default_prompts": "toy-train",
+        },
     ),
 )
 BACKBONES.register(
@@ -27,7 +32,12 @@ BACKBONES.register(
     PackageFolder(
         "toy/assets/toy-compose",
         description="the compositional toy world: 1 to 4 shapes, GenEval's six categories, failing as real models do",
-        options={"default_guidance_scale": 1.0, "default_prompts": "toy-compose-train"},
+        options={
+            "default_guidance_scale": 1.0,
+            "world": "toy-compose",
+            "default_reward": "toy-compose",
+            "default_prompts": "toy-compose-train",
+        },
     ),
 )
 

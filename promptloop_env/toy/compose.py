@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from promptloop_env.geneval_rules import ObjectRecord, relation
 from promptloop_env.toy.world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, RandomSource, _pick, draw_shape
 
 CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -165,24 +166,17 @@ def groups_of(scene: ComposeScene) -> list[Group]:
 def relation_between(a: tuple[float, float, float], b: tuple[float, float, float], threshold: float = 0.1) -> set[str]:
     """GenEval's relations of ``a`` to ``b``, each given as ``(cx, cy, size)`` (image y grows downwards).
 
+    The shared rule (:func:`promptloop_env.geneval_rules.relation`) on the objects' square boxes.
+
     >>> relation_between((10, 30, 10), (50, 32, 10))
     {'left of'}
     """
-    offset = np.array([a[0] - b[0], a[1] - b[1]], dtype=float)
-    revised = np.maximum(np.abs(offset) - threshold * (a[2] + b[2]), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    out = set()
-    if dx < -0.5:
-        out.add("left of")
-    if dx > 0.5:
-        out.add("right of")
-    if dy < -0.5:
-        out.add("above")
-    if dy > 0.5:
-        out.add("below")
-    return out
+
+    def record(c: tuple[float, float, float]) -> ObjectRecord:
+        half = c[2] / 2
+        return ObjectRecord("", (c[0] - half, c[1] - half, c[0] + half, c[1] + half))
+
+    return relation(record(a), record(b), margin=threshold)
 
 
 def describe(scene: ComposeScene, rng: RandomSource, colour_p: float = 0.7, background_p: float = 0.3) -> Query:

@@ -14,7 +14,9 @@ images of any size (previews are resized, the model's own images are 64x64).
 from __future__ import annotations
 
 import colorsys
+import re
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from promptloop_env.rewards import REWARDS
 from promptloop_env.toy import compose_analyser, compose_spec
 from promptloop_env.toy.analyser import Analysis, analyse
 from promptloop_env.toy.compose import HALF_EXTENTS, MAX_OBJECTS
+from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
 from promptloop_env.toy.world import COLOURS, parse_query
 
 COMPOSE_AESTHETIC_BACKGROUND = "black"
@@ -85,6 +88,72 @@ def compose_aesthetic(analysis: compose_analyser.ComposeAnalysis) -> float:
     return (count + size + saturation + background) / 4.0
 
 
+def query_words(text: str) -> list[str]:
+    """The words of ``text``, lower-cased, and its numbers (what the worlds' parsers see, and any other word).
+
+    >>> query_words("Two RED circles, 3 squares, café!")
+    ['two', 'red', 'circles', '3', 'squares', 'café']
+    """
+    return re.findall(r"[^\W\d_]+|\d+", text.lower())
+
+
+SHAPES_VOCABULARY = frozenset(world_words()) | frozenset(
+    "center backdrop bg backgrounds circles squares triangles object onto over".split()
+)
+"""Every word the ``toy-shapes`` world reads: its captions', its users' and its parser's words."""
+COMPOSE_VOCABULARY = (
+    SHAPES_VOCABULARY | frozenset(COMPOSE_WORDS) | frozenset("1 2 3 4 under beneath next there is are".split())
+)
+"""Every word the ``toy-compose`` world reads (the shapes world's, plus counts, plurals and relations)."""
+
+
+class ToyWorldReward:
+    """A reward of one toy world: it reads only that world's images and queries.
+
+    ``world`` names the world (the env refuses it with another world's backbone), ``vocabulary`` its words, and
+    :meth:`check_queries` refuses a query with other words or one that names nothing the world can check, which
+    would otherwise score 1.0 on any image with an object in it.
+
+    Args:
+        **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
+    """
+
+    world: ClassVar[str] = "toy-shapes"
+    default_prompts: ClassVar[str] = "toy-train"
+    vocabulary: ClassVar[frozenset[str]] = SHAPES_VOCABULARY
+    reads_queries: ClassVar[bool] = True
+
+    def __init__(self, **kwargs: object) -> None:
+        pass
+
+    def names_something(self, query: str) -> bool:
+        """Whether ``query`` names something the world can check on an image."""
+        return bool(parse_query(query))
+
+    def check_queries(self, queries: Sequence[str]) -> None:
+        """Raise a ``ValueError`` naming the first query this world cannot read, and why.
+
+        >>> ToyFidelity().check_queries(["a photo of a dog"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: query 'a photo of a dog': the toy-shapes world has no word 'dog' (it reads a, against, ...).
+        """
+        if not self.reads_queries:
+            return
+        for query in queries:
+            unknown = [w for w in dict.fromkeys(query_words(query)) if w not in self.vocabulary]
+            if unknown:
+                words = ", ".join(repr(w) for w in unknown)
+                raise ValueError(
+                    f"query {query!r}: the {self.world} world has no word {words} (it reads "
+                    f"{', '.join(sorted(w for w in self.vocabulary if not w.isdigit()))})."
+                )
+            if not self.names_something(query):
+                raise ValueError(
+                    f"query {query!r} names nothing the {self.world} world can check (a shape, a colour)."
+                )
+
+
 def _analyse_all(images: np.ndarray, queries: Sequence[str], read: Callable = analyse) -> list:
     if len(images) != len(queries):
         raise ValueError(f"Got {len(images)} images for {len(queries)} queries.")
@@ -92,37 +161,34 @@ def _analyse_all(images: np.ndarray, queries: Sequence[str], read: Callable = an
 
 
 @REWARDS.register("toy-fidelity")
-class ToyFidelity:
+class ToyFidelity(ToyWorldReward):
     """``toy-fidelity``: fraction of the query's named attributes that the image satisfies (see :func:`fidelity`).
 
     Args:
         **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
-    def __init__(self, **kwargs: object) -> None:
-        pass
-
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        self.check_queries(queries)  # never a silent 1.0 for a query the world cannot read
         return [fidelity(a, q) for a, q in zip(_analyse_all(images, queries), queries, strict=True)]
 
 
 @REWARDS.register("toy-aesthetic")
-class ToyAesthetic:
+class ToyAesthetic(ToyWorldReward):
     """``toy-aesthetic``: large, centred, high-contrast objects, whatever the query (see :func:`aesthetic`).
 
     Args:
         **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
-    def __init__(self, **kwargs: object) -> None:
-        pass
+    reads_queries = False
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
         return [aesthetic(a) for a in _analyse_all(images, queries)]
 
 
 @REWARDS.register("toy-compose")
-class ToyCompose:
+class ToyCompose(ToyWorldReward):
     """``toy-compose``: GenEval's rule on the compositional world, 1.0 if every constraint of the query holds.
 
     The query is read by :func:`promptloop_env.toy.compose_spec.parse`, the image by
@@ -133,10 +199,18 @@ class ToyCompose:
         **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
+    world = "toy-compose"
+    default_prompts = "toy-compose-train"
+    vocabulary = COMPOSE_VOCABULARY
+
     def __init__(self, soft: bool = False, **kwargs: object) -> None:
         self.soft = soft
 
+    def names_something(self, query: str) -> bool:
+        return bool(compose_spec.parse(query).groups)
+
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
+        self.check_queries(queries)  # never a silent 1.0 for a query the world cannot read
         score = compose_spec.soft_score if self.soft else compose_spec.strict_score
         analyses = _analyse_all(images, queries, compose_analyser.analyse)
         return [score(a, query) for a, query in zip(analyses, queries, strict=True)]
@@ -149,7 +223,7 @@ def toy_compose_soft(**kwargs: object) -> ToyCompose:
 
 
 @REWARDS.register("toy-compose-aesthetic")
-class ToyComposeAesthetic:
+class ToyComposeAesthetic(ToyWorldReward):
     """``toy-compose-aesthetic``: a proxy reward that ignores the query (see :func:`compose_aesthetic`).
 
     The reward of the over-optimisation experiment: optimised alone (by prompts or by weights) it drifts away
@@ -159,8 +233,9 @@ class ToyComposeAesthetic:
         **kwargs: reward-factory arguments (``device``, ``torch_dtype``), accepted and ignored (no model).
     """
 
-    def __init__(self, **kwargs: object) -> None:
-        pass
+    world = "toy-compose"
+    default_prompts = "toy-compose-train"
+    reads_queries = False
 
     def __call__(self, images: np.ndarray, queries: Sequence[str]) -> list[float]:
         return [compose_aesthetic(a) for a in _analyse_all(images, queries, compose_analyser.analyse)]

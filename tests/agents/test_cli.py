@@ -35,7 +35,7 @@ def test_weighted_reward_specs():
 
 
 def test_train_then_eval_from_the_command_line(tmp_path):
-    env = ["--backbone", "tiny", "--num-inference-steps", "4", "--num-refinements", "2", "--preview-size", "32"]
+    env = "--backbone tiny --reward toy-fidelity --num-inference-steps 4 --num-refinements 2 --preview-size 32".split()
     run = tmp_path / "run"
     main(
         [

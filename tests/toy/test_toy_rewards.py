@@ -21,17 +21,21 @@ EMPTY = np.full((64, 64, 3), 128, dtype=np.uint8)
         ("a small red circle on the left", 0.75),
         ("a blue square", 0.0),
         ("a red square", 0.5),
-        ("a shape", 1.0),  # names nothing: any image with an object satisfies it
-        ("", 1.0),
     ],
 )
 def test_fidelity_partial_queries(query, expected):
     assert ToyFidelity()(RED_LEFT[None], [query]) == [pytest.approx(expected)]
 
 
+@pytest.mark.parametrize("query", ["a shape", "", "a photo of a dog", "a crimson circle"])
+def test_fidelity_refuses_queries_the_world_cannot_read(query):
+    # These named nothing the world checks and scored 1.0 on any image with an object.
+    with pytest.raises(ValueError, match="toy-shapes world"):
+        ToyFidelity()(RED_LEFT[None], [query])
+
+
 def test_fidelity_without_object_is_zero():
     assert ToyFidelity()(EMPTY[None], ["a shape, gray background"]) == [0.0]
-    assert ToyFidelity()(EMPTY[None], [""]) == [0.0]
 
 
 def test_fidelity_batched_and_any_size():
