@@ -13,6 +13,7 @@ from promptloop_agents.configs import EnvConfig
 from promptloop_agents.evaluation.eval_config import EvalConfig
 from promptloop_agents.evaluation.harness import (
     EvalResult,
+    draw_queries,
     episode_seeds,
     paired_difference,
     query_categories,
@@ -44,20 +45,21 @@ def evaluate_backbones(
     """
     from tqdm.auto import tqdm
 
+    from promptloop_agents.evaluation.agents import sampling_description
     from promptloop_env.rewards import make_reward
 
     started = time.perf_counter()
-    queries = load_queries(config.eval_prompts)[: config.max_queries or None]
+    queries, categories = eval_queries(config, env.backbone)
     n_seeds = config.seeds_per_query
     ep_queries = [q for q in queries for _ in range(n_seeds)]
     ep_seeds = episode_seeds(len(queries), n_seeds, config.seed).reshape(-1).tolist()
     metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
     if not metrics:
         raise ValueError("--metrics is empty: name at least one reward to score the final images with.")
-    categories = query_categories(queries, config.eval_prompts, env.backbone)
     samples = sample_episodes(categories or [""] * len(queries), n_seeds, config.sample_queries)
     results: dict[str, dict[str, EvalResult]] = {}
     chosen: dict[str, dict[str, dict[str, str]]] = {}
+    sampling: dict[str, str] = {}
     bar = tqdm(total=0, desc="promptloop eval", unit="episode", disable=not config.progress)
     for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
         kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
@@ -78,6 +80,7 @@ def evaluate_backbones(
             return {q: c["prompt"] for q, c in chosen[backbone].items()}
 
         agents = agents_for(backbone, best_static)
+        sampling.update({name: sampling_description(agent) for name, agent in agents.items()})
         bar.total += len(agents) * len(ep_queries)
         bar.refresh()
         results[backbone] = {
@@ -90,11 +93,21 @@ def evaluate_backbones(
             vector_env.close()
     bar.close()
     setup = {**dataclasses.asdict(env), **dataclasses.asdict(config), "queries": len(queries)}
-    extra["seconds"] = round(time.perf_counter() - started, 1)
+    extra.update(sampling=sampling, seconds=round(time.perf_counter() - started, 1))
     write_report(Path(config.output_dir), results, setup, queries, categories, ep_seeds, samples, chosen, **extra)
     if len(results) == 1:
         write_metrics(Path(config.output_dir) / "metrics.json", next(iter(results.values())), config, env)
     return results
+
+
+def eval_queries(config: EvalConfig, backbone: str) -> tuple[list[str], list[str] | None]:
+    """The held-out queries of ``config`` and their categories (None outside toy-compose): the whole set, or
+    ``config.max_queries`` of them drawn across the categories (:func:`~.harness.draw_queries`, seeded by
+    ``config.seed``), in the set's order."""
+    queries = load_queries(config.eval_prompts)
+    categories = query_categories(queries, config.eval_prompts, backbone)
+    picks = draw_queries(queries, config.max_queries, config.seed, categories)
+    return [queries[i] for i in picks], [categories[i] for i in picks] if categories is not None else None
 
 
 def select_best_static(queries: list[str], envs: Any, config: EvalConfig, bar: Any) -> dict[str, dict[str, str]]:
