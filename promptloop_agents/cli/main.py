@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         {
             "reward": "Env reward (what each step returns); the table scores the final images with --metrics.",
             "agents": agents_help(),
-            "policy": "What the agent 'policy' runs: a policy folder or hub id; 'toy' = the backbone's shipped policy.",
+            "policy": "What agent 'policy' runs: a policy folder or hub id; 'toy' = the backbone's shipped policy.",
             "baseline": "Agent the paired differences of the table are taken to (not among --agents: the first).",
             "temperature": "With --do-sample: the policies' sampling temperature; default: each policy's saved one.",
         },
