@@ -68,7 +68,7 @@ class EnvConfig:
     num_refinements: int = config_field(5, "N_R: how many prompts the agent writes per episode.")
     guidance_scale: float | None = config_field(None, "Classifier-free guidance scale; default: the backbone's.")
     preview: str = config_field("vae", "Preview decoder shown to the policy: vae | taesd | latent_rgb | none.")
-    preview_size: int = config_field(64, "Side in pixels of the preview images.")
+    preview_size: int = config_field(256, "Side in pixels of the preview images (the env's default).")
     backbone_device: str | None = config_field(
         None, "Device of the diffusion backbone; default: this process's device."
     )

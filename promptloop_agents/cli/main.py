@@ -37,7 +37,7 @@ from promptloop_agents.configs import config_from_args, config_sections, read_co
 COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
 """The config sections each command reads (and its ``--config`` file may hold)."""
 
-_TOY_COMPOSE_ENV = {"backbone": "toy-compose", "reward": "toy-compose-soft", "preview_size": 256}
+_TOY_COMPOSE_ENV = {"backbone": "toy-compose", "reward": "toy-compose-soft"}
 _TOY_COMPOSE_ENV |= {"num_inference_steps": 20, "num_refinements": 5, "refine_schedule": "0,9,11,13,15"}
 CLI_DEFAULTS = {
     "train": {
