@@ -34,6 +34,7 @@ from pathlib import Path
 from promptloop_agents.cli.demo import DemoConfig, run_demo
 from promptloop_agents.configs import config_from_args, config_sections, read_config_file
 
+COMMANDS = ("train", "eval", "demo")
 COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
 """The config sections each command reads (and its ``--config`` file may hold)."""
 
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation of identity, the best one-shot rewrite and the trained policy (greedy) across all six "
         "categories; writes metrics.json, reward_curve.png, filmstrip.png, comparison.png and policy/ under --out.",
     )
+    for sub in commands.choices.values():  # accepted before or after the command's name
+        sub.add_argument("--debug", action="store_true", help="On an error, show the full traceback.")
     for name, defaults in CLI_DEFAULTS.items():
         commands.choices[name].set_defaults(**defaults)
     _fix_help(train, {})
@@ -187,13 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     args = None
     try:
-        args = parse_args(argv)
+        try:
+            args = parse_args(argv)
+        except SystemExit as done:  # --help, or an argument error already printed as one line
+            return done.code if isinstance(done.code, int) else 0
         return run_command(args)
     except (ValueError, TypeError, OSError, KeyError, ImportError, gym_errors()) as err:
         if "--debug" in argv:
             raise
-        command = f"promptloop {args.command}" if args is not None else "promptloop"
+        name = args.command if args is not None else next((a for a in argv if a in COMMANDS), "")
+        command = f"promptloop {name}".strip()
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        if type(err) is FileNotFoundError and err.filename:  # the OS's "[Errno 2] No such file ..."
+            message = f"{err.filename}: not found."
         print(f"{command}: error: {message.splitlines()[0] if message else type(err).__name__}", file=sys.stderr)
         return 2
 

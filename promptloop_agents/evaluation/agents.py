@@ -198,6 +198,8 @@ def _parse_spec(name: str, spec: str, policy_path: str | None, default_mode: str
     if target == "policy":
         if not policy_path:
             raise ValueError(f"Agent {spec!r} needs --policy PATH (a policy folder or hub id).")
+        if not Path(policy_path).is_dir() and not _looks_like_hub_id(policy_path):
+            raise FileNotFoundError(f"Policy folder {policy_path!r} (--policy) not found.")
         path = policy_path
     elif Path(target).is_dir():
         path = target
@@ -211,6 +213,15 @@ def _parse_spec(name: str, spec: str, policy_path: str | None, default_mode: str
     if mode not in POLICY_MODES:
         raise ValueError(f"Agent {spec!r}: unknown policy mode {mode!r}; valid: {', '.join(POLICY_MODES)}.")
     return AgentSpec(name, "policy", mode, str(path))
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    """``org/name`` (one slash, no leading dot, slash or tilde): a hub id rather than a local path.
+
+    >>> _looks_like_hub_id("Qwen/Qwen2.5-VL-3B-Instruct"), _looks_like_hub_id("./runs/a/policy")
+    (True, False)
+    """
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
 
 
 def shipped_policy(backbone: str) -> str:

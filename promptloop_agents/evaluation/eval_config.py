@@ -59,6 +59,14 @@ class EvalConfig:
     num_envs: int = config_field(32, "Episodes stepped together.")
     progress: bool = config_field(True, "Show a progress bar.")
 
+    def __post_init__(self) -> None:
+        for name, low in (("seeds_per_query", 1), ("num_envs", 1), ("max_queries", 0), ("sample_queries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}; got {value!r}.")
+        if self.select_seeds < 1:
+            raise ValueError(f"--select-seeds must be >= 1; got {self.select_seeds!r}.")
+
     def resolved_device(self) -> str:
         """``device`` with ``auto`` resolved."""
         if self.device == "auto":

@@ -61,37 +61,47 @@ def evaluate_backbones(
     chosen: dict[str, dict[str, dict[str, str]]] = {}
     sampling: dict[str, str] = {}
     bar = tqdm(total=0, desc="promptloop eval", unit="episode", disable=not config.progress)
-    for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
-        kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
-            config.refine_schedule, config.resolved_device()
-        )
-        envs: dict[bool, Any] = {}
-
-        def envs_for(previews: bool, kwargs=kwargs, envs=envs) -> Any:
-            if previews not in envs:
-                settings = kwargs if previews else {**kwargs, "preview": "none"}
-                envs[previews] = make_vector_env(min(config.num_envs, len(ep_queries)), **settings)
-            return envs[previews]
-
-        def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
-            if backbone not in chosen:
-                unique = list(dict.fromkeys(queries))  # a set may word several of its queries alike
-                chosen[backbone] = select_best_static(unique, envs_for(False), config, bar)
-            return {q: c["prompt"] for q, c in chosen[backbone].items()}
-
-        agents = agents_for(backbone, best_static)
-        sampling.update({name: sampling_description(agent) for name, agent in agents.items()})
-        bar.total += len(agents) * len(ep_queries)
-        bar.refresh()
-        results[backbone] = {
-            name: run_agent(
-                name, agent, envs_for(uses_previews(agent)), ep_queries, ep_seeds, metrics, config.seed, bar, samples
+    try:  # the bar ends its line on errors too, so that the error is a line of its own
+        for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
+            kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
+                config.refine_schedule, config.resolved_device()
             )
-            for name, agent in agents.items()
-        }
-        for vector_env in envs.values():
-            vector_env.close()
-    bar.close()
+            envs: dict[bool, Any] = {}
+
+            def envs_for(previews: bool, kwargs=kwargs, envs=envs) -> Any:
+                if previews not in envs:
+                    settings = kwargs if previews else {**kwargs, "preview": "none"}
+                    envs[previews] = make_vector_env(min(config.num_envs, len(ep_queries)), **settings)
+                return envs[previews]
+
+            def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
+                if backbone not in chosen:
+                    unique = list(dict.fromkeys(queries))  # a set may word several of its queries alike
+                    chosen[backbone] = select_best_static(unique, envs_for(False), config, bar)
+                return {q: c["prompt"] for q, c in chosen[backbone].items()}
+
+            agents = agents_for(backbone, best_static)
+            sampling.update({name: sampling_description(agent) for name, agent in agents.items()})
+            bar.total += len(agents) * len(ep_queries)
+            bar.refresh()
+            results[backbone] = {
+                name: run_agent(
+                    name,
+                    agent,
+                    envs_for(uses_previews(agent)),
+                    ep_queries,
+                    ep_seeds,
+                    metrics,
+                    config.seed,
+                    bar,
+                    samples,
+                )
+                for name, agent in agents.items()
+            }
+            for vector_env in envs.values():
+                vector_env.close()
+    finally:
+        bar.close()
     setup = {**dataclasses.asdict(env), **dataclasses.asdict(config), "queries": len(queries)}
     extra.update(sampling=sampling, seconds=round(time.perf_counter() - started, 1))
     write_report(Path(config.output_dir), results, setup, queries, categories, ep_seeds, samples, chosen, **extra)
