@@ -51,7 +51,7 @@ def train(env: EnvConfig, policy: PolicyConfig, grpo: GRPOConfig, accelerator: A
         from promptloop_agents.evaluation.plots import reward_curve
 
         if trainer.metrics_file.exists():
-            reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
+            reward_curve(trainer.metrics_file, run_dir / "reward_curve.png", reward=env.reward)
     envs.close()
     if eval_envs is not None:
         eval_envs.close()

@@ -29,19 +29,21 @@ def _wrap(text: str, width: int = 22) -> str:
     return "\n".join(textwrap.wrap(text, width)[:4])
 
 
-def reward_curve(metrics_file: str | Path, out: str | Path, window: int = 10) -> Path:
-    """Plot the mean training reward per iteration (and its running mean) from a ``metrics.jsonl`` log."""
+def reward_curve(metrics_file: str | Path, out: str | Path, window: int = 10, reward: str = "") -> Path:
+    """Plot the mean training reward per iteration (and its running mean) from a ``metrics.jsonl`` log; ``reward``
+    names it on the y axis."""
     plt = _pyplot()
     rows = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
     its = np.array([r["iteration"] for r in rows])
     rewards = np.array([r["reward_mean"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(its, rewards, alpha=0.35, label="mean reward per iteration")
+    ax.plot(its, rewards, alpha=0.35, label="mean over the iteration's episodes")
     if len(rewards) >= window:
         smooth = np.convolve(rewards, np.ones(window) / window, mode="valid")
         ax.plot(its[window - 1 :], smooth, label=f"running mean ({window})")
     ax.set_xlabel("GRPO iteration")
-    ax.set_ylabel("training reward")
+    ax.set_ylabel(f"training reward ({reward})" if reward else "training reward")
+    ax.set_title("GRPO training reward (training queries, sampled prompts)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
