@@ -3,15 +3,15 @@
     promptloop train --output-dir runs/toy-compose                     # the toy-compose world (CPU)
     promptloop train --config runs/toy-compose/config.yaml --max-steps 80  # resume or re-run a saved config
     promptloop eval --max-queries 12                                   # identity, one-shot, the shipped policy
-    promptloop eval --config runs/toy-compose/config.yaml --policy runs/toy-compose/policy \
+    promptloop eval --config runs/toy-compose/config.yaml --policy runs/toy-compose/policy \\
         --agents identity,one-shot,policy,policy:a-priori,oracle --output-dir runs/toy-compose/eval
     promptloop demo --out runs/demo
 
-Bare commands run the toy-compose world (:data:`CLI_DEFAULTS`, the values of ``recipes/toy-compose.yaml``);
-naming another toy backbone brings that world's reward, prompt sets and metrics (:data:`WORLD_DEFAULTS`) unless
-they are given. ``--config`` reads a recipe (``recipes/*.yaml``: sections ``env``, ``policy``, ``grpo``); flags
-override it. Every option is also accepted with underscores (``--max_steps``). Errors are one line on stderr
-(exit code 2); ``--debug`` shows the traceback.
+Bare commands run the toy-compose world (``train``: the values of ``recipes/toy-compose.yaml``); naming another
+toy backbone brings that world's reward, prompt sets, metrics and policy (:data:`WORLD_DEFAULTS`) unless they are
+given; other backbones get the config classes' defaults. ``--config`` reads a recipe (``recipes/*.yaml``: sections
+``env``, ``policy``, ``grpo``); flags override it. Every option is also accepted with underscores (``--max_steps``).
+Errors are one line on stderr (exit code 2); ``--debug`` shows the traceback.
 
 Multi-process training (one vector env per process) goes through ``accelerate launch``; the config files
 under ``recipes/accelerate/`` select DDP, FSDP or DeepSpeed ZeRO-2/3. On a CPU-only machine
@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from promptloop_agents.cli.demo import DemoConfig, run_demo
 from promptloop_agents.configs import config_from_args, config_sections, read_config_file
@@ -38,44 +40,30 @@ COMMANDS = ("train", "eval", "demo")
 COMMAND_SECTIONS = {"train": ("env", "policy", "grpo"), "eval": ("env", "policy", "eval")}
 """The config sections each command reads (and its ``--config`` file may hold)."""
 
-_TOY_COMPOSE_ENV = {"backbone": "toy-compose", "reward": "toy-compose-soft"}
-_TOY_COMPOSE_ENV |= {"num_inference_steps": 20, "num_refinements": 5, "refine_schedule": "0,9,11,13,15"}
-CLI_DEFAULTS = {
-    "train": {
-        **_TOY_COMPOSE_ENV,
-        **{"toy_size": "compose", "warm_start_from": "toy-compose", "temperature": 1.3, "max_new_tokens": 32},
-        **{"train_prompts": "toy-compose-train", "max_steps": 40, "queries_per_iteration": 6, "group_size": 8},
-        **{"same_noise": True, "learning_rate": 0.002, "micro_batch_size": 32, "output_dir": "runs/toy-compose"},
-        **{"eval_prompts": "toy-compose-test", "eval_metrics": "toy-compose,toy-compose-soft"},
-    },
-    "eval": {**_TOY_COMPOSE_ENV, "output_dir": "runs/eval"},
-}
-"""The defaults of bare ``promptloop train`` / ``eval``: the toy-compose world and its recipe
-(``recipes/toy-compose.yaml``; a test keeps them equal) where they differ from the config classes' defaults (the
-shipped policy previews are 64 pixels there; the policies shrink the env's 256-pixel previews to what they saw)."""
-
-WORLD_DEFAULTS = {
+_TOY_COMPOSE_EVAL = {"reward": "toy-compose-soft", "num_inference_steps": 20, "num_refinements": 5}
+_TOY_COMPOSE_EVAL |= {"refine_schedule": "0,9,11,13,15", "eval_prompts": "toy-compose-test"}
+_TOY_SHAPES = {"reward": "toy-fidelity", "eval_prompts": "toy-user-test"}
+WORLD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "toy-compose": {
-        "reward": "toy-compose-soft",
-        "train_prompts": "toy-compose-train",
-        "eval_prompts": "toy-compose-test",
-        "metrics": "toy-compose,toy-compose-soft",
-        "eval_metrics": "toy-compose,toy-compose-soft",
-        "agents": "identity,one-shot,policy",
+        "train": {  # recipes/toy-compose.yaml (a test keeps them equal), and the periodic evaluation's sets
+            **_TOY_COMPOSE_EVAL,
+            **{"toy_size": "compose", "warm_start_from": "toy-compose", "temperature": 1.3, "max_new_tokens": 32},
+            **{"train_prompts": "toy-compose-train", "max_steps": 40, "queries_per_iteration": 6, "group_size": 8},
+            **{"same_noise": True, "learning_rate": 0.002, "micro_batch_size": 32},
+            **{"eval_metrics": "toy-compose,toy-compose-soft"},
+        },
+        "eval": {**_TOY_COMPOSE_EVAL, "metrics": "toy-compose,toy-compose-soft", "agents": "identity,one-shot,policy"},
     },
     "toy-shapes": {
-        "reward": "toy-fidelity",
-        "train_prompts": "toy-user-train",
-        "eval_prompts": "toy-user-test",
-        "metrics": "toy-fidelity,toy-aesthetic",
-        "eval_metrics": "toy-fidelity,toy-aesthetic",
-        "agents": "identity,static,policy",
-        "toy_size": "small",
-        "warm_start_from": "shipped",
-        "max_new_tokens": 24,
+        "train": {**_TOY_SHAPES, "train_prompts": "toy-user-train", "eval_metrics": "toy-fidelity,toy-aesthetic"}
+        | {"toy_size": "small", "warm_start_from": "shipped", "max_new_tokens": 24},
+        "eval": {**_TOY_SHAPES, "metrics": "toy-fidelity,toy-aesthetic", "agents": "identity,static,policy"},
     },
 }
-"""What a toy backbone brings to the CLI when the options are left at their (toy-compose) defaults."""
+"""What a toy backbone brings to ``promptloop train`` / ``eval``: its reward, prompt sets, metrics and policy, and
+for toy-compose (the default backbone) the settings of its recipe. They fill in whatever neither a flag nor
+``--config`` sets; any other backbone gets the config classes' defaults."""
+DEFAULT_BACKBONE = "toy-compose"
 
 
 class _Parser:
@@ -133,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for sub in commands.choices.values():  # accepted before or after the command's name
         sub.add_argument("--debug", action="store_true", help="On an error, show the full traceback.")
-    for name, defaults in CLI_DEFAULTS.items():
-        commands.choices[name].set_defaults(**defaults)
+    for name in COMMAND_SECTIONS:  # --help shows the bare command's values: the toy-compose world's
+        commands.choices[name].set_defaults(backbone=DEFAULT_BACKBONE, **WORLD_DEFAULTS[DEFAULT_BACKBONE][name])
     _fix_help(train, {})
     _fix_help(
         evaluate,
@@ -168,19 +156,22 @@ def _given(argv: list[str], name: str) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv``; with ``--config FILE`` the file's values become the defaults that flags override, and a toy
-    backbone other than toy-compose brings its world's defaults (:data:`WORLD_DEFAULTS`) for what neither sets."""
+    """Parse ``argv``. With ``--config FILE`` the file's values become the defaults that flags override; the
+    backbone's world (:data:`WORLD_DEFAULTS`) fills in what neither sets, and the config classes' defaults the
+    rest."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    values = read_config_file(args.config, COMMAND_SECTIONS[args.command]) if getattr(args, "config", None) else {}
-    world = WORLD_DEFAULTS.get(str(values.get("backbone", getattr(args, "backbone", ""))).split(",")[0])
-    if world and args.command in COMMAND_SECTIONS:
-        values = {**{k: v for k, v in world.items() if hasattr(args, k) and not _given(argv, k)}, **values}
-    if values:
-        parser.subcommands[args.command].set_defaults(**values)
-        args = parser.parse_args(argv)
-    return args
+    if args.command not in COMMAND_SECTIONS:
+        return args
+    values = read_config_file(args.config, COMMAND_SECTIONS[args.command]) if args.config else {}
+    backbone = str(values.get("backbone", args.backbone)).split(",")[0].strip()
+    world = WORLD_DEFAULTS.get(backbone, {}).get(args.command, {})
+    classes = {f.name: f.default for s in COMMAND_SECTIONS[args.command] for f in fields(config_sections()[s])}
+    others = {key: classes[key] for key in WORLD_DEFAULTS[DEFAULT_BACKBONE][args.command]}  # not this world's
+    defaults = {key: value for key, value in {**others, **world}.items() if not _given(argv, key)}
+    parser.subcommands[args.command].set_defaults(**{**defaults, **values})
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """The agents of ``promptloop eval --agents``: a registry of built-in agents, policy folders and their modes.
 
-A built-in agent is one line of :data:`EVAL_AGENTS` (name -> :class:`EvalAgent`: a factory and the one-line
-description ``--agents --help`` lists). Anything else in ``--agents`` is a policy folder (or ``policy``, the
-``--policy`` path), optionally with a mode. Policies are loaded once and shared by their modes.
+A built-in agent is one entry of :data:`EVAL_AGENTS` (the env's :class:`~promptloop_env.registry.Registry`:
+name -> :class:`EvalAgent`, a factory and the one-line description ``--agents --help`` lists). Anything else in
+``--agents`` is a policy folder (or ``policy``, the ``--policy`` path), optionally with a mode. Policies are
+loaded once and shared by their modes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from promptloop_agents.policies.baselines import (
 )
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.policy_config import PolicyConfig
+from promptloop_env.registry import Registry
 
 POLICY_MODES = ("closed-loop", "a-priori", "blank")
 
@@ -94,37 +96,60 @@ def _teacher(mode: str, context: AgentContext) -> Any:
     return ComposeTeacher(load_selection(shipped), rules)
 
 
-EVAL_AGENTS: dict[str, EvalAgent] = {
-    "identity": EvalAgent(lambda mode, context: IdentityAgent(), "every prompt is the query (plain sampling)"),
-    "static": EvalAgent(
-        _static, "the query in --static-template (or --static-policy's greedy a-priori rewrite), the whole run"
-    ),
-    "random": EvalAgent(
+EVAL_AGENTS: Registry[EvalAgent] = Registry(
+    "agent", hint="A policy is PATH, PATH:a-priori or PATH:blank; name any agent with 'name=spec'."
+)
+"""Built-in agents of ``promptloop eval --agents``: name -> :class:`EvalAgent`; ``EVAL_AGENTS.register(name,
+EvalAgent(factory, description))`` adds one (its description then appears in ``--agents --help``)."""
+
+EVAL_AGENTS.register(
+    "identity", EvalAgent(lambda mode, context: IdentityAgent(), "every prompt is the query (plain sampling)")
+)
+EVAL_AGENTS.register(
+    "static",
+    EvalAgent(_static, "the query in --static-template (or --static-policy's greedy a-priori rewrite), the whole run"),
+)
+EVAL_AGENTS.register(
+    "random",
+    EvalAgent(
         lambda mode, context: RandomModifierAgent(seed=context.config.seed),
         "the query with random modifiers at every decision",
     ),
-    "one-shot": EvalAgent(
+)
+EVAL_AGENTS.register(
+    "one-shot",
+    EvalAgent(
         _one_shot,
         "toy-compose: the best one-shot rewrite a policy can know (per category, chosen on training queries)",
     ),
-    "teacher": EvalAgent(
+)
+EVAL_AGENTS.register(
+    "teacher",
+    EvalAgent(
         _teacher,
         "toy-compose: the distillation teacher (one-shot rewrite, then per-category rules reading previews "
         "exactly); teacher:keep|oracle|corrective applies one rule set everywhere",
         modes=("keep", "oracle", "corrective"),
     ),
-    "caption": EvalAgent(_caption, "toy-compose: the query rewritten once into the world's caption template"),
-    "best-static": EvalAgent(
+)
+EVAL_AGENTS.register(
+    "caption", EvalAgent(_caption, "toy-compose: the query rewritten once into the world's caption template")
+)
+EVAL_AGENTS.register(
+    "best-static",
+    EvalAgent(
         lambda mode, context: StaticRewriteAgent(rewriter=context.best_static().__getitem__),
         "toy-compose: per query, the best rewrite of the family on --select-seeds other seeds",
     ),
-    "oracle": EvalAgent(
+)
+EVAL_AGENTS.register(
+    "oracle",
+    EvalAgent(
         _oracle,
         "toy-compose: the oracle closed loop (reads previews exactly); oracle:best-static starts from best-static",
         modes=("best-static",),
     ),
-}
-"""Built-in agents of ``promptloop eval --agents``: name -> :class:`EvalAgent`. One line adds an agent."""
+)
 
 
 def agents_help() -> str:

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from promptloop_agents.cli.demo import DemoConfig, demo_configs
-from promptloop_agents.cli.main import CLI_DEFAULTS, build_parser, main, parse_args
+from promptloop_agents.cli.main import WORLD_DEFAULTS, build_parser, main, parse_args
 from promptloop_agents.configs import EnvConfig, read_config_file
 from promptloop_agents.evaluation.agents import EVAL_AGENTS, load_policies, parse_agent_specs, sampling_description
 from promptloop_agents.evaluation.eval_config import EvalConfig
@@ -94,7 +94,7 @@ def test_defaults_agree_with_the_toy_compose_world_and_a_toy_backbone_brings_its
     recipe = read_config_file(ROOT / "recipes" / "toy-compose.yaml", ("env", "policy", "grpo"))
     train = parse_args(["train"])
     assert {key: getattr(train, key) for key in recipe} == recipe  # bare train = the recipe
-    assert set(CLI_DEFAULTS["train"]) - set(recipe) <= {"output_dir", "eval_prompts", "eval_metrics"}
+    assert set(WORLD_DEFAULTS["toy-compose"]["train"]) - set(recipe) <= {"eval_prompts", "eval_metrics"}
     shapes = parse_args(["eval", "--backbone", "toy-shapes"])
     assert (shapes.reward, shapes.eval_prompts, shapes.metrics) == (
         "toy-fidelity",
@@ -103,6 +103,10 @@ def test_defaults_agree_with_the_toy_compose_world_and_a_toy_backbone_brings_its
     )
     assert parse_args(["eval", "--backbone", "toy-shapes", "--metrics", "toy-aesthetic"]).metrics == "toy-aesthetic"
     assert parse_args(["train", "--backbone", "toy-shapes"]).train_prompts == "toy-user-train"
+    # Another backbone gets the config classes' defaults, not the toy-compose recipe's.
+    sd15 = parse_args(["train", "--backbone", "sd15", "--reward", "imagereward"])
+    assert (sd15.same_noise, sd15.refine_schedule, sd15.toy_size) == (False, "random", "small")
+    assert parse_args(["eval", "--backbone", "sd15"]).refine_schedule == "uniform"
 
 
 def test_one_preview_size_and_the_shipped_policies_still_see_64_pixels():
