@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_SECTIONS:  # --help shows the bare command's values: the toy-compose world's
         commands.choices[name].set_defaults(backbone=DEFAULT_BACKBONE, **WORLD_DEFAULTS[DEFAULT_BACKBONE][name])
     _fix_help(train, {})
+    _fix_help(commands.choices["demo"], {})
     _fix_help(
         evaluate,
         {

@@ -57,7 +57,7 @@ def test_help_is_quiet_and_says_what_each_option_does():
         assert f"{name}:" in text, name
     assert {"one-shot", "teacher"} <= set(EVAL_AGENTS)
     assert "Training reward" not in help_of("eval", "--reward")
-    for command, flag in (("eval", "progress"), ("train", "resume"), ("train", "progress")):
+    for command, flag in (("eval", "progress"), ("train", "resume"), ("train", "progress"), ("demo", "progress")):
         negative = help_of(command, f"--no_{flag}")
         assert negative != help_of(command, f"--{flag}") and negative.startswith(f"Turn --{flag} off")
 
