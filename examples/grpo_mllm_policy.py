@@ -1,8 +1,9 @@
 """GRPO on PromptLoop with a multimodal LLM policy, through the library API (what ``promptloop train`` does).
 
-Run: ``python examples/grpo_mllm_policy.py --backbone tiny --max_steps 5`` (``pip install -e .[agents]``;
-``--backbone toy-shapes`` for the toy world, where the reward is ``toy-fidelity``; every ``GRPOConfig`` field is a
-flag, ``--config run.yaml`` sets them from a file; without ``--output_dir`` the run goes to a temporary folder).
+Run: ``python examples/grpo_mllm_policy.py --max_steps 5`` (``pip install -e .[agents]``; the toy-shapes world
+and its ``toy-fidelity`` reward, the run folder ``runs/grpo_mllm_policy``; every ``GRPOConfig`` field is a flag,
+``--config run.yaml`` sets them from a file; ``--backbone tiny`` is the random-weight test model, scored by JPEG
+size).
 
 Steps: a toy image-text-to-text policy (Qwen2.5-VL family, built in code) is warm-started on env rollouts of
 a varied rewrite teacher, then trained with GRPO (LoRA, KL to the adapter-free reference, random refinement
@@ -13,7 +14,6 @@ For a real model, replace the toy policy by ``MLLMAgent.from_pretrained("Qwen/Qw
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +34,7 @@ from promptloop_env.toy.prompts import TOY_USER_TEST_QUERIES, TOY_USER_TRAIN_QUE
 
 @dataclass
 class Args:
-    backbone: str = field(default="tiny", metadata={"help": "backbone name (tiny, toy-shapes, ...)"})
+    backbone: str = field(default="toy-shapes", metadata={"help": "backbone name (toy-shapes, tiny, ...)"})
     num_inference_steps: int = field(default=8, metadata={"help": "denoising steps per episode"})
     num_refinements: int = field(default=3, metadata={"help": "prompts the policy writes per episode"})
     warm_start_steps: int = field(default=100, metadata={"help": "supervised warm-start steps"})
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     """Parse the command line (``Args`` and every ``GRPOConfig`` field), train, evaluate; returns the summaries."""
     torch.set_num_threads(1)
     args, config = parse_configs([Args, GRPOConfig], argv, description=__doc__.split("\n\n")[0])
-    if config.output_dir == GRPOConfig.output_dir:  # not chosen: a throwaway run folder, never resumed
-        config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="promptloop-"), resume=False)
+    if config.output_dir == GRPOConfig.output_dir:  # not chosen: this example's own run folder, never resumed
+        config = dataclasses.replace(config, output_dir="runs/grpo_mllm_policy", resume=False)
     reward = "toy-fidelity" if args.backbone == "toy-shapes" else "jpeg-incompressibility"
     env = dict(backbone=args.backbone, reward=reward, num_inference_steps=args.num_inference_steps,
                num_refinements=args.num_refinements, preview_size=64)  # fmt: skip

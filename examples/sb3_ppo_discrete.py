@@ -1,6 +1,6 @@
 """Stable-Baselines3 PPO on PromptLoop's batched vector env, with a discrete action: which prompt of a bank to write.
 
-Run: ``PYTHONPATH=. python examples/sb3_ppo_discrete.py --output benchmarks/results/sb3_ppo_discrete.json``
+Run: ``python examples/sb3_ppo_discrete.py``  (writes ``runs/sb3_ppo_discrete.json``)
 (``pip install -e .[sb3]``; ``--bank fidelity --reward toy-fidelity --num_refinements 2`` is a modifier bank on the
 fidelity reward, ``--backbone tiny`` runs on the random-weight test model with a brightness reward).
 
@@ -87,7 +87,9 @@ class Args:
     throughput_episodes: int = field(
         default=128, metadata={"help": "episodes timed through SB3VecEnv and DummyVecEnv (0 skips the timing)"}
     )
-    output: str | None = field(default=None, metadata={"help": "write the results as JSON to this path"})
+    output: str | None = field(
+        default="runs/sb3_ppo_discrete.json", metadata={"help": "write the results as JSON to this path ('' = none)"}
+    )
 
 
 def mean_brightness(images: np.ndarray, queries: list[str]) -> list[float]:
@@ -262,7 +264,7 @@ def main(args: Args) -> dict:
     )
     if result["throughput"] is not None:
         print(f"episodes/s with random actions, {args.num_envs} envs: {result['throughput']}")
-    if args.output is not None:
+    if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return result

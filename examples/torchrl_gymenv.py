@@ -1,6 +1,6 @@
 """TorchRL check: PromptLoop through ``torchrl.envs.GymEnv``, raw (text actions) and with a discrete action.
 
-Run: ``PYTHONPATH=. python examples/torchrl_gymenv.py --backbone tiny``  (``pip install -e .[torchrl]``)
+Run: ``python examples/torchrl_gymenv.py``  (``pip install -e .[torchrl]``; the toy-compose world, prints the rewards)
 
 TorchRL (0.14) maps the ``Text`` fields to ``NonTensor`` specs, so the raw env rolls out with a policy that
 writes prompts as strings; with :class:`~promptloop_env.wrappers.DiscretizePrompt` and
@@ -25,8 +25,8 @@ MODIFIERS = ["", "bright colours", "high contrast"]
 
 @dataclass
 class Args:
-    backbone: str = field(default="tiny", metadata={"help": "backbone name (tiny, toy-shapes, ...)"})
-    reward: str = field(default="jpeg-incompressibility", metadata={"help": "reward name"})
+    backbone: str = field(default="toy-compose", metadata={"help": "backbone name (toy-compose, toy-shapes, ...)"})
+    reward: str = field(default="toy-compose-soft", metadata={"help": "reward name (the backbone's world's)"})
     num_inference_steps: int = field(default=8, metadata={"help": "denoising steps per episode"})
     num_refinements: int = field(default=2, metadata={"help": "actions per episode"})
     seed: int = field(default=0, metadata={"help": "env seed"})

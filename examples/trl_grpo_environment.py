@@ -1,6 +1,6 @@
 """TRL ``GRPOTrainer`` on PromptLoop through ``environment_factory``: a small vision-language policy sees the previews.
 
-Run: ``PYTHONPATH=. python examples/trl_grpo_environment.py --output benchmarks/results/trl_grpo_environment.json``
+Run: ``python examples/trl_grpo_environment.py``  (writes ``runs/trl_grpo_environment.json`` and ``.png``)
 (``pip install -e .[trl]``; offline: the tokenizer, the processor and the tiny Qwen2.5-VL policy of
 :mod:`promptloop_agents.policies.toy_policy` are built here with random weights; ``--curve curve.png`` draws the reward
 curve; ``--warm_start_dir DIR`` saves the warm-started policy there, or reuses it;
@@ -14,7 +14,7 @@ tool, ``reset(**row)`` starts an episode and returns the content appended to the
 scores the rollout. Here the only tool is ``set_prompt(prompt)``: it steps a PromptLoop episode and returns the
 next state as an image block (the x0 preview) and the text of
 :class:`~promptloop_env.wrappers.FormatChatObservation`; ``reset`` shows the first preview the same way, so the
-policy sees every preview in its chat. What TRL imposes (``research/trl-grpo-spike.md``): a chat template it
+policy sees every preview in its chat. What TRL imposes: a chat template it
 recognises verbatim and that renders images inside tool messages (TRL's own ``qwen3_vl.jinja``, used here with
 a Qwen2.5-VL model, so the shipped warm-started toy policy, whose tokenizer and template differ, is not reused),
 tool-call JSON rather than a plain prompt, the whole growing chat as the state, and a model that decides how many
@@ -127,8 +127,13 @@ class Args:
     warm_start_dir: str | None = field(
         default=None, metadata={"help": "save the warm-started policy here, or reuse the one saved here"}
     )
-    output: str | None = field(default=None, metadata={"help": "write the rewards and their statistics as JSON here"})
-    curve: str | None = field(default=None, metadata={"help": "draw the reward curve to this png"})
+    output: str | None = field(
+        default="runs/trl_grpo_environment.json",
+        metadata={"help": "write the rewards and their statistics as JSON here ('' = none)"},
+    )
+    curve: str | None = field(
+        default="runs/trl_grpo_environment.png", metadata={"help": "draw the reward curve to this png ('' = none)"}
+    )
 
 
 def episode_queries(args: Args, prompts: str | None = None) -> list[str]:
@@ -585,9 +590,11 @@ def main(args: Args) -> dict:
         "warm_start": sft,
         "args": asdict(args),
     }
-    if args.curve is not None:
+    if args.curve:
+        Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
         draw_curve(summary["step_means"], args.curve, window=args.steps_per_epoch)
-    if args.output is not None:
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return result
 

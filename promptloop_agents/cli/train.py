@@ -82,12 +82,31 @@ def train(
     # Under FSDP / ZeRO-3 every rank takes part in gathering the full weights; the main process writes them.
     state = accelerator.get_state_dict(trainer.model) if is_sharded(accelerator) else None
     if trainer.is_main:
+        # The policy learnt on previews of this side; it shrinks larger ones to it wherever it is evaluated.
+        agent.preview_size = agent.preview_size or env.preview_size
         agent.save_pretrained(run_dir / "policy", copy_base=policy.policy == "toy", state_dict=state)
         from promptloop_agents.evaluation.plots import reward_curve
 
         if trainer.metrics_file.exists():
-            reward_curve(trainer.metrics_file, run_dir / "reward_curve.png")
+            reward_curve(trainer.metrics_file, run_dir / "reward_curve.png", reward=env.reward)
     envs.close()
     if eval_envs is not None:
         eval_envs.close()
     return agent
+
+
+def trained_message(output_dir: str, backbone: str) -> str:
+    """What ``promptloop train`` prints last: where the policy is and the command that evaluates it.
+
+    >>> print(trained_message("runs/x", "toy-compose"))  # doctest: +NORMALIZE_WHITESPACE
+    Policy saved in runs/x/policy (training log: runs/x/metrics.jsonl, curve: runs/x/reward_curve.png).
+    Evaluate it against the baselines on held-out queries:
+      promptloop eval --config runs/x/config.yaml --policy runs/x/policy --output-dir runs/x/eval
+    """
+    run = Path(output_dir).as_posix()
+    agents = "" if backbone.split(",")[0] in ("toy-compose", "toy-shapes") else " --agents identity,static,policy"
+    return (
+        f"Policy saved in {run}/policy (training log: {run}/metrics.jsonl, curve: {run}/reward_curve.png).\n"
+        "Evaluate it against the baselines on held-out queries:\n"
+        f"  promptloop eval --config {run}/config.yaml --policy {run}/policy --output-dir {run}/eval{agents}"
+    )

@@ -21,15 +21,20 @@ class EvalConfig:
     device: str = config_field(
         "auto", "Device of the backbone and the policy: auto (cuda when available) | cpu | cuda:N."
     )
-    eval_prompts: str = config_field("toy-user-test", "Held-out queries: a built-in set name or a text file.")
+    eval_prompts: str = config_field(
+        "toy-compose-test", "Held-out queries: a built-in set name or a text file (one query per line)."
+    )
     seeds_per_query: int = config_field(2, "Episodes (noise seeds) per held-out query, the same for every agent.")
-    max_queries: int = config_field(0, "Use at most this many queries (0 = all).")
-    metrics: str = config_field("toy-fidelity,toy-aesthetic", "Comma-separated rewards scored on the final images.")
+    max_queries: int = config_field(
+        0, "Use this many queries, drawn across the set's categories (stratified, seeded by --seed); 0 = all."
+    )
+    metrics: str = config_field(
+        "toy-compose,toy-compose-soft", "Comma-separated rewards scored on the final images (the table's columns)."
+    )
     agents: str = config_field(
-        "identity,static,policy",
-        "Comma-separated agents, each [name=]spec: identity, static, random; on toy-compose caption, best-static, "
-        "oracle, oracle:best-static; a policy folder PATH (closed loop), PATH:a-priori (no images) or PATH:blank "
-        "(closed loop on blank previews); policy[:mode] = the --policy path.",
+        "identity,one-shot,policy",
+        "Comma-separated agents, each [name=]spec (the built-ins are listed in the docs and in `promptloop eval "
+        "--help`); a policy folder PATH, PATH:a-priori or PATH:blank; policy = the --policy path.",
     )
     baseline: str = config_field(
         "identity", "Agent the paired differences of the table are taken to (default: the first)."
@@ -53,6 +58,14 @@ class EvalConfig:
     )
     num_envs: int = config_field(32, "Episodes stepped together.")
     progress: bool = config_field(True, "Show a progress bar.")
+
+    def __post_init__(self) -> None:
+        for name, low in (("seeds_per_query", 1), ("num_envs", 1), ("max_queries", 0), ("sample_queries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}; got {value!r}.")
+        if self.select_seeds < 1:
+            raise ValueError(f"--select-seeds must be >= 1; got {self.select_seeds!r}.")
 
     def resolved_device(self) -> str:
         """``device`` with ``auto`` resolved."""

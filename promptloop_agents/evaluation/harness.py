@@ -17,7 +17,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from promptloop_agents.policies.protocol import Agent, act_batch
@@ -178,6 +177,32 @@ def query_categories(queries: Sequence[str], prompt_set: str, backbone: str) -> 
     return [parse(q).category for q in queries]
 
 
+def draw_queries(queries: Sequence[str], count: int, seed: int, categories: Sequence[str] | None = None) -> list[int]:
+    """Indices of ``count`` queries drawn across ``categories`` (one per query; None: one category for all):
+    the categories take turns, each giving its queries in a seeded random order, so that any ``count`` covers
+    every category as evenly as it can. The indices come back in the set's order; ``count`` 0 (or more than the
+    set) keeps every query.
+
+    >>> first, second = draw_queries(["a", "b", "c", "d"], 2, seed=0, categories=["x", "x", "y", "y"])
+    >>> first in (0, 1), second in (2, 3)
+    (True, True)
+    >>> draw_queries(["a", "b"], 0, seed=0)
+    [0, 1]
+    """
+    if not count or count >= len(queries):
+        return list(range(len(queries)))
+    labels = list(categories) if categories is not None else [""] * len(queries)
+    rng = np.random.default_rng(seed)
+    pools = {c: [i for i, label in enumerate(labels) if label == c] for c in dict.fromkeys(labels)}
+    pools = {c: [pool[k] for k in rng.permutation(len(pool))] for c, pool in pools.items()}
+    picked: list[int] = []
+    while len(picked) < count:
+        for pool in pools.values():
+            if pool and len(picked) < count:
+                picked.append(pool.pop(0))
+    return sorted(picked)
+
+
 def sample_episodes(categories: list[str], seeds_per_query: int, count: int) -> list[int]:
     """Episode indices of the sample grid, seed 0 of ``count`` queries: the first query of each category, then
     the second of each, and so on (one category for all: the first ``count`` queries).
@@ -251,12 +276,15 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         agents = part["agents"]
         metrics = list(next(iter(agents.values()))["metrics"])
         lines += ["", f"## `{backbone}`", ""]
+        sampling = report.get("sampling") or {}
         head = ["agent", *metrics, *(f"{m} - {setup['baseline']}" for m in metrics)]
+        head += ["prompts chosen"] if sampling else []
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, summary in agents.items():
             cells = [_ci(summary["metrics"][m]) for m in metrics]
             vs = part["vs_baseline"].get(name)
             cells += [_ci(vs[m], signed=True) if vs else "-" for m in metrics]
+            cells += [sampling.get(name, "-")] if sampling else []
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         first = metrics[0]
         by_category = next(iter(agents.values()))["metrics"][first].get("by_category")
@@ -269,15 +297,26 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         if part.get("samples"):
             columns = "; ".join(f"{q!r} (seed {s})" for q, s in part["samples"]["columns"])
             lines += ["", f"![final images]({part['samples']['path']})", "", f"Rows: agents. Columns: {columns}."]
+    if sampling:
+        lines += ["", "Prompts chosen: `greedy` = the policy's most likely prompt (`--do-sample` samples instead)."]
     return "\n".join(lines) + "\n"
 
 
-def sample_grid(results: Mapping[str, EvalResult], episodes: Sequence[int], cell: int = 80) -> Image.Image:
-    """Final images of the given episode indices (columns), one row per agent: the same queries and seeds."""
-    from promptloop_env.viz import image_grid
+def sample_grid(
+    results: Mapping[str, EvalResult], episodes: Sequence[int], out: str | Path, metric: str | None = None
+) -> Path:
+    """Final images of the given episode indices, one row per agent (labelled with its name), one column per
+    episode (labelled with its query), the same queries and seeds in every row; the score under ``metric`` (the
+    first by default) above each image."""
+    from promptloop_agents.evaluation.plots import image_table
 
-    rows = [[result.episodes[k].final_image for k in episodes] for result in results.values()]
-    return image_grid(rows, list(results), cell=cell)
+    first = next(iter(results.values()))
+    metric = metric or next(iter(first.scores), None)
+    rows = [[r.episodes[k].final_image for k in episodes] for r in results.values()]
+    scores = [[f"{metric} {r.scores[metric][k]:.2f}" if metric else "" for k in episodes] for r in results.values()]
+    columns = [first.episodes[k].query for k in episodes]
+    title = "Final images: a row per agent, a column per query (the same noise seed in each column)"
+    return image_table(rows, list(results), columns, out, cell_labels=scores, title=title)
 
 
 def write_report(
@@ -340,7 +379,7 @@ def write_report(
         }
         if samples:
             path = out_dir / f"samples_{_slug(backbone)}.png"
-            sample_grid(agents, samples).save(path)
+            sample_grid(agents, samples, path)
             columns = [(queries[k // n_seeds], k % n_seeds) for k in samples]
             part["samples"] = {"path": path.name, "columns": columns}
         report["backbones"][backbone] = part

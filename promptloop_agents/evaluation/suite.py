@@ -13,6 +13,7 @@ from promptloop_agents.configs import EnvConfig
 from promptloop_agents.evaluation.eval_config import EvalConfig
 from promptloop_agents.evaluation.harness import (
     EvalResult,
+    draw_queries,
     episode_seeds,
     paired_difference,
     query_categories,
@@ -21,7 +22,7 @@ from promptloop_agents.evaluation.harness import (
     uses_previews,
     write_report,
 )
-from promptloop_agents.rollout import load_queries, make_vector_env, run_episodes
+from promptloop_agents.rollout import make_vector_env, run_episodes
 
 
 def run_evaluation(env: EnvConfig, config: EvalConfig, agents: dict[str, Any]) -> dict[str, EvalResult]:
@@ -44,57 +45,84 @@ def evaluate_backbones(
     """
     from tqdm.auto import tqdm
 
+    from promptloop_agents.evaluation.agents import sampling_description
     from promptloop_env.rewards import make_reward
 
     started = time.perf_counter()
-    queries = load_queries(config.eval_prompts, config.max_queries, config.seed)
+    queries, categories = eval_queries(config, env.backbone)
     n_seeds = config.seeds_per_query
     ep_queries = [q for q in queries for _ in range(n_seeds)]
     ep_seeds = episode_seeds(len(queries), n_seeds, config.seed).reshape(-1).tolist()
     metrics = {name: make_reward(name) for name in config.metrics.split(",") if name}
     if not metrics:
         raise ValueError("--metrics is empty: name at least one reward to score the final images with.")
-    categories = query_categories(queries, config.eval_prompts, env.backbone)
     samples = sample_episodes(categories or [""] * len(queries), n_seeds, config.sample_queries)
     results: dict[str, dict[str, EvalResult]] = {}
     chosen: dict[str, dict[str, dict[str, str]]] = {}
+    sampling: dict[str, str] = {}
     bar = tqdm(total=0, desc="promptloop eval", unit="episode", disable=not config.progress)
-    for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
-        kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
-            config.refine_schedule, config.resolved_device()
-        )
-        envs: dict[bool, Any] = {}
-
-        def envs_for(previews: bool, kwargs=kwargs, envs=envs) -> Any:
-            if previews not in envs:
-                settings = kwargs if previews else {**kwargs, "preview": "none"}
-                envs[previews] = make_vector_env(min(config.num_envs, len(ep_queries)), **settings)
-            return envs[previews]
-
-        def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
-            if backbone not in chosen:
-                unique = list(dict.fromkeys(queries))  # a set may word several of its queries alike
-                chosen[backbone] = select_best_static(unique, envs_for(False), config, bar)
-            return {q: c["prompt"] for q, c in chosen[backbone].items()}
-
-        agents = agents_for(backbone, best_static)
-        bar.total += len(agents) * len(ep_queries)
-        bar.refresh()
-        results[backbone] = {
-            name: run_agent(
-                name, agent, envs_for(uses_previews(agent)), ep_queries, ep_seeds, metrics, config.seed, bar, samples
+    try:  # the bar ends its line on errors too, so that the error is a line of its own
+        for backbone in dict.fromkeys(b.strip() for b in env.backbone.split(",") if b.strip()):
+            kwargs = dataclasses.replace(env, backbone=backbone).env_kwargs(
+                config.refine_schedule, config.resolved_device()
             )
-            for name, agent in agents.items()
-        }
-        for vector_env in envs.values():
-            vector_env.close()
-    bar.close()
+            envs: dict[bool, Any] = {}
+
+            def envs_for(previews: bool, kwargs=kwargs, envs=envs) -> Any:
+                if previews not in envs:
+                    settings = kwargs if previews else {**kwargs, "preview": "none"}
+                    envs[previews] = make_vector_env(min(config.num_envs, len(ep_queries)), **settings)
+                return envs[previews]
+
+            def best_static(backbone=backbone, envs_for=envs_for) -> dict[str, str]:
+                if backbone not in chosen:
+                    unique = list(dict.fromkeys(queries))  # a set may word several of its queries alike
+                    chosen[backbone] = select_best_static(unique, envs_for(False), config, bar)
+                return {q: c["prompt"] for q, c in chosen[backbone].items()}
+
+            agents = agents_for(backbone, best_static)
+            sampling.update({name: sampling_description(agent) for name, agent in agents.items()})
+            bar.total += len(agents) * len(ep_queries)
+            bar.refresh()
+            results[backbone] = {
+                name: run_agent(
+                    name,
+                    agent,
+                    envs_for(uses_previews(agent)),
+                    ep_queries,
+                    ep_seeds,
+                    metrics,
+                    config.seed,
+                    bar,
+                    samples,
+                )
+                for name, agent in agents.items()
+            }
+            for vector_env in envs.values():
+                vector_env.close()
+    finally:
+        bar.close()
     setup = {**dataclasses.asdict(env), **dataclasses.asdict(config), "queries": len(queries)}
-    extra["seconds"] = round(time.perf_counter() - started, 1)
+    extra.update(sampling=sampling, seconds=round(time.perf_counter() - started, 1))
     write_report(Path(config.output_dir), results, setup, queries, categories, ep_seeds, samples, chosen, **extra)
     if len(results) == 1:
         write_metrics(Path(config.output_dir) / "metrics.json", next(iter(results.values())), config, env)
     return results
+
+
+def eval_queries(config: EvalConfig, backbone: str) -> tuple[list[str], list[str] | None]:
+    """The held-out queries of ``config`` and their categories (toy-compose's, or the set's own; else None): the
+    whole set, or ``config.max_queries`` of them drawn across the categories (:func:`~.harness.draw_queries`, seeded by
+    ``config.seed``), in the set's order."""
+    from promptloop_env.prompts import load_prompts
+
+    prompt_set = load_prompts(config.eval_prompts)
+    queries = list(prompt_set)
+    categories = query_categories(queries, config.eval_prompts, backbone)
+    if categories is None and any(prompt_set.categories):  # a set with categories of its own (GenEval's tags)
+        categories = [category or "" for category in prompt_set.categories]
+    picks = draw_queries(queries, config.max_queries, config.seed, categories)
+    return [queries[i] for i in picks], [categories[i] for i in picks] if categories is not None else None
 
 
 def select_best_static(queries: list[str], envs: Any, config: EvalConfig, bar: Any) -> dict[str, dict[str, str]]:

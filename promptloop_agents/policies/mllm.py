@@ -101,6 +101,8 @@ class MLLMAgent:
         state_template: user text, formatted with ``query``, ``prompt``, ``timestep`` and ``segment``.
         answer_tag: the answer is read from ``<tag>...</tag>``; ``None`` reads the first line.
         image_size: previews are resized to this square size before the processor, when given.
+        preview_size: the side of the previews the policy was trained on; larger previews are first shrunk to
+            it (area average), so that a policy trained on 64-pixel previews sees 64 pixels in any env.
         preview_contrast: when given, each preview's deviation from its background is stretched to this RGB
             distance first (:func:`~.processing.stretch_contrast`; early x0 estimates are faint).
         base_name_or_path: where the base weights come from (hub id or folder), so that saving a LoRA policy
@@ -124,6 +126,7 @@ class MLLMAgent:
         state_template: str = DEFAULT_STATE_TEMPLATE,
         answer_tag: str | None = DEFAULT_ANSWER_TAG,
         image_size: int | None = None,
+        preview_size: int | None = None,
         preview_contrast: float | None = None,
         base_name_or_path: str | None = None,
         generation: GenerationSettings | None = None,
@@ -140,7 +143,7 @@ class MLLMAgent:
         self.do_sample, self.max_new_tokens = do_sample, max_new_tokens
         self.system_prompt, self.state_template, self.answer_tag = system_prompt, state_template, answer_tag
         self.image_size, self.base_name_or_path = image_size, base_name_or_path
-        self.preview_contrast = preview_contrast
+        self.preview_contrast, self.preview_size = preview_contrast, preview_size
         self.generation = generation or GenerationSettings()
         self.card = card or PolicyCard()
         self.card_title: str | None = None
@@ -159,7 +162,8 @@ class MLLMAgent:
     def settings(self) -> dict[str, Any]:
         """The JSON-able constructor settings (everything but the model and processor)."""
         keys = ("mode", "temperature", "top_k", "top_p", "do_sample", "max_new_tokens", "system_prompt")
-        keys += ("state_template", "answer_tag", "image_size", "preview_contrast", "base_name_or_path")
+        keys += ("state_template", "answer_tag", "image_size", "preview_size", "preview_contrast")
+        keys += ("base_name_or_path",)
         return {key: getattr(self, key) for key in keys}
 
     @property
@@ -351,7 +355,9 @@ class MLLMAgent:
             for obs, flag in zip(observations, flags, strict=True)
         ]
         shown = [obs for obs, flag in zip(observations, flags, strict=True) if flag]
-        images = [preview_to_pil(obs["image"], self.image_size, self.preview_contrast) for obs in shown]
+        images = [
+            preview_to_pil(obs["image"], self.image_size, self.preview_contrast, self.preview_size) for obs in shown
+        ]
         return texts, images or None
 
     def build_inputs(self, texts: list[str], images: list | None) -> dict[str, torch.Tensor]:

@@ -30,7 +30,11 @@ class PolicyConfig:
         "Toy policy: start from this warm-started policy folder if it exists; 'shipped' (toy-shapes) and "
         "'toy-compose' (the distilled oracle) name the package's own.",
     )
-    temperature: float = config_field(1.0, "Sampling temperature of the policy (training and evaluation).")
+    temperature: float | None = config_field(
+        None,
+        "Sampling temperature of the policy in training (and in evaluation with --do-sample); default: the "
+        "policy's saved one (a new toy policy: 1.0).",
+    )
     top_k: int = config_field(0, "Sample from the k most likely tokens only (0 = all); enters the training log-probs.")
     top_p: float = config_field(1.0, "Nucleus sampling mass (1 = all); enters the training log-probs.")
     max_new_tokens: int = config_field(24, "Longest answer the policy may write, in tokens.")
@@ -39,11 +43,11 @@ class PolicyConfig:
     )
     mode: str = config_field("closed-loop", "closed-loop (preview at every refinement) | a-priori (no images).")
     do_sample: bool = config_field(
-        True, "Evaluation: sample the policy's answers (false: greedy, the policy's best guess)."
+        False, "Evaluation: sample the policy's answers instead of taking its most likely prompt (greedy)."
     )
 
     def sampling(self) -> dict[str, Any]:
         """The :class:`~promptloop_agents.policies.mllm.MLLMAgent` settings this config fixes."""
         keys = ("temperature", "top_k", "top_p", "max_new_tokens", "mode")
-        settings = {key: getattr(self, key) for key in keys}
+        settings = {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
         return {**settings, "image_size": self.image_size} if self.image_size else settings

@@ -71,9 +71,20 @@ def stretch_contrast(image: np.ndarray, target: float) -> np.ndarray:
     return np.clip(background + gain * deviation, 0, 255).astype(np.uint8)
 
 
-def preview_to_pil(image: np.ndarray, size: int | None = None, contrast: float | None = None) -> Image.Image:
-    """Convert a ``uint8 [H, W, 3]`` preview to PIL, contrast-stretched to ``contrast`` (see
-    :func:`stretch_contrast`) and resized to ``size`` x ``size`` when given."""
+def preview_to_pil(
+    image: np.ndarray, size: int | None = None, contrast: float | None = None, trained_size: int | None = None
+) -> Image.Image:
+    """Convert a ``uint8 [H, W, 3]`` preview to PIL: shrunk to ``trained_size`` (area average) when it is larger,
+    contrast-stretched to ``contrast`` (see :func:`stretch_contrast`) and resized to ``size`` x ``size`` when given.
+
+    >>> preview_to_pil(np.zeros((256, 256, 3), np.uint8), size=112, trained_size=64).size
+    (112, 112)
+    """
+    if trained_size is not None and max(image.shape[:2]) > trained_size:
+        # The policy learnt on previews of this side: show it the same resolution whatever the env's preview_size.
+        image = np.asarray(
+            Image.fromarray(np.asarray(image, np.uint8)).resize((trained_size, trained_size), Image.BOX)
+        )
     image = stretch_contrast(image, contrast) if contrast else image
     pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
     if size is not None and pil.size != (size, size):

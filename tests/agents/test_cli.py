@@ -35,7 +35,8 @@ def test_weighted_reward_specs():
 
 
 def test_train_then_eval_from_the_command_line(tmp_path):
-    env = "--backbone tiny --reward toy-fidelity --num-inference-steps 4 --num-refinements 2 --preview-size 32".split()
+    env = ["--backbone", "tiny", "--reward", "toy-fidelity", "--num-inference-steps", "4", "--num-refinements", "2"]
+    env += ["--preview-size", "32", "--refine-schedule", "uniform"]
     run = tmp_path / "run"
     main(
         [
@@ -45,6 +46,10 @@ def test_train_then_eval_from_the_command_line(tmp_path):
             str(run),
             "--toy-size",
             "tiny",
+            "--warm-start-from",
+            "",
+            "--train-prompts",
+            "toy-user-train",
             "--warm-start-episodes",
             "4",
             "--warm-start-steps",
@@ -80,6 +85,10 @@ def test_train_then_eval_from_the_command_line(tmp_path):
             "4",
             "--agents",
             "identity,static,random,policy",
+            "--eval-prompts",
+            "toy-user-test",
+            "--metrics",
+            "toy-fidelity,toy-aesthetic",
             "--progress",
             "false",
         ]

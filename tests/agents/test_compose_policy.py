@@ -78,7 +78,7 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     payload = run_demo(DemoConfig(out=str(out), max_steps=1, eval_queries=6, seeds_per_query=1, progress=False))
     assert {"identity", "best_one_shot_rewrite", "policy_a_priori", "policy_closed_loop"} == set(payload["agents"])
-    for name in ("metrics.json", "reward_curve.png", "filmstrip.png", "before_after.png", "policy"):
+    for name in ("metrics.json", "reward_curve.png", "filmstrip.png", "comparison.png", "policy"):
         assert (out / name).exists(), name
 
 

@@ -44,11 +44,14 @@ def test_prompt_file_writes_images_and_generations_jsonl(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out_dir / record["file"])), image)
 
 
-def test_usage_errors(tmp_path):
-    with pytest.raises(ValueError, match="either a prompt or --prompts"):
-        main(["generate", *FAST, "--out", str(tmp_path / "x.png")])
+def test_usage_errors(tmp_path, capsys):
+    """A usage error is one line on stderr and exit code 2 (``--debug`` raises it)."""
+    assert main(["generate", *FAST, "--out", str(tmp_path / "x.png")]) == 2
+    assert "either a prompt or --prompts" in capsys.readouterr().err
+    assert main(["generate", "a circle", *FAST]) == 2
+    assert "--out PATH" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--out PATH"):
-        main(["generate", "a circle", *FAST])
+        main(["generate", "a circle", *FAST, "--debug"])
 
 
 @pytest.mark.slow

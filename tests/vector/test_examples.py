@@ -126,9 +126,32 @@ def test_grpo_mllm_policy_runs_from_its_command_line(tmp_path):
 
 def test_rollout_filmstrip_writes_its_picture(tmp_path):
     example = load_example("rollout_filmstrip")
-    summary = example.main(example.Args(out=str(tmp_path), num_inference_steps=4, num_refinements=2))
+    args = example.Args(out=str(tmp_path), agent="rule", num_inference_steps=4, refine_schedule="0,2")
+    summary = example.main(args)
     assert len(summary["prompts"]) == 2 and summary["prompts"][1].endswith(", bright")
     assert (tmp_path / "filmstrip.png").stat().st_size > 0
+
+
+def test_examples_default_to_a_trained_toy_world_and_write_under_runs():
+    """A new user's first run: trained weights and the world's own reward, outputs under runs/, never into the
+    shipped benchmarks/results; the run command at the top of each example."""
+    for name in (
+        "rollout_filmstrip",
+        "torchrl_gymenv",
+        "grpo_mllm_policy",
+        "sb3_ppo_discrete",
+        "trl_grpo_environment",
+    ):
+        text = (EXAMPLES / f"{name}.py").read_text()
+        head = text.split("\n\n")[1]
+        assert head.startswith("Run: ``python examples/"), name
+        assert "benchmarks/results" not in head, name
+        defaults = {f.name: f.default for f in __import__("dataclasses").fields(load_example(name).Args)}
+        assert defaults.get("backbone", "toy-shapes") in ("toy-compose", "toy-shapes"), name
+        assert defaults.get("reward") in (None, "toy-compose-soft", "toy-fidelity"), name
+        for key in ("out", "output", "curve"):
+            assert str(defaults.get(key) or "runs/").startswith("runs/"), (name, key)
+    assert load_example("rollout_filmstrip").Args().agent == "policy"  # the shipped policy, not a fixed rule
 
 
 @pytest.mark.slow
