@@ -20,7 +20,6 @@ The accelerate engines (FSDP2's ``prepare`` / ``save_state``, DeepSpeed) need se
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -32,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # paper_scale.py, beside this file
 import paper_scale  # noqa: E402
+
+from promptloop_env.cli import write_json
 
 GIB = 2**30
 VARIANTS = (("lora", True), ("lora", False), ("full", True), ("full", False))
@@ -133,7 +134,6 @@ def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkp
 
     from promptloop_agents.learners.grpo_config import GRPOConfig
     from promptloop_agents.learners.grpo_trainer import GRPOTrainer
-    from promptloop_agents.rollout import make_vector_env
 
     device = torch.device("cuda")
     torch.cuda.empty_cache()
@@ -143,20 +143,8 @@ def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkp
     policy.model.to(device)
     paper_scale.fill_random(policy.model, seed=0)
     meter = paper_scale.PhaseMeter(device)
-    envs = make_vector_env(
-        args.queries * args.group_size,
-        backbone=pipe,
-        reward=meter.wrap("reward", reward),
-        num_inference_steps=args.num_inference_steps,
-        num_refinements=args.num_refinements,
-        refine_schedule="random",
-        guidance_scale=7.5,
-        preview="vae",
-        preview_size=448,
-    )
     decode = pipe.vae.decode
-    pipe.vae.decode = meter.wrap("preview", decode)
-    envs.reset, envs.step = meter.wrap("denoise", envs.reset), meter.wrap("denoise", envs.step)
+    envs = paper_scale.metered_envs(args, pipe, reward, meter, preview_size=448)
     config = GRPOConfig(
         output_dir=f"/tmp/gpu-check-{finetuning}-{int(checkpointing)}",
         max_steps=args.iterations,
@@ -272,8 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["plain_versus_loop"] = plain_versus_loop(args, pipe, reward)
     result["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
     out = Path(args.out or Path(__file__).parent / "results" / f"gpu_check_{gpu_slug(name)}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result, indent=2)
     for variant in result["variants"]:
         print(variant["finetuning"], variant["gradient_checkpointing"], variant.get("phases") or variant)
     print("closed loop vs plain:", result["plain_versus_loop"], f"-> {out}")

@@ -30,7 +30,6 @@ generation. Writes ``benchmarks/results/inference_overhead.json`` and prints a t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -48,6 +47,7 @@ from promptloop_agents.pipeline import PromptLoopPipeline, no_reward
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_agents.rollout import make_vector_env, run_episodes
+from promptloop_env.cli import write_json
 from promptloop_env.prompts import resolve_prompts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "0 refinements": {k: round(v / n, 5) for k, v in plain_split.items()},
         },
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_json(args.out, out, indent=1)
     print_table(out)
     return out
 

@@ -24,7 +24,6 @@ peak on a GPU, per phase. With ``--compare_plain`` it also times the full closed
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -33,11 +32,12 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from promptloop_env.cli import write_json
 
 PHASES = ("build", "denoise", "preview", "reward", "generate", "reference", "update")
 
@@ -340,10 +340,31 @@ class ImageRewardSized(torch.nn.Module):
 # -- the run --------------------------------------------------------------------------------------------------------
 
 
+def metered_envs(args: Any, pipe: Any, reward: Any, meter: Any, preview_size: int) -> Any:
+    """The recipe's vector env on ``pipe`` (random refinement points, guidance 7.5, VAE previews), with ``meter``
+    timing its phases: ``denoise`` (reset and step), ``preview`` (the VAE decodes) and ``reward``. The caller puts
+    ``pipe.vae.decode`` back when it needs the pipeline unmetered."""
+    from promptloop_agents.rollout import make_vector_env
+
+    envs = make_vector_env(
+        args.queries * args.group_size,
+        backbone=pipe,
+        reward=meter.wrap("reward", reward),
+        num_inference_steps=args.num_inference_steps,
+        num_refinements=args.num_refinements,
+        refine_schedule="random",
+        guidance_scale=7.5,
+        preview="vae",
+        preview_size=preview_size,
+    )
+    pipe.vae.decode = meter.wrap("preview", pipe.vae.decode)
+    envs.reset, envs.step = meter.wrap("denoise", envs.reset), meter.wrap("denoise", envs.step)
+    return envs
+
+
 def run(args: Args) -> dict[str, Any]:
     from promptloop_agents.learners.grpo_config import GRPOConfig
     from promptloop_agents.learners.grpo_trainer import GRPOTrainer
-    from promptloop_agents.rollout import make_vector_env
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -364,21 +385,7 @@ def run(args: Args) -> dict[str, Any]:
     sizes["policy"] = count(policy.model)
     sizes["backbone"] = count(pipe.unet) + count(pipe.vae) + count(pipe.text_encoder)
     sizes["reward"] = count(reward)
-    episodes = args.queries * args.group_size
-    envs = make_vector_env(
-        episodes,
-        backbone=pipe,
-        reward=meter.wrap("reward", reward),
-        num_inference_steps=args.num_inference_steps,
-        num_refinements=args.num_refinements,
-        refine_schedule="random",
-        guidance_scale=7.5,
-        preview="vae",
-        preview_size=args.preview_size,
-    )
-    pipe.vae.decode = meter.wrap("preview", pipe.vae.decode)
-    envs.reset = meter.wrap("denoise", envs.reset)
-    envs.step = meter.wrap("denoise", envs.step)
+    envs = metered_envs(args, pipe, reward, meter, args.preview_size)
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="paper-scale-"),
         max_steps=1,
@@ -448,8 +455,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     (args,) = HfArgumentParser(Args, description=__doc__.split("\n\n")[0]).parse_args_into_dataclasses(argv)
     result = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(args.out, result, indent=2)
     print_table(result)
     return result
 

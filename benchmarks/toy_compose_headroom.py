@@ -43,6 +43,7 @@ from promptloop_agents.policies.compose_reference import (
     compose_scores,
     select_best_static,
 )
+from promptloop_env.cli import write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 from promptloop_env.toy.compose import CATEGORIES, caption
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "columns": [f"{a} seed {j}" for a in finals_of for j in range(min(s, 2))],
     }
     out["seconds"] = round(time.time() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_json(args.out, out, indent=1)
     print_table(out)
     return out
 

@@ -34,10 +34,8 @@ a bank of modifiers appended after a comma gave much smaller gaps; not re-run.)
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -45,7 +43,7 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_env.cli import parse_config
+from promptloop_env.cli import parse_config, write_json
 from promptloop_env.stats import paired_difference, rounded, t_ci
 from promptloop_env.wrappers import TOY_AESTHETIC_PROMPTS, DiscretizePrompt, DropTextObservation
 
@@ -265,8 +263,7 @@ def main(args: Args) -> dict:
     if result["throughput"] is not None:
         print(f"episodes/s with random actions, {args.num_envs} envs: {result['throughput']}")
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.output, result, indent=2)
     return result
 
 

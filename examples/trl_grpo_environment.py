@@ -74,7 +74,7 @@ from PIL import Image
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
 from promptloop_agents.policies.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
-from promptloop_env.cli import parse_config
+from promptloop_env.cli import parse_config, write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded, t_ci
 from promptloop_env.wrappers import CHAT_USER_TEMPLATE, FormatChatObservation
@@ -594,8 +594,7 @@ def main(args: Args) -> dict:
         Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
         draw_curve(summary["step_means"], args.curve, window=args.steps_per_epoch)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.output, result, indent=2)
     return result
 
 

@@ -202,3 +202,17 @@ def config_from_namespace(dataclass_type: type[T], namespace: argparse.Namespace
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None, **kwargs: Any) -> T:
     """:func:`parse_configs` for one dataclass; ``kwargs`` are its ``description``, ``prog``, ``config_flag``."""
     return parse_configs([dataclass_type], argv, **kwargs)[0]
+
+
+def write_json(path: str | os.PathLike, payload: Any, indent: int = 2) -> Path:
+    """Write ``payload`` as JSON (with a final newline) to ``path``, creating its folder; the scripts' result files.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_json(Path(folder) / "a" / "b.json", {"x": 1}, indent=None).read_text()
+    '{"x": 1}\\n'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=indent) + "\n")
+    return path

@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a file: import research.* (and this chec
 
 import torch
 
+from promptloop_env.cli import write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.toy import raft
 from promptloop_env.toy import train as toy_train
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def write() -> None:  # after every round, so a run stopped early keeps what it measured
         result["seconds"] = round(time.time() - t0, 1)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        write_json(args.out, result, indent=1)
         print(json.dumps(rows[-1]), flush=True)
 
     write()

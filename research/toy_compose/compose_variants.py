@@ -19,7 +19,6 @@ seeds). Writes ``research/toy_compose/results/compose_variants.json`` and prints
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from promptloop_agents.policies.compose_reference import compose_scores
+from promptloop_env.cli import write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded
 from promptloop_env.toy.compose_spec import parse
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "paired_strict": paired,
         "episodes": {"queries": queries, "strict": {s: r["_strict"].astype(int).tolist() for s, r in results.items()}},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_json(args.out, out, indent=1)
     print_table(out)
     return out
 
