@@ -23,7 +23,7 @@ from promptloop_env.env import PromptLoopEnv
 from promptloop_env.registry import load_plugins
 from promptloop_env.spaces import PROMPT_CHARSET
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 load_plugins()  # installed packages' backbones, rewards, previews and prompt sets (see promptloop_env.registry)
 
