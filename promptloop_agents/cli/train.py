@@ -67,8 +67,8 @@ def train(
         eval_kwargs = {**env.env_kwargs(schedule, device), "reward": UNUSED_EVAL_ENV_REWARD}
         per_rank = -(-grpo.eval_queries // accelerator.num_processes)  # the episodes are split across ranks
         eval_envs = make_vector_env(per_rank, **eval_kwargs)
-        dtype = parse_dtype(env.reward_dtype or env.backbone_dtype)
-        where = env.reward_device or env.backbone_device or device
+        dtype = parse_dtype(env.reward_dtype or env.torch_dtype)
+        where = env.reward_device or (env.device if env.device != "auto" else None) or device
         held_out = HeldOutMonitor.from_config(grpo, eval_envs, accelerator.is_main_process, where, dtype)
     envs = make_vector_env(
         grpo.queries_per_iteration * grpo.group_size, **env.env_kwargs(grpo.refine_schedule, device)

@@ -52,7 +52,7 @@ PAPER_ON_CPU = [
     "--config",
     str(RECIPE),
     *TRAIN,
-    "--backbone-dtype",
+    "--torch-dtype",
     "float32",
     "--reward-dtype",
     "float32",
@@ -91,13 +91,13 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     script.write_text(
         "import sys, torch\n"
         "from accelerate import Accelerator\n"
-        "from promptloop_agents.cli.main import build_parser\n"
+        "from promptloop_agents.cli.main import parse_args\n"
         "from promptloop_agents.configs import EnvConfig, config_from_args\n"
         "from promptloop_agents.learners.grpo_config import GRPOConfig\n"
         "from promptloop_agents.policies.policy_config import PolicyConfig\n"
         "from promptloop_agents.cli.train import train\n"
         "torch.set_num_threads(1)\n"
-        "args = build_parser().parse_args(['train', *sys.argv[1:]])\n"
+        "args = parse_args(['train', *sys.argv[1:]])  # --config's values, then the flags\n"
         "acc = Accelerator(cpu=True)\n"
         "agent = train(config_from_args(EnvConfig, args), config_from_args(PolicyConfig, args),\n"
         "                     config_from_args(GRPOConfig, args), accelerator=acc)\n"
@@ -138,7 +138,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
 def test_the_paper_recipe_on_one_process(tmp_path):
     from promptloop_agents.cli.main import main
 
-    main(["train", *PAPER_ON_CPU, "--output-dir", str(tmp_path / "run")])
+    assert main(["train", *PAPER_ON_CPU, "--output-dir", str(tmp_path / "run"), "--debug"]) == 0
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in lines] == [1, 2] and "eval/jpeg-compressibility" in lines[1]
     assert (tmp_path / "run" / "policy" / "adapter_model.safetensors").exists()
