@@ -266,3 +266,18 @@ def sample_images(batch: int, size: int = 48, seed: int = 0) -> np.ndarray:
     base = rng.uniform(0, 255, (batch, 1, 1, 3)) * ramp[None, :, None, None]
     noise = rng.normal(0.0, 20.0, (batch, size, size, 3))
     return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def compose_observation(
+    query: str, prompt: str, segment: int, timestep: float, image: np.ndarray | None = None
+) -> dict[str, Any]:
+    """A toy-compose observation for agent tests; its preview defaults to a lone red circle on white.
+
+    >>> compose_observation("a circle", "a circle", 0, 0.0)["image"].shape
+    (64, 64, 3)
+    """
+    from promptloop_env.toy.compose import ComposeScene, Thing, render
+
+    if image is None:
+        image = render(ComposeScene((Thing("circle", "red", 16, 30, 7),), "white"))
+    return {"query": query, "prompt": prompt, "segment": segment, "timestep": np.array([timestep]), "image": image}

@@ -14,15 +14,11 @@ from promptloop_agents.policies.compose_teacher import (
     load_selection,
 )
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
+from promptloop_env.testing import compose_observation as observation
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
 
-SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only
-
-
-def observation(query, prompt, segment, timestep, image=None):
-    image = render(SCENE) if image is None else image
-    return {"query": query, "prompt": prompt, "segment": segment, "timestep": np.array([timestep]), "image": image}
+SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only: compose_observation's
 
 
 def test_one_shot_rewrite_follows_the_category():

@@ -7,6 +7,7 @@ from promptloop_agents.learners.sft import SFTExample
 from promptloop_agents.policies.compose_teacher import CategoryRewriteAgent, load_selection
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
+from promptloop_env.testing import compose_observation as observation
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
 from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites
@@ -21,12 +22,7 @@ from research.toy_compose.students import (
     seen_text,
 )
 
-SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only
-
-
-def observation(query, prompt, segment, timestep, image=None):
-    image = render(SCENE) if image is None else image
-    return {"query": query, "prompt": prompt, "segment": segment, "timestep": np.array([timestep]), "image": image}
+SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only: compose_observation's
 
 
 def test_first_action_examples_cover_training_combinations_only():
