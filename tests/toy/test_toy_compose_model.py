@@ -3,16 +3,12 @@ toy-compose (replay and package size are tested with toy-shapes' in test_toy_mod
 
 from __future__ import annotations
 
-import socket
-import weakref
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import promptloop_env  # noqa: F401
-from promptloop_env import backbones
 from promptloop_env.backbones import BACKBONES, PACKAGE_ROOT
 from promptloop_env.toy.compose_analyser import analyse
 from promptloop_env.toy.compose_prompts import TOY_COMPOSE_TRAIN_QUERIES
@@ -21,25 +17,6 @@ from promptloop_env.toy.rewards import ToyCompose
 FOLDER = PACKAGE_ROOT / BACKBONES["toy-compose"].source.removeprefix("package:")
 QUERY = "a red circle and a blue square, gray background"
 SWITCHED = "a green circle and a blue square, gray background"
-# Pixels [11:14, 12:15] (the object this seed's noise places top left) then [44:47, 44:47] (background), RGB,
-# of the 64x64 preview after the second action (step 8 of 12) and of the final image, for the rollout of
-# test_seeded_rollout_matches_recorded_slice. Recorded on x86-64 CPU, torch 2.13, one thread; other BLAS builds
-# may differ by a grey level or two.
-PREVIEW_SLICE = [
-    29, 67, 225, 37, 68, 223, 38, 70, 226, 26, 66, 221, 31, 67, 219, 31, 68, 223, 29, 67, 226, 31, 65, 222, 32, 66,
-    227, 130, 130, 127, 130, 131, 126, 130, 130, 127, 130, 130, 127, 130, 130, 127, 130, 130, 127, 130, 129, 127, 129,
-    130, 127, 130, 130, 127,
-]  # fmt: skip
-FINAL_SLICE = [
-    33, 69, 224, 42, 70, 223, 40, 71, 229, 30, 68, 219, 36, 68, 217, 35, 70, 225, 33, 68, 224, 36, 66, 219, 32, 67,
-    230, 128, 127, 129, 129, 129, 127, 129, 129, 128, 128, 128, 129, 129, 129, 129, 129, 129, 128, 129, 127, 129, 128,
-    129, 128, 129, 129, 128,
-]  # fmt: skip
-SLICE_TOLERANCE = 2  # grey levels
-
-
-def image_slice(image: np.ndarray) -> np.ndarray:
-    return np.concatenate([image[11:14, 12:15], image[44:47, 44:47]]).reshape(-1).astype(int)
 
 
 def rollout() -> tuple[np.ndarray, np.ndarray, float, dict]:
@@ -63,13 +40,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("backbone", list(VARIANTS))
-def test_toy_compose_loads_shipped_model_without_network(monkeypatch, backbone):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted while loading the toy world")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(backbones, "_LOADED", weakref.WeakValueDictionary())  # force a fresh load from disk
+def test_toy_compose_loads_shipped_model_without_network(offline_fresh_load, backbone):
     env = gym.make("PromptLoop-v0", backbone=backbone, reward="toy-compose")
     unwrapped = env.unwrapped
     pipe = unwrapped.backbone.pipe
@@ -92,11 +63,10 @@ def test_toy_compose_loads_shipped_model_without_network(monkeypatch, backbone):
     env.close()
 
 
-def test_seeded_rollout_matches_recorded_slice():
+def test_seeded_rollout_matches_recorded_slice(assert_recorded_slices):
     torch.set_num_threads(1)
     preview, final, reward, info = rollout()
-    np.testing.assert_allclose(image_slice(preview), PREVIEW_SLICE, atol=SLICE_TOLERANCE)
-    np.testing.assert_allclose(image_slice(final), FINAL_SLICE, atol=SLICE_TOLERANCE)
+    assert_recorded_slices("toy-compose", preview, final)
     # What the numbers mean: this seed's noise makes one blue circle and nothing else; by step 8 of 12 the
     # preview shows it, too late for the switched prompt to add a square or turn it green. The query asks for
     # a red circle and a blue square, so the strict reward is 0.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import weakref
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,7 +10,6 @@ import pytest
 import torch
 
 import promptloop_env  # noqa: F401
-from promptloop_env import backbones
 from promptloop_env.backbones import BACKBONES, PACKAGE_ROOT
 from promptloop_env.toy.analyser import analyse
 from promptloop_env.toy.prompts import TOY_TRAIN_QUERIES
@@ -21,34 +18,9 @@ from promptloop_env.toy.rewards import ToyFidelity
 TOY_FOLDER = PACKAGE_ROOT / BACKBONES["toy-shapes"].source.removeprefix("package:")
 QUERY = "a large red circle on the left, gray background"
 SWITCHED = "a large blue circle on the left, gray background"
-# Pixels [30:33, 14:17] (where a left object sits) then [46:49, 30:33] (below centre, background), RGB, of the
-# 64x64 preview after the first action and of the final image, for the rollout of
-# test_seeded_rollout_matches_recorded_slice. Recorded on x86-64 CPU, torch 2.13, one thread; other BLAS builds
-# may differ by a grey level or two.
-PREVIEW_SLICE = [
-    222, 20, 37, 219, 21, 39, 220, 22, 38, 223, 21, 38, 219, 21, 39, 222, 22, 39, 222, 21, 38, 219, 20, 38, 221, 20,
-    39, 127, 131, 126, 129, 129, 126, 128, 130, 126, 127, 130, 128, 128, 130, 127, 128, 130, 126, 127, 129, 127, 128,
-    128, 127, 128, 129, 126,
-]  # fmt: skip
-FINAL_SLICE = [
-    30, 66, 231, 33, 67, 230, 35, 67, 231, 29, 68, 230, 31, 68, 230, 33, 67, 232, 27, 70, 227, 28, 70, 229, 30, 69,
-    232, 126, 130, 128, 127, 128, 127, 128, 128, 127, 126, 129, 128, 127, 129, 126, 128, 129, 127, 126, 127, 129,
-    128, 128, 128, 129, 129, 127,
-]  # fmt: skip
-SLICE_TOLERANCE = 2  # grey levels
 
 
-def image_slice(image: np.ndarray) -> np.ndarray:
-    return np.concatenate([image[30:33, 14:17], image[46:49, 30:33]]).reshape(-1).astype(int)
-
-
-def test_default_env_loads_shipped_model_without_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted while loading the toy world")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(backbones, "_LOADED", weakref.WeakValueDictionary())  # force a fresh load from disk
+def test_default_env_loads_shipped_model_without_network(offline_fresh_load):
     env = gym.make("PromptLoop-v0")
     unwrapped = env.unwrapped
     pipe = unwrapped.backbone.pipe
@@ -65,7 +37,7 @@ def test_default_env_loads_shipped_model_without_network(monkeypatch):
     env.close()
 
 
-def test_seeded_rollout_matches_recorded_slice():
+def test_seeded_rollout_matches_recorded_slice(assert_recorded_slices):
     torch.set_num_threads(1)
     env = gym.make("PromptLoop-v0", num_inference_steps=6, num_refinements=3, preview_size=64)
     obs, info = env.reset(seed=0, options={"query": QUERY})
@@ -76,8 +48,7 @@ def test_seeded_rollout_matches_recorded_slice():
     _, reward, terminated, _, info = env.step(SWITCHED)
     final = info["final_image"]
     assert terminated
-    np.testing.assert_allclose(image_slice(preview), PREVIEW_SLICE, atol=SLICE_TOLERANCE)
-    np.testing.assert_allclose(image_slice(final), FINAL_SLICE, atol=SLICE_TOLERANCE)
+    assert_recorded_slices("toy-shapes", preview, final)
     # What the numbers mean: the preview after one third of the steps already shows the query's red circle, and
     # the prompt switched there turns it blue; the reward scores the final image against the query (4 of 5 right).
     assert analyse(preview).colour == "red" and analyse(final).colour == "blue"
