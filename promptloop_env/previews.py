@@ -88,6 +88,15 @@ class LatentRGBPreview(Preview):
     (2, 16, 16, 3)
     """
 
+    def __init__(self, backbone: DiffusersBackbone, size: int, **kwargs: Any) -> None:
+        super().__init__(backbone, size, **kwargs)
+        if backbone.latent_rgb is None:
+            raise ValueError(
+                f"preview='latent_rgb' needs a latent-to-RGB map, and the {backbone.family!r} family has none: pass "
+                "latent_rgb={'factors': ..., 'bias': ...} to the backbone (or a latent_rgb.json in its folder), or "
+                "use preview='vae' or 'taesd'."
+            )
+
     def __call__(self, latents: torch.Tensor) -> np.ndarray:
         rgb = self.backbone.latent_rgb.to_rgb(self.backbone.to_spatial(latents))
         return resize_images((rgb + 1.0) / 2.0, self.size)

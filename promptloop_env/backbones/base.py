@@ -15,12 +15,22 @@ bit for bit. The phases are:
 Weights are shared between every env that uses the backbone; schedulers and generators never are.
 Families differ only in how they encode prompts, prepare latents and call their denoiser; that is what
 subclasses of :class:`DiffusersBackbone` override. Each family class also declares its own facts (the diffusers
-pipeline class it runs, its latent-to-RGB map, its tiny autoencoder and its default guidance scale) and registers
-itself in :data:`FAMILIES` with :func:`register_family`.
+pipeline class it runs, its tiny autoencoder and its default guidance scale; its latent-to-RGB map is the
+community's, in ``latent_rgb.json`` beside this module) and registers itself in :data:`FAMILIES` with
+:func:`register_family`.
+
+>>> from promptloop_env.backbones.tiny import tiny_stable_diffusion_pipeline
+>>> backbone = FAMILIES["sd"](tiny_stable_diffusion_pipeline())
+>>> embedding, truncated = backbone.encode("a red circle")
+>>> traj = backbone.start(seed=0, num_inference_steps=4, guidance_scale=2.0)
+>>> backbone.denoise([traj], [embedding], [4])
+>>> traj.done, backbone.decode(traj.latents).shape
+(True, (1, 64, 64, 3))
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections import OrderedDict
@@ -54,6 +64,16 @@ class LatentRGB:
     factors: tuple[tuple[float, float, float], ...]
     bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
+    @staticmethod
+    def for_family(family: str) -> LatentRGB | None:
+        """The community's map for a pipeline family (``latent_rgb.json`` beside this module), or None.
+
+        >>> len(LatentRGB.for_family("sd3").factors), LatentRGB.for_family("my-family")
+        (16, None)
+        """
+        coefficients = _community_latent_rgb().get(family)
+        return LatentRGB.from_dict(coefficients) if coefficients is not None else None
+
     @classmethod
     def from_dict(cls, coefficients: Mapping[str, Any]) -> LatentRGB:
         """From ``{"factors": rows, "bias": rgb}`` (``bias`` optional; other keys ignored)."""
@@ -75,6 +95,11 @@ class LatentRGB:
                 f"latent_rgb factors have {weight.shape[0]} rows but latents have {latents.shape[1]} channels."
             )
         return torch.einsum("bchw,cr->brhw", latents.float(), weight) + offset.view(1, 3, 1, 1)
+
+
+@functools.cache
+def _community_latent_rgb() -> dict[str, Any]:
+    return json.loads(Path(__file__).with_name("latent_rgb.json").read_text(encoding="utf-8"))
 
 
 StateT = TypeVar("StateT")
@@ -127,9 +152,10 @@ class DiffusersBackbone:
     """Shared machinery of the backbones; one subclass per pipeline family.
 
     A family class declares its facts as class attributes: ``family`` (its name), ``pipeline_class`` (the
-    diffusers pipeline class it runs, subclasses included), ``default_latent_rgb`` (its :class:`LatentRGB`),
-    ``default_taesd`` (hub id of its ``AutoencoderTiny``) and ``default_guidance_scale`` (its pipeline's
-    ``__call__`` default); it implements the phases and is decorated with :func:`register_family`.
+    diffusers pipeline class it runs, subclasses included), ``default_taesd`` (hub id of its ``AutoencoderTiny``),
+    ``default_guidance_scale`` (its pipeline's ``__call__`` default) and, for a family without a community map in
+    ``latent_rgb.json``, ``default_latent_rgb`` (its :class:`LatentRGB`); it implements the phases and is
+    decorated with :func:`register_family`.
 
     Args:
         pipe: a loaded diffusers pipeline of the family.
@@ -147,7 +173,7 @@ class DiffusersBackbone:
 
     family: ClassVar[str]
     pipeline_class: ClassVar[type]
-    default_latent_rgb: ClassVar[LatentRGB]
+    default_latent_rgb: ClassVar[LatentRGB | None] = None
     default_taesd: ClassVar[str | None] = None
     default_guidance_scale: float
 
@@ -173,7 +199,7 @@ class DiffusersBackbone:
         self.taesd = taesd or self.default_taesd
         if latent_rgb is not None and not isinstance(latent_rgb, LatentRGB):
             latent_rgb = LatentRGB.from_dict(latent_rgb)
-        self.latent_rgb = latent_rgb or self.default_latent_rgb
+        self.latent_rgb = latent_rgb or self.default_latent_rgb or LatentRGB.for_family(self.family)
         self.default_prompts = default_prompts
         self.default_reward = default_reward
         self.world = world

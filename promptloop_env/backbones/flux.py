@@ -12,7 +12,6 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_tim
 
 from promptloop_env.backbones.base import (
     DiffusersBackbone,
-    LatentRGB,
     PromptEmbedding,
     Trajectory,
     exceeds_window,
@@ -66,28 +65,6 @@ class FluxBackbone(DiffusersBackbone):
 
     family = "flux"
     pipeline_class = FluxPipeline
-    # From ComfyUI's comfy/latent_formats.py (class Flux), applied to unpacked latents in model space (to_spatial).
-    default_latent_rgb = LatentRGB(
-        (
-            (-0.0346, 0.0244, 0.0681),
-            (0.0034, 0.0210, 0.0687),
-            (0.0275, -0.0668, -0.0433),
-            (-0.0174, 0.0160, 0.0617),
-            (0.0859, 0.0721, 0.0329),
-            (0.0004, 0.0383, 0.0115),
-            (0.0405, 0.0861, 0.0915),
-            (-0.0236, -0.0185, -0.0259),
-            (-0.0245, 0.0250, 0.1180),
-            (0.1008, 0.0755, -0.0421),
-            (-0.0515, 0.0201, 0.0011),
-            (0.0428, -0.0012, -0.0036),
-            (0.0817, 0.0765, 0.0749),
-            (-0.1264, -0.0522, -0.1103),
-            (-0.0280, -0.0881, -0.0499),
-            (-0.1262, -0.0982, -0.0778),
-        ),
-        (-0.0329, -0.0718, -0.0851),
-    )
     default_taesd = "madebyollin/taef1"
     default_guidance_scale = 3.5  # FluxPipeline.__call__'s default
 

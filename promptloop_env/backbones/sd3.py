@@ -11,7 +11,6 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import c
 
 from promptloop_env.backbones.base import (
     DiffusersBackbone,
-    LatentRGB,
     PromptEmbedding,
     Trajectory,
     exceeds_window,
@@ -40,40 +39,10 @@ class StableDiffusion3Backbone(DiffusersBackbone):
         pipe: a loaded ``StableDiffusion3Pipeline``.
         max_sequence_length: T5 tokens, as the pipeline's argument of the same name.
         **kwargs: see :class:`~promptloop_env.backbones.base.DiffusersBackbone`.
-
-    >>> from promptloop_env.backbones.tiny import tiny_stable_diffusion_3_pipeline
-    >>> backbone = StableDiffusion3Backbone(tiny_stable_diffusion_3_pipeline())
-    >>> traj = backbone.start(seed=0, num_inference_steps=2)
-    >>> backbone.denoise([traj], [backbone.encode("a red circle")[0]], [2])
-    >>> backbone.decode(traj.latents).shape
-    (1, 64, 64, 3)
     """
 
     family = "sd3"
     pipeline_class = StableDiffusion3Pipeline
-    # From ComfyUI's comfy/latent_formats.py (class SD3), which applies it to latents in model space
-    # ((z - shift_factor) * scaling_factor), as the sampler here holds them. Rows = the 16 latent channels.
-    default_latent_rgb = LatentRGB(
-        (
-            (-0.0922, -0.0175, 0.0749),
-            (0.0311, 0.0633, 0.0954),
-            (0.1994, 0.0927, 0.0458),
-            (0.0856, 0.0339, 0.0902),
-            (0.0587, 0.0272, -0.0496),
-            (-0.0006, 0.1104, 0.0309),
-            (0.0978, 0.0306, 0.0427),
-            (-0.0042, 0.1038, 0.1358),
-            (-0.0194, 0.0020, 0.0669),
-            (-0.0488, 0.0130, -0.0268),
-            (0.0922, 0.0988, 0.0951),
-            (-0.0278, 0.0524, -0.0542),
-            (0.0332, 0.0456, 0.0895),
-            (-0.0069, -0.0030, -0.0810),
-            (-0.0596, -0.0465, -0.0293),
-            (-0.1448, -0.1463, -0.1189),
-        ),
-        (0.2394, 0.2135, 0.1925),
-    )
     default_taesd = "madebyollin/taesd3"
     default_guidance_scale = 7.0  # StableDiffusion3Pipeline.__call__'s default
 

@@ -8,20 +8,13 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from promptloop_env.backbones.base import (
-    DiffusersBackbone,
-    LatentRGB,
-    PromptEmbedding,
-    Trajectory,
-    exceeds_window,
-    register_family,
-)
-from promptloop_env.backbones.batching import ConditioningCache, guidance_parts
-from promptloop_env.backbones.unet_loop import UNetState, prepare_unet_run, unet_step
+from promptloop_env.backbones.base import PromptEmbedding, Trajectory, exceeds_window, register_family
+from promptloop_env.backbones.batching import guidance_parts
+from promptloop_env.backbones.unet_loop import UNetBackbone, UNetState, prepare_unet_run, unet_step
 
 
 @register_family
-class StableDiffusionXLBackbone(DiffusersBackbone):
+class StableDiffusionXLBackbone(UNetBackbone):
     """The UNet denoising loop of ``StableDiffusionXLPipeline.__call__``, in resumable phases.
 
     A prompt is encoded by both text encoders (``pipe.encode_prompt``): the hidden states side by side condition
@@ -30,40 +23,13 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
     ``force_zeros_for_empty_prompt`` (SDXL base), the unconditional embeddings are zeros. Guidance ``<= 1`` (as in
     sdxl-turbo, used with ``guidance_scale=0.0`` and 1-4 steps) skips the unconditional half.
 
-    Args:
-        pipe: a loaded ``StableDiffusionXLPipeline``.
-        guidance_rescale: as the pipeline's argument of the same name.
-        eta: DDIM eta, as the pipeline's argument of the same name.
-        **kwargs: see :class:`~promptloop_env.backbones.base.DiffusersBackbone`.
-
-    >>> from promptloop_env.backbones.tiny import tiny_stable_diffusion_xl_pipeline
-    >>> backbone = StableDiffusionXLBackbone(tiny_stable_diffusion_xl_pipeline())
-    >>> traj = backbone.start(seed=0, num_inference_steps=2, guidance_scale=5.0)
-    >>> backbone.denoise([traj], [backbone.encode("a red circle")[0]], [2])
-    >>> backbone.decode(traj.latents).shape
-    (1, 64, 64, 3)
+    The options (``guidance_rescale``, ``eta``) are :class:`~promptloop_env.backbones.unet_loop.UNetBackbone`'s.
     """
 
     family = "sdxl"
     pipeline_class = StableDiffusionXLPipeline
-    # The community's preview map for SDXL latents (ComfyUI's latent formats), rows = latent channels.
-    default_latent_rgb = LatentRGB(
-        (
-            (0.3651, 0.4232, 0.4341),
-            (-0.2533, -0.0042, 0.1068),
-            (0.1076, 0.1111, -0.0362),
-            (-0.3165, -0.2492, -0.2188),
-        ),
-        (0.1084, -0.0175, -0.0011),
-    )
     default_taesd = "madebyollin/taesdxl"
     default_guidance_scale = 5.0  # StableDiffusionXLPipeline.__call__'s default
-
-    def __init__(self, pipe: Any, guidance_rescale: float = 0.0, eta: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(pipe, **kwargs)
-        self.guidance_rescale = guidance_rescale
-        self.eta = eta
-        self._conditioning = ConditioningCache()
 
     @property
     def _embed_dtype(self) -> torch.dtype:
@@ -90,10 +56,6 @@ class StableDiffusionXLBackbone(DiffusersBackbone):
 
     def is_truncated(self, prompt: str) -> bool:
         return any(exceeds_window(tok, prompt) for tok in (self.pipe.tokenizer, self.pipe.tokenizer_2) if tok)
-
-    def does_guidance(self, guidance_scale: float) -> bool:
-        # Same rule as StableDiffusionXLPipeline.do_classifier_free_guidance.
-        return guidance_scale > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
     def _prepare(
         self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float

@@ -8,55 +8,28 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from promptloop_env.backbones.base import DiffusersBackbone, LatentRGB, PromptEmbedding, Trajectory, register_family
-from promptloop_env.backbones.batching import ConditioningCache, guidance_parts
-from promptloop_env.backbones.unet_loop import UNetState, prepare_unet_run, unet_step
+from promptloop_env.backbones.base import PromptEmbedding, Trajectory, register_family
+from promptloop_env.backbones.batching import guidance_parts
+from promptloop_env.backbones.unet_loop import UNetBackbone, UNetState, prepare_unet_run, unet_step
 
 
 @register_family
-class StableDiffusionBackbone(DiffusersBackbone):
+class StableDiffusionBackbone(UNetBackbone):
     """The UNet denoising loop of ``StableDiffusionPipeline.__call__``, in resumable phases.
 
-    Any scheduler whose whole state lives in its object and the trajectory's generator works: DDIM, DDPM,
-    Euler, Euler ancestral, DPM-Solver++ (multistep history kept per trajectory), UniPC, PNDM, LMS, Heun
-    and others. ``guidance_rescale`` and ``eta`` mirror the pipeline's arguments of the same names.
-
-    >>> from promptloop_env.backbones.tiny import tiny_stable_diffusion_pipeline
-    >>> backbone = StableDiffusionBackbone(tiny_stable_diffusion_pipeline())
-    >>> traj = backbone.start(seed=0, num_inference_steps=4, guidance_scale=2.0)
-    >>> emb, truncated = backbone.encode("a red circle")
-    >>> backbone.denoise([traj], [emb], [4])
-    >>> backbone.decode(traj.latents).shape
-    (1, 64, 64, 3)
+    Prompts go through the pipeline's own ``encode_prompt`` (one CLIP text encoder); ``guidance_rescale`` and
+    ``eta`` mirror the pipeline's arguments of the same names (see
+    :class:`~promptloop_env.backbones.unet_loop.UNetBackbone` for the schedulers that work).
     """
 
     family = "sd"
     pipeline_class = StableDiffusionPipeline
-    # The community's preview map for SD 1.x/2.x latents (ComfyUI's latent formats), rows = latent channels.
-    default_latent_rgb = LatentRGB(
-        (
-            (0.3512, 0.2297, 0.3227),
-            (0.3250, 0.4974, 0.2350),
-            (-0.2829, 0.1762, 0.2721),
-            (-0.2120, -0.2616, -0.7177),
-        )
-    )
     default_taesd = "madebyollin/taesd"
     default_guidance_scale = 7.5  # StableDiffusionPipeline.__call__'s default
-
-    def __init__(self, pipe: Any, guidance_rescale: float = 0.0, eta: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(pipe, **kwargs)
-        self.guidance_rescale = guidance_rescale
-        self.eta = eta
-        self._conditioning = ConditioningCache()
 
     def _encode(self, prompt: str) -> PromptEmbedding:
         embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
         return {"prompt_embeds": embeds}
-
-    def does_guidance(self, guidance_scale: float) -> bool:
-        # Same rule as StableDiffusionPipeline.do_classifier_free_guidance.
-        return guidance_scale > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
     def _prepare(
         self, scheduler: Any, generator: torch.Generator, num_inference_steps: int, guidance_scale: float

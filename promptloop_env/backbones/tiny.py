@@ -140,18 +140,15 @@ def tiny_stable_diffusion_pipeline(
         )
         if cfg["text_hidden"] != cfg["xattn"]:
             raise ValueError("text hidden size must equal the UNet cross-attention dim")
-    pipe = StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
+    return _assemble(
+        StableDiffusionPipeline,
+        {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "unet": unet.eval()},
         tokenizer=tokenizer,
-        unet=unet.eval(),
         scheduler=make_scheduler(scheduler, prediction_type=prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 # -- tiny stand-ins of the other families (SDXL, SD3, FLUX) --------------------------------------------------------
@@ -211,6 +208,13 @@ def _t5_encoder(tokenizer: Any, d_model: int) -> Any:
     return T5EncoderModel(config).eval()
 
 
+def _assemble(pipeline_class: type, models: dict[str, Any], **parts: Any) -> Any:
+    """``pipeline_class(**models, **parts)`` with its denoising progress bar off (the env runs its own loop)."""
+    pipe = pipeline_class(**models, **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _kl_vae(blocks: tuple[int, ...], latent_channels: int, sample_size: int, **config: Any) -> Any:
     from diffusers import AutoencoderKL
 
@@ -238,42 +242,53 @@ def tiny_stable_diffusion_xl_pipeline(scheduler: str = "euler", timestep_spacing
     tokenizer_2 = build_clip_tokenizer(TINY_WORDS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 1),
-            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + pooled projection dim
-            cross_attention_dim=64,  # both encoders' hidden states side by side: 32 + 32
-            norm_num_groups=8,
-        ).eval()
-        vae = _kl_vae((32, 32, 64, 64), 4, 64, scaling_factor=0.13025)
-        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=False)
-        text_encoder_2 = _clip_text_encoder(tokenizer_2, 32, 32, with_projection=True)
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
+        models = dict(
+            unet=UNet2DConditionModel(
+                sample_size=8,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                attention_head_dim=(2, 4),
+                use_linear_projection=True,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=8,
+                transformer_layers_per_block=(1, 1),
+                projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + pooled projection dim
+                cross_attention_dim=64,  # both encoders' hidden states side by side: 32 + 32
+                norm_num_groups=8,
+            ).eval(),
+            vae=_kl_vae((32, 32, 64, 64), 4, 64, scaling_factor=0.13025),
+            text_encoder=_clip_text_encoder(tokenizer, 32, 32, with_projection=False),
+            text_encoder_2=_clip_text_encoder(tokenizer_2, 32, 32, with_projection=True),
+        )
+    return _assemble(
+        StableDiffusionXLPipeline,
+        models,
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
-        unet=unet,
         scheduler=make_scheduler(scheduler, timestep_spacing=timestep_spacing),
         add_watermarker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _flow_scheduler(**config: Any) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, **config)
+
+
+def _flow_vae(blocks: tuple[int, ...], scaling_factor: float, shift_factor: float) -> Any:
+    """The SD3 / FLUX autoencoder layout: 16 latent channels, no quant convs, latents shifted then scaled."""
+    return _kl_vae(
+        blocks,
+        16,
+        64,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
 
 
 def tiny_stable_diffusion_3_pipeline(with_t5: bool = True, seed: int = 0):
@@ -290,44 +305,27 @@ def tiny_stable_diffusion_3_pipeline(with_t5: bool = True, seed: int = 0):
     tokenizer_3 = build_t5_tokenizer(TINY_WORDS, model_max_length=256) if with_t5 else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = SD3Transformer2DModel(
-            sample_size=8,
-            patch_size=2,
-            in_channels=16,
-            out_channels=16,
-            num_layers=2,
-            attention_head_dim=8,
-            num_attention_heads=4,
-            joint_attention_dim=64,  # T5's width; the two CLIPs (32 + 32) are padded to it
-            caption_projection_dim=32,
-            pooled_projection_dim=64,  # both CLIP projections side by side
-            pos_embed_max_size=16,
-        ).eval()
-        vae = _kl_vae(
-            (32, 32, 64, 64),
-            16,
-            64,
-            scaling_factor=1.5305,
-            shift_factor=0.0609,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
+        models = dict(
+            transformer=SD3Transformer2DModel(
+                sample_size=8,
+                patch_size=2,
+                in_channels=16,
+                out_channels=16,
+                num_layers=2,
+                attention_head_dim=8,
+                num_attention_heads=4,
+                joint_attention_dim=64,  # T5's width; the two CLIPs (32 + 32) are padded to it
+                caption_projection_dim=32,
+                pooled_projection_dim=64,  # both CLIP projections side by side
+                pos_embed_max_size=16,
+            ).eval(),
+            vae=_flow_vae((32, 32, 64, 64), scaling_factor=1.5305, shift_factor=0.0609),
+            text_encoder=_clip_text_encoder(tokenizer, 32, 32, with_projection=True),
+            text_encoder_2=_clip_text_encoder(tokenizer_2, 32, 32, with_projection=True),
+            text_encoder_3=_t5_encoder(tokenizer_3, 64) if with_t5 else None,
         )
-        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=True)
-        text_encoder_2 = _clip_text_encoder(tokenizer_2, 32, 32, with_projection=True)
-        text_encoder_3 = _t5_encoder(tokenizer_3, 64) if with_t5 else None
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=_flow_scheduler(),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-        text_encoder_3=text_encoder_3,
-        tokenizer_3=tokenizer_3,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    tokenizers = {"tokenizer": tokenizer, "tokenizer_2": tokenizer_2, "tokenizer_3": tokenizer_3}
+    return _assemble(StableDiffusion3Pipeline, models, scheduler=_flow_scheduler(), **tokenizers)
 
 
 TINY_FLUX_SAMPLE_SIZE = 16
@@ -349,41 +347,26 @@ def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0):
     tokenizer_2 = build_t5_tokenizer(TINY_WORDS, model_max_length=512)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=64,  # 16 latent channels x 2x2 packing
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=64,  # T5's width
-            pooled_projection_dim=32,  # CLIP's pooled output
-            guidance_embeds=guidance_embeds,
-            axes_dims_rope=(4, 4, 8),
-        ).eval()
-        vae = _kl_vae(
-            (32, 32, 64),
-            16,
-            64,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
+        models = dict(
+            transformer=FluxTransformer2DModel(
+                patch_size=1,
+                in_channels=64,  # 16 latent channels x 2x2 packing
+                num_layers=1,
+                num_single_layers=1,
+                attention_head_dim=16,
+                num_attention_heads=2,
+                joint_attention_dim=64,  # T5's width
+                pooled_projection_dim=32,  # CLIP's pooled output
+                guidance_embeds=guidance_embeds,
+                axes_dims_rope=(4, 4, 8),
+            ).eval(),
+            vae=_flow_vae((32, 32, 64), scaling_factor=0.3611, shift_factor=0.1159),
+            text_encoder=_clip_text_encoder(tokenizer, 32, 32, with_projection=False),
+            text_encoder_2=_t5_encoder(tokenizer_2, 64),
         )
-        text_encoder = _clip_text_encoder(tokenizer, 32, 32, with_projection=False)
-        text_encoder_2 = _t5_encoder(tokenizer_2, 64)
     scheduler = _flow_scheduler(
         use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
     )
-    pipe = FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-        transformer=transformer,
-    )
+    pipe = _assemble(FluxPipeline, models, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer_2)
     pipe.default_sample_size = TINY_FLUX_SAMPLE_SIZE
-    pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,8 +1,8 @@
-"""The UNet sampling loop shared by the SD and SDXL backbones (composition, not a deeper class tree).
+"""The UNet sampling loop shared by the SD and SDXL backbones: their base class and the loop's two functions.
 
-Both pipelines prepare timesteps and latents the same way and run the same guided UNet step; SDXL only adds
-its "time ids" and pooled text embeddings to the UNet call. Keeping one copy of that loop here keeps their
-bit-exact replay in one place.
+Both pipelines take the same sampling options, prepare timesteps and latents the same way and run the same
+guided UNet step; SDXL only adds its "time ids" and pooled text embeddings to the UNet call. Keeping one copy
+of that loop here keeps their bit-exact replay in one place.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from diffusers.utils.torch_utils import randn_tensor
 
 from promptloop_env.backbones.base import DiffusersBackbone, Trajectory
-from promptloop_env.backbones.batching import batch_timesteps, guide
+from promptloop_env.backbones.batching import ConditioningCache, batch_timesteps, guide
 from promptloop_env.backbones.x0 import estimate_x0
 
 
@@ -32,6 +32,31 @@ class UNetState:
     step_kwargs: dict[str, Any]
     timestep_cond: torch.Tensor | None = None
     time_ids: torch.Tensor | None = None
+
+
+class UNetBackbone(DiffusersBackbone):
+    """A family whose pipeline samples with a UNet and a diffusers scheduler (``StableDiffusionPipeline``, SDXL).
+
+    Any scheduler whose whole state lives in its object and the trajectory's generator works: DDIM, DDPM,
+    Euler, Euler ancestral, DPM-Solver++ (multistep history kept per trajectory), UniPC, PNDM, LMS, Heun
+    and others. Guidance-distilled UNets (LCM, ``time_cond_proj_dim``) embed the scale instead of guiding.
+
+    Args:
+        pipe: a loaded pipeline of the family.
+        guidance_rescale: as the pipelines' argument of the same name.
+        eta: DDIM eta, as the pipelines' argument of the same name.
+        **kwargs: see :class:`~promptloop_env.backbones.base.DiffusersBackbone`.
+    """
+
+    def __init__(self, pipe: Any, guidance_rescale: float = 0.0, eta: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(pipe, **kwargs)
+        self.guidance_rescale = guidance_rescale
+        self.eta = eta
+        self._conditioning = ConditioningCache()
+
+    def does_guidance(self, guidance_scale: float) -> bool:
+        # Same rule as the pipelines' do_classifier_free_guidance.
+        return guidance_scale > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
 
 def prepare_unet_run(

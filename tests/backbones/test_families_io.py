@@ -17,7 +17,7 @@ from promptloop_env.backbones import (
     load_backbone,
     wrap_pipeline,
 )
-from promptloop_env.backbones.base import to_uint8
+from promptloop_env.backbones.base import LatentRGB, to_uint8
 from promptloop_env.backbones.tiny import TINY_FLUX_SAMPLE_SIZE
 from promptloop_env.testing import run_episode
 
@@ -59,18 +59,34 @@ def test_preview_shapes(case, preview, tmp_path):
     assert info["final_image"].shape == (64, 64, 3)
 
 
-def test_each_family_declares_its_latent_rgb_map_and_taesd():
+def test_each_family_has_the_community_latent_rgb_map_and_taesd():
     for case, family in (("sdxl", "sdxl"), ("sd3", "sd3"), ("flux-dev", "flux")):
         backbone = wrap_pipeline(family_pipe(case))
         assert backbone.family == family and type(backbone) is families()[family]
-        assert backbone.latent_rgb is type(backbone).default_latent_rgb
+        assert backbone.latent_rgb == LatentRGB.for_family(family)
         assert len(backbone.latent_rgb.factors) == LATENT_CHANNELS[case]
         assert len(backbone.latent_rgb.bias) == 3
+    # The maps of latent_rgb.json, spot-checked against ComfyUI's latent formats.
+    assert LatentRGB.for_family("sd").factors[0] == (0.3512, 0.2297, 0.3227)
+    assert LatentRGB.for_family("sdxl").bias == (0.1084, -0.0175, -0.0011)
+    assert LatentRGB.for_family("sd3").factors[-1] == (-0.1448, -0.1463, -0.1189)
+    assert LatentRGB.for_family("flux").bias == (-0.0329, -0.0718, -0.0851)
     assert {b.taesd for b in map(wrap_pipeline, map(family_pipe, ("sdxl", "sd3", "flux-dev")))} == {
         "madebyollin/taesdxl",
         "madebyollin/taesd3",
         "madebyollin/taef1",
     }
+
+
+def test_a_family_without_a_latent_rgb_map_is_told_what_to_pass():
+    from promptloop_env.previews import LatentRGBPreview
+
+    backbone = wrap_pipeline(family_pipe("sdxl"))
+    backbone.latent_rgb = None  # as a plugin family with no community map and none given
+    with pytest.raises(ValueError, match="preview='latent_rgb' needs a latent-to-RGB map.*'sdxl' family has none"):
+        LatentRGBPreview(backbone, 16)
+    given = wrap_pipeline(family_pipe("sdxl"), latent_rgb={"factors": [[1.0, 0.0, 0.0]] * 4})
+    assert given.latent_rgb.factors[0] == (1.0, 0.0, 0.0) and given.latent_rgb.bias == (0.0, 0.0, 0.0)
 
 
 def test_a_pipeline_subclass_is_run_by_its_parents_family_and_others_are_refused():
