@@ -30,8 +30,9 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -142,22 +143,40 @@ def _check_reset_kwargs(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> Non
         raise ValueError(f"seed must be a non-negative int or null; got {seed!r}.")
 
 
-class PromptLoopEnvironment(Environment[PromptLoopAction, PromptLoopObservation, PromptLoopState]):
+ActT = TypeVar("ActT", bound=Action)
+ObsT = TypeVar("ObsT", bound=Observation)
+
+
+class _SessionEnvironment(Environment[ActT, ObsT, PromptLoopState]):
+    """A session's Gymnasium env (single or vector, built by ``make`` under the model lock) and its state."""
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        super().__init__()
+        with _MODEL_LOCK:
+            self.env = make()
+        self._state = PromptLoopState()
+
+    @property
+    def state(self) -> PromptLoopState:
+        return self._state
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class PromptLoopEnvironment(_SessionEnvironment[PromptLoopAction, PromptLoopObservation]):
     """One ``PromptLoop-v0`` env behind OpenEnv's ``Environment`` interface (one per session).
 
     Args:
         **env_kwargs: the arguments of ``PromptLoop-v0`` (``backbone``, ``reward``, ``prompts``, ...).
     """
 
-    SUPPORTS_CONCURRENT_SESSIONS = True
-
     def __init__(self, **env_kwargs: Any) -> None:
-        super().__init__()
         # No passive env checker: its first-call bookkeeping breaks for good after a reset that raised (a bad
         # request), and the env passes gymnasium's check_env in its own tests.
-        with _MODEL_LOCK:
-            self.env = gym.make("PromptLoop-v0", disable_env_checker=True, **env_kwargs)
-        self._state = PromptLoopState()
+        super().__init__(partial(gym.make, "PromptLoop-v0", disable_env_checker=True, **env_kwargs))
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> PromptLoopObservation:
         """Start an episode; ``kwargs``: ``query`` and ``noise_seed`` (the env's reset options)."""
@@ -177,13 +196,6 @@ class PromptLoopEnvironment(Environment[PromptLoopAction, PromptLoopObservation,
         self._state.step_count += 1
         return self._observation(obs, reward, terminated or truncated, info)
 
-    @property
-    def state(self) -> PromptLoopState:
-        return self._state
-
-    def close(self) -> None:
-        self.env.close()
-
     @staticmethod
     def _observation(obs: dict[str, Any], reward: float, done: bool, info: dict[str, Any]) -> PromptLoopObservation:
         return PromptLoopObservation(
@@ -198,7 +210,7 @@ class PromptLoopEnvironment(Environment[PromptLoopAction, PromptLoopObservation,
         )
 
 
-class PromptLoopVectorEnvironment(Environment[PromptLoopVectorAction, PromptLoopVectorObservation, PromptLoopState]):
+class PromptLoopVectorEnvironment(_SessionEnvironment[PromptLoopVectorAction, PromptLoopVectorObservation]):
     """``PromptLoop-v0``'s vector form (one batched model call per step for ``num_envs`` episodes) for OpenEnv.
 
     ``reset`` takes ``seed`` (sub-env ``i`` gets ``seed + i``), ``query`` and ``noise_seed`` (one value or one
@@ -210,18 +222,16 @@ class PromptLoopVectorEnvironment(Environment[PromptLoopVectorAction, PromptLoop
         **env_kwargs: the arguments of ``PromptLoop-v0`` and ``autoreset_mode``.
     """
 
-    SUPPORTS_CONCURRENT_SESSIONS = True
-
     def __init__(self, num_envs: int = 2, **env_kwargs: Any) -> None:
-        super().__init__()
         from gymnasium.wrappers.vector import DictInfoToList
 
-        with _MODEL_LOCK:
+        def make() -> Any:
             envs = gym.make_vec(
                 "PromptLoop-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs
             )
-        self.envs = DictInfoToList(envs)
-        self._state = PromptLoopState()
+            return DictInfoToList(envs)
+
+        super().__init__(make)
 
     def reset(
         self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any
@@ -232,7 +242,7 @@ class PromptLoopVectorEnvironment(Environment[PromptLoopVectorAction, PromptLoop
         if "reset_mask" in options:
             options["reset_mask"] = np.asarray(options["reset_mask"], dtype=np.bool_)
         with _MODEL_LOCK:
-            obs, infos = self.envs.reset(seed=seed, options=options)
+            obs, infos = self.env.reset(seed=seed, options=options)
         self._state = PromptLoopState(
             episode_id=episode_id,
             step_count=0,
@@ -240,7 +250,7 @@ class PromptLoopVectorEnvironment(Environment[PromptLoopVectorAction, PromptLoop
             query=[info.get("query") for info in infos],
             noise_seed=[info.get("noise_seed") for info in infos],
         )
-        zeros = np.zeros(self.envs.num_envs)
+        zeros = np.zeros(self.env.num_envs)
         return self._observation(obs, zeros, zeros.astype(bool), infos)
 
     def step(
@@ -248,16 +258,9 @@ class PromptLoopVectorEnvironment(Environment[PromptLoopVectorAction, PromptLoop
     ) -> PromptLoopVectorObservation:
         """One prompt per sub-env; see ``PromptLoopVectorEnv.step``."""
         with _MODEL_LOCK:
-            obs, rewards, terminated, truncated, infos = self.envs.step(list(action.prompts))
+            obs, rewards, terminated, truncated, infos = self.env.step(list(action.prompts))
         self._state.step_count += 1
         return self._observation(obs, rewards, np.logical_or(terminated, truncated), infos)
-
-    @property
-    def state(self) -> PromptLoopState:
-        return self._state
-
-    def close(self) -> None:
-        self.envs.close()
 
     @staticmethod
     def _observation(
