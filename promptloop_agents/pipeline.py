@@ -25,6 +25,7 @@ from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.model_card import GenerationSettings
 from promptloop_env.backbones import DiffusersBackbone, load_backbone
 from promptloop_env.core import Episode, PromptLoopCore
+from promptloop_env.logs import quiet_loading
 from promptloop_env.schedule import validate_schedule
 from promptloop_env.validators import as_torch_dtype
 
@@ -108,6 +109,7 @@ class PromptLoopPipeline:
             the preview it was trained to see.
         device, torch_dtype: where and in which precision a backbone given by name is loaded.
         local_files_only: forwarded to ``from_pretrained``.
+        progress: show the libraries' loading bars and messages (off by default, as in the env).
     """
 
     def __init__(
@@ -118,10 +120,12 @@ class PromptLoopPipeline:
         device: str | torch.device | None = None,
         torch_dtype: torch.dtype | str | None = None,
         local_files_only: bool = False,
+        progress: bool = False,
     ) -> None:
-        self.backbone: DiffusersBackbone = load_backbone(
-            backbone, device=device, torch_dtype=as_torch_dtype(torch_dtype), local_files_only=local_files_only
-        )
+        with quiet_loading(progress):
+            self.backbone: DiffusersBackbone = load_backbone(
+                backbone, device=device, torch_dtype=as_torch_dtype(torch_dtype), local_files_only=local_files_only
+            )
         self.policy = policy
         self.generation = generation or (policy.generation if policy is not None else GenerationSettings())
         self._cores: dict[tuple, PromptLoopCore] = {}
@@ -135,10 +139,11 @@ class PromptLoopPipeline:
         torch_dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         local_files_only: bool = False,
+        progress: bool = False,
         **policy_overrides: Any,
     ) -> PromptLoopPipeline:
         """Load a backbone and a saved policy (folder, hub id, or a shipped policy's name: ``toy-compose``,
-        ``shipped``) onto ``device`` in ``torch_dtype``.
+        ``shipped``) onto ``device`` in ``torch_dtype``; ``progress=True`` shows the libraries' loading bars.
 
         ``policy_overrides`` replace the policy's saved settings (e.g. ``max_new_tokens=40``); the policy acts
         greedily (its most likely prompt, as deployed) unless its generation settings or ``do_sample=True`` say
@@ -149,7 +154,8 @@ class PromptLoopPipeline:
         dtype = as_torch_dtype(torch_dtype)
         if isinstance(policy, str) or hasattr(policy, "__fspath__"):
             source = SHIPPED_POLICIES.get(str(policy), policy)
-            agent = MLLMAgent.from_pretrained(str(source), torch_dtype=dtype, device=device)
+            with quiet_loading(progress):
+                agent = MLLMAgent.from_pretrained(str(source), torch_dtype=dtype, device=device)
             agent.do_sample = policy_overrides.pop("do_sample", agent.generation.do_sample)
             for key, value in policy_overrides.items():
                 if key not in agent.settings():
@@ -158,7 +164,9 @@ class PromptLoopPipeline:
             policy = agent
         elif policy_overrides:
             raise ValueError("policy_overrides need a policy folder or hub id; set them on the MLLMAgent instead.")
-        return cls(backbone, policy, device=device, torch_dtype=dtype, local_files_only=local_files_only)
+        return cls(
+            backbone, policy, device=device, torch_dtype=dtype, local_files_only=local_files_only, progress=progress
+        )
 
     def to(self, device: str | torch.device) -> PromptLoopPipeline:
         """Move the backbone's pipeline and the policy to ``device`` (the backbone's weights are shared with

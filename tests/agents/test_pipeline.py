@@ -124,3 +124,10 @@ def test_from_pretrained_takes_the_policy_folders_settings():
     assert out.refine_steps == [[0, 2]] and out.previews[0][0].shape == (64, 64, 3)
     with pytest.raises(ValueError, match="policy folder"):
         PromptLoopPipeline.from_pretrained("tiny", None, max_new_tokens=3)
+
+
+def test_from_pretrained_shows_loading_bars_only_when_asked(capfd):
+    PromptLoopPipeline.from_pretrained("tiny", "toy-compose", device="cpu")
+    assert "Loading" not in capfd.readouterr().err
+    PromptLoopPipeline.from_pretrained("tiny", "toy-compose", device="cpu", progress=True)
+    assert "Loading weights" in capfd.readouterr().err  # transformers' bar of the policy's weights
