@@ -216,3 +216,29 @@ def write_json(path: str | os.PathLike, payload: Any, indent: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=indent) + "\n")
     return path
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table of ``header`` and ``rows`` (cells as ``str``), one line a row; the scripts' printed tables.
+
+    >>> print(markdown_table(["agent", "strict"], [["rule", "0.512"], ["policy", 0.7]]))
+    | agent | strict |
+    |---|---|
+    | rule | 0.512 |
+    | policy | 0.7 |
+    """
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_ci(summary: Mapping[str, float], signed: bool = False) -> str:
+    """``"mean [ci_low, ci_high]"`` of a bootstrap summary, three decimals (with a sign when ``signed``).
+
+    >>> format_ci({"mean": 0.5, "ci_low": 0.41, "ci_high": 0.6})
+    '0.500 [0.410, 0.600]'
+    >>> format_ci({"mean": -0.1, "ci_low": -0.2, "ci_high": 0.0}, signed=True)
+    '-0.100 [-0.200, +0.000]'
+    """
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return f"{fmt.format(summary['mean'])} [{fmt.format(summary['ci_low'])}, {fmt.format(summary['ci_high'])}]"
