@@ -43,9 +43,9 @@ PHASES = ("build", "denoise", "preview", "reward", "generate", "reference", "upd
 
 
 @dataclass
-class Args:
-    out: str = field(default="benchmarks/results/paper_scale_cpu.json", metadata={"help": "result JSON"})
-    dtype: str = field(default="bfloat16", metadata={"help": "dtype of every model (bfloat16 fits 24 GiB)"})
+class IterationArgs:
+    """One GRPO iteration on the paper's architectures: its batch, episodes and sizes (also gpu_check.py's)."""
+
     queries: int = field(default=1, metadata={"help": "queries per iteration"})
     group_size: int = field(default=2, metadata={"help": "episodes per query"})
     num_refinements: int = field(default=2, metadata={"help": "policy decisions per episode"})
@@ -54,6 +54,12 @@ class Args:
     preview_size: int = field(default=448, metadata={"help": "preview side shown to the policy"})
     max_new_tokens: int = field(default=8, metadata={"help": "tokens the policy writes per decision"})
     micro_batch_size: int = field(default=2, metadata={"help": "actions per forward in the update"})
+
+
+@dataclass
+class Args(IterationArgs):
+    out: str = field(default="benchmarks/results/paper_scale_cpu.json", metadata={"help": "result JSON"})
+    dtype: str = field(default="bfloat16", metadata={"help": "dtype of every model (bfloat16 fits 24 GiB)"})
     compare_plain: bool = field(default=False, metadata={"help": "also time plain pipeline calls (slow on CPU)"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = torch's default)"})
 
@@ -164,7 +170,7 @@ def fill_random(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> No
             chunk.copy_(source[: chunk.numel()])
 
 
-def build_policy(args: Args, dtype: torch.dtype):
+def build_policy(args: IterationArgs, dtype: torch.dtype):
     """Qwen2.5-VL-3B-Instruct's architecture with random weights, a local tokenizer and processor."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -224,7 +230,7 @@ def build_policy(args: Args, dtype: torch.dtype):
     return agent
 
 
-def build_backbone(args: Args, dtype: torch.dtype):
+def build_backbone(args: IterationArgs, dtype: torch.dtype):
     """Stable Diffusion 1.5's UNet, VAE and CLIP text encoder with random weights, and a local tokenizer."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -340,23 +346,28 @@ class ImageRewardSized(torch.nn.Module):
 # -- the run --------------------------------------------------------------------------------------------------------
 
 
-def metered_envs(args: Any, pipe: Any, reward: Any, meter: Any, preview_size: int) -> Any:
-    """The recipe's vector env on ``pipe`` (random refinement points, guidance 7.5, VAE previews), with ``meter``
-    timing its phases: ``denoise`` (reset and step), ``preview`` (the VAE decodes) and ``reward``. The caller puts
-    ``pipe.vae.decode`` back when it needs the pipeline unmetered."""
+def recipe_envs(args: IterationArgs, pipe: Any, reward: Any, refine_schedule: str = "random") -> Any:
+    """The recipe's vector env on ``pipe``: one episode per query and group member, guidance 7.5, VAE previews."""
     from promptloop_agents.rollout import make_vector_env
 
-    envs = make_vector_env(
+    return make_vector_env(
         args.queries * args.group_size,
         backbone=pipe,
-        reward=meter.wrap("reward", reward),
+        reward=reward,
         num_inference_steps=args.num_inference_steps,
         num_refinements=args.num_refinements,
-        refine_schedule="random",
+        refine_schedule=refine_schedule,
         guidance_scale=7.5,
         preview="vae",
-        preview_size=preview_size,
+        preview_size=args.preview_size,
     )
+
+
+def metered_envs(args: IterationArgs, pipe: Any, reward: Any, meter: Any) -> Any:
+    """:func:`recipe_envs` (random refinement points) with ``meter`` timing its phases: ``denoise`` (reset and
+    step), ``preview`` (the VAE decodes) and ``reward``. The caller puts ``pipe.vae.decode`` back when it needs the
+    pipeline unmetered."""
+    envs = recipe_envs(args, pipe, meter.wrap("reward", reward))
     pipe.vae.decode = meter.wrap("preview", pipe.vae.decode)
     envs.reset, envs.step = meter.wrap("denoise", envs.reset), meter.wrap("denoise", envs.step)
     return envs
@@ -385,7 +396,7 @@ def run(args: Args) -> dict[str, Any]:
     sizes["policy"] = count(policy.model)
     sizes["backbone"] = count(pipe.unet) + count(pipe.vae) + count(pipe.text_encoder)
     sizes["reward"] = count(reward)
-    envs = metered_envs(args, pipe, reward, meter, args.preview_size)
+    envs = metered_envs(args, pipe, reward, meter)
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="paper-scale-"),
         max_steps=1,

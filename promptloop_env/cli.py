@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,6 +203,34 @@ def config_from_namespace(dataclass_type: type[T], namespace: argparse.Namespace
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None, **kwargs: Any) -> T:
     """:func:`parse_configs` for one dataclass; ``kwargs`` are its ``description``, ``prog``, ``config_flag``."""
     return parse_configs([dataclass_type], argv, **kwargs)[0]
+
+
+def with_defaults(dataclass_type: type[T], **defaults: Any) -> type[T]:
+    """A subclass of ``dataclass_type`` whose fields ``defaults`` default to other (immutable) values, help kept.
+
+    For a script that takes a shared section (the env's :class:`~promptloop_agents.configs.EnvConfig`, a
+    benchmark's batch) with defaults of its own; subclass the result to add the script's own fields.
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass
+    ... class Env:
+    ...     steps: int = field(default=20, metadata={"help": "denoising steps"})
+    ...     size: int = 64
+    >>> Short = with_defaults(Env, steps=4)
+    >>> Short(), parse_config(Short, ["--size", "32"]), dataclasses.fields(Short)[0].metadata["help"]
+    (Env(steps=4, size=64), Env(steps=4, size=32), 'denoising steps')
+    """
+    fields = {f.name: f for f in dataclasses.fields(dataclass_type)}
+    unknown = set(defaults) - set(fields)
+    if unknown:
+        raise TypeError(f"{dataclass_type.__name__} has no field {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(dataclass_type)
+    namespace: dict[str, Any] = {"__annotations__": {name: hints[name] for name in defaults}}
+    namespace |= {"__module__": dataclass_type.__module__, "__qualname__": dataclass_type.__qualname__}
+    namespace["__doc__"] = dataclass_type.__doc__
+    for name, value in defaults.items():
+        namespace[name] = dataclasses.field(default=value, metadata=fields[name].metadata)
+    return dataclasses.dataclass(type(dataclass_type.__name__, (dataclass_type,), namespace))
 
 
 def write_json(path: str | os.PathLike, payload: Any, indent: int = 2) -> Path:
