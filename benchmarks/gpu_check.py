@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # paper_scale.py, beside this file
 import paper_scale  # noqa: E402
 
-from promptloop_env.cli import write_json
+from promptloop_env.cli import with_defaults, write_json
 
 GIB = 2**30
 VARIANTS = (("lora", True), ("lora", False), ("full", True), ("full", False))
@@ -40,15 +40,22 @@ VARIANTS = (("lora", True), ("lora", False), ("full", True), ("full", False))
 QWEN_3B = {"layers": 36, "hidden": 2048, "kv_heads": 2, "head_dim": 128, "vocab": 151936, "mlp": 11008}
 
 
+RECIPE = {
+    "queries": 4,
+    "group_size": 8,
+    "num_refinements": 5,
+    "num_inference_steps": 50,
+    "max_new_tokens": 96,
+    "micro_batch_size": 8,
+}
+"""``recipes/paper-sd15-imagereward.yaml``'s iteration: the check's defaults."""
+
+
 @dataclass
-class CheckArgs:
+class CheckArgs(with_defaults(paper_scale.IterationArgs, **RECIPE)):
+    """The recipe's iteration (:data:`RECIPE`), and how long and on how much memory the check runs."""
+
     out: str = field(default="", metadata={"help": "result JSON (default benchmarks/results/gpu_check_<gpu>.json)"})
-    queries: int = field(default=4, metadata={"help": "queries per iteration (the recipe: 4)"})
-    group_size: int = field(default=8, metadata={"help": "episodes per query (the recipe: 8)"})
-    num_refinements: int = field(default=5, metadata={"help": "policy decisions per episode (the recipe: 5)"})
-    num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps (the recipe: 50)"})
-    max_new_tokens: int = field(default=96, metadata={"help": "tokens per decision (the recipe: 96)"})
-    micro_batch_size: int = field(default=8, metadata={"help": "actions per forward in the update (the recipe: 8)"})
     iterations: int = field(default=2, metadata={"help": "GRPO iterations per variant; the last one is reported"})
     max_minutes: float = field(default=8.0, metadata={"help": "skip variants that would start after this"})
     max_gpu_gib: float = field(default=80.0, metadata={"help": "memory cap: the GPU's share the run may use"})
@@ -106,26 +113,14 @@ def require_cuda() -> None:
 
 def _shared_models(args: CheckArgs, device: torch.device) -> tuple[Any, Any]:
     """SD1.5's pipeline (fp16) and the ImageReward-sized scorer (fp16), random weights, on the GPU."""
-    scale_args = _scale_args(args)
     with paper_scale.fast_construction(torch.float16):
-        pipe = paper_scale.build_backbone(scale_args, torch.float16)
+        pipe = paper_scale.build_backbone(args, torch.float16)
         reward = paper_scale.ImageRewardSized(pipe.tokenizer).eval()
     pipe.to(device)
     reward.to(device, torch.float16)
     for index, module in enumerate((pipe.unet, pipe.vae, pipe.text_encoder, reward)):
         paper_scale.fill_random(module, seed=index + 1)
     return pipe, reward
-
-
-def _scale_args(args: CheckArgs) -> Any:
-    return paper_scale.Args(
-        queries=args.queries,
-        group_size=args.group_size,
-        num_refinements=args.num_refinements,
-        num_inference_steps=args.num_inference_steps,
-        max_new_tokens=args.max_new_tokens,
-        micro_batch_size=args.micro_batch_size,
-    )
 
 
 def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkpointing: bool) -> dict[str, Any]:
@@ -139,12 +134,12 @@ def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkp
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     with paper_scale.fast_construction(torch.bfloat16):
-        policy = paper_scale.build_policy(_scale_args(args), torch.bfloat16)
+        policy = paper_scale.build_policy(args, torch.bfloat16)
     policy.model.to(device)
     paper_scale.fill_random(policy.model, seed=0)
     meter = paper_scale.PhaseMeter(device)
     decode = pipe.vae.decode
-    envs = paper_scale.metered_envs(args, pipe, reward, meter, preview_size=448)
+    envs = paper_scale.metered_envs(args, pipe, reward, meter)
     config = GRPOConfig(
         output_dir=f"/tmp/gpu-check-{finetuning}-{int(checkpointing)}",
         max_steps=args.iterations,
@@ -203,24 +198,14 @@ def run_variant(args: CheckArgs, pipe: Any, reward: Any, finetuning: str, checkp
 def plain_versus_loop(args: CheckArgs, pipe: Any, reward: Any) -> dict[str, float]:
     """Seconds of the closed loop (LoRA policy, uniform schedule, 5 refinements) against plain pipeline calls."""
     from promptloop_agents.evaluation.harness import agent_act_fn
-    from promptloop_agents.rollout import make_vector_env, run_episodes
+    from promptloop_agents.rollout import run_episodes
 
     with paper_scale.fast_construction(torch.bfloat16):
-        policy = paper_scale.build_policy(_scale_args(args), torch.bfloat16)
+        policy = paper_scale.build_policy(args, torch.bfloat16)
     policy.model.to("cuda")
     paper_scale.fill_random(policy.model, seed=0)
     episodes = args.queries * args.group_size
-    envs = make_vector_env(
-        episodes,
-        backbone=pipe,
-        reward=reward,
-        num_inference_steps=args.num_inference_steps,
-        num_refinements=args.num_refinements,
-        refine_schedule="uniform",
-        guidance_scale=7.5,
-        preview="vae",
-        preview_size=448,
-    )
+    envs = paper_scale.recipe_envs(args, pipe, reward, refine_schedule="uniform")
     queries = ["a red fox in the snow"] * episodes
     with torch.autocast("cuda", dtype=torch.bfloat16):
         torch.cuda.synchronize()

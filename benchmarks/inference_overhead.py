@@ -47,7 +47,7 @@ from promptloop_agents.pipeline import PromptLoopPipeline, no_reward
 from promptloop_agents.policies.mllm import MLLMAgent
 from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_agents.rollout import make_vector_env, run_episodes
-from promptloop_env.cli import write_json
+from promptloop_env.cli import markdown_table, write_json
 from promptloop_env.prompts import resolve_prompts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -228,19 +228,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(out: dict[str, Any]) -> None:
     """Seconds per image and ratios, one row per setting, then the closed loop's CPU seconds by component."""
-    print("| setting | s / image (median) | x 0 refinements | CPU s / image | x 0 |")
-    print("|---|---|---|---|---|")
-    for r in out["results"]:
-        print(
-            f"| {r['setting']} | {r['median_s_per_image']:.4f} | {r['ratio_to_0_refinements']:.2f} | "
-            f"{r['median_cpu_s_per_image']:.4f} | {r['cpu_ratio_to_0_refinements']:.2f} |"
-        )
+    header = ["setting", "s / image (median)", "x 0 refinements", "CPU s / image", "x 0"]
+    rows = [
+        [
+            r["setting"],
+            f"{r['median_s_per_image']:.4f}",
+            f"{r['ratio_to_0_refinements']:.2f}",
+            f"{r['median_cpu_s_per_image']:.4f}",
+            f"{r['cpu_ratio_to_0_refinements']:.2f}",
+        ]
+        for r in out["results"]
+    ]
+    print(markdown_table(header, rows))
     parts = out["cpu_s_per_image_by_component"]
     names = list(parts["closed loop, 5 refinements"])
-    print("\n| CPU s / image | " + " | ".join(parts) + " |")
-    print("|---|" + "---|" * len(parts))
-    for name in names:
-        print(f"| {name} | " + " | ".join(f"{p.get(name, 0.0):.4f}" for p in parts.values()) + " |")
+    rows = [[name, *(f"{p.get(name, 0.0):.4f}" for p in parts.values())] for name in names]
+    print("\n" + markdown_table(["CPU s / image", *parts], rows))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python benchmarks/paper_scale.py --num_refinements 5 --num_inference_steps 50 --group_size 8 --queries 4 \\
         --compare_plain true --out benchmarks/results/paper_scale_gpu.json       # a GPU
 
-Built from configs, nothing downloaded (tokenizers are built in-process):
+Built from the architecture configs in ``benchmarks/configs/``, nothing downloaded (tokenizers are built in-process):
 
 - policy: Qwen2.5-VL-3B-Instruct's architecture (text: hidden 2048, 36 layers, 16 heads, 2 KV heads, MLP 11008,
   vocab 151936, M-RoPE 16/24/24; vision: 32 blocks of 1280, window 112), 3.75e9 parameters, LoRA r=16 on the
@@ -24,6 +24,7 @@ peak on a GPU, per phase. With ``--compare_plain`` it also times the full closed
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,13 +41,14 @@ import torch
 
 from promptloop_env.cli import write_json
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
 PHASES = ("build", "denoise", "preview", "reward", "generate", "reference", "update")
 
 
 @dataclass
-class Args:
-    out: str = field(default="benchmarks/results/paper_scale_cpu.json", metadata={"help": "result JSON"})
-    dtype: str = field(default="bfloat16", metadata={"help": "dtype of every model (bfloat16 fits 24 GiB)"})
+class IterationArgs:
+    """One GRPO iteration on the paper's architectures: its batch, episodes and sizes (also gpu_check.py's)."""
+
     queries: int = field(default=1, metadata={"help": "queries per iteration"})
     group_size: int = field(default=2, metadata={"help": "episodes per query"})
     num_refinements: int = field(default=2, metadata={"help": "policy decisions per episode"})
@@ -54,6 +57,12 @@ class Args:
     preview_size: int = field(default=448, metadata={"help": "preview side shown to the policy"})
     max_new_tokens: int = field(default=8, metadata={"help": "tokens the policy writes per decision"})
     micro_batch_size: int = field(default=2, metadata={"help": "actions per forward in the update"})
+
+
+@dataclass
+class Args(IterationArgs):
+    out: str = field(default="benchmarks/results/paper_scale_cpu.json", metadata={"help": "result JSON"})
+    dtype: str = field(default="bfloat16", metadata={"help": "dtype of every model (bfloat16 fits 24 GiB)"})
     compare_plain: bool = field(default=False, metadata={"help": "also time plain pipeline calls (slow on CPU)"})
     threads: int = field(default=0, metadata={"help": "torch threads (0 = torch's default)"})
 
@@ -129,6 +138,12 @@ class PhaseMeter:
 # -- the models, from configs --------------------------------------------------------------------------------------
 
 
+def architecture(name: str) -> dict[str, Any]:
+    """The architecture config ``benchmarks/configs/NAME.json``: the values of a real checkpoint's ``config.json``
+    that shape its models (which checkpoint: ``benchmarks/configs/README.md``)."""
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
 def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -164,7 +179,7 @@ def fill_random(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> No
             chunk.copy_(source[: chunk.numel()])
 
 
-def build_policy(args: Args, dtype: torch.dtype):
+def build_policy(args: IterationArgs, dtype: torch.dtype):
     """Qwen2.5-VL-3B-Instruct's architecture with random weights, a local tokenizer and processor."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -178,39 +193,14 @@ def build_policy(args: Args, dtype: torch.dtype):
 
     tokenizer = build_policy_tokenizer(world_words())
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = architecture("qwen2.5-vl-3b-instruct")
+    config["text_config"] |= {"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
     config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 36,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 128000,
-            "rope_theta": 1000000.0,
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-            "bos_token_id": None,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": True,
-        },
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 2048,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-        },
+        **config,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
     )
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.tie_weights()  # lm_head shares the embedding, as in the checkpoint (skipped with the initialisation)
@@ -224,7 +214,7 @@ def build_policy(args: Args, dtype: torch.dtype):
     return agent
 
 
-def build_backbone(args: Args, dtype: torch.dtype):
+def build_backbone(args: IterationArgs, dtype: torch.dtype):
     """Stable Diffusion 1.5's UNet, VAE and CLIP text encoder with random weights, and a local tokenizer."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -234,39 +224,11 @@ def build_backbone(args: Args, dtype: torch.dtype):
     from promptloop_env.toy.tokenizer import world_words
 
     tokenizer = build_clip_tokenizer(world_words(), model_max_length=77)
-    unet = UNet2DConditionModel(
-        sample_size=args.image_size // 8,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=args.image_size,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    config = architecture("stable-diffusion-v1-5")
+    unet = UNet2DConditionModel(**config["unet"], sample_size=args.image_size // 8)
+    vae = AutoencoderKL(**config["vae"], sample_size=args.image_size)
+    special_ids = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad")}
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config["text_encoder"], **special_ids))
     pipe = StableDiffusionPipeline(
         vae=vae.to(dtype).eval(),
         text_encoder=text_encoder.to(dtype).eval(),
@@ -292,25 +254,9 @@ class ImageRewardSized(torch.nn.Module):
 
         super().__init__()
         self.tokenizer = tokenizer
-        vision = BlipVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=16,
-        )
-        self.vision = BlipVisionModel(vision)
-        text = BlipTextConfig(
-            vocab_size=30524,
-            hidden_size=768,
-            encoder_hidden_size=1024,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=512,
-        )
-        self.text = BlipTextModel(text, add_pooling_layer=False)
+        config = architecture("imagereward")
+        self.vision = BlipVisionModel(BlipVisionConfig(**config["vision_config"]))
+        self.text = BlipTextModel(BlipTextConfig(**config["text_config"]), add_pooling_layer=False)
         self.mlp = torch.nn.Sequential(
             torch.nn.Linear(768, 1024),
             torch.nn.Linear(1024, 128),
@@ -340,23 +286,28 @@ class ImageRewardSized(torch.nn.Module):
 # -- the run --------------------------------------------------------------------------------------------------------
 
 
-def metered_envs(args: Any, pipe: Any, reward: Any, meter: Any, preview_size: int) -> Any:
-    """The recipe's vector env on ``pipe`` (random refinement points, guidance 7.5, VAE previews), with ``meter``
-    timing its phases: ``denoise`` (reset and step), ``preview`` (the VAE decodes) and ``reward``. The caller puts
-    ``pipe.vae.decode`` back when it needs the pipeline unmetered."""
+def recipe_envs(args: IterationArgs, pipe: Any, reward: Any, refine_schedule: str = "random") -> Any:
+    """The recipe's vector env on ``pipe``: one episode per query and group member, guidance 7.5, VAE previews."""
     from promptloop_agents.rollout import make_vector_env
 
-    envs = make_vector_env(
+    return make_vector_env(
         args.queries * args.group_size,
         backbone=pipe,
-        reward=meter.wrap("reward", reward),
+        reward=reward,
         num_inference_steps=args.num_inference_steps,
         num_refinements=args.num_refinements,
-        refine_schedule="random",
+        refine_schedule=refine_schedule,
         guidance_scale=7.5,
         preview="vae",
-        preview_size=preview_size,
+        preview_size=args.preview_size,
     )
+
+
+def metered_envs(args: IterationArgs, pipe: Any, reward: Any, meter: Any) -> Any:
+    """:func:`recipe_envs` (random refinement points) with ``meter`` timing its phases: ``denoise`` (reset and
+    step), ``preview`` (the VAE decodes) and ``reward``. The caller puts ``pipe.vae.decode`` back when it needs the
+    pipeline unmetered."""
+    envs = recipe_envs(args, pipe, meter.wrap("reward", reward))
     pipe.vae.decode = meter.wrap("preview", pipe.vae.decode)
     envs.reset, envs.step = meter.wrap("denoise", envs.reset), meter.wrap("denoise", envs.step)
     return envs
@@ -385,7 +336,7 @@ def run(args: Args) -> dict[str, Any]:
     sizes["policy"] = count(policy.model)
     sizes["backbone"] = count(pipe.unet) + count(pipe.vae) + count(pipe.text_encoder)
     sizes["reward"] = count(reward)
-    envs = metered_envs(args, pipe, reward, meter, args.preview_size)
+    envs = metered_envs(args, pipe, reward, meter)
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="paper-scale-"),
         max_steps=1,

@@ -43,7 +43,7 @@ from promptloop_agents.policies.compose_reference import (
     compose_scores,
     select_best_static,
 )
-from promptloop_env.cli import write_json
+from promptloop_env.cli import format_ci, markdown_table, write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import bootstrap_ci, paired_difference, rounded
 from promptloop_env.toy.compose import CATEGORIES, caption
@@ -229,18 +229,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def score_table(label: str, results: dict[str, dict[str, Any]], means: dict[str, str] | None = None) -> str:
+    """A Markdown table, a row per entry of ``results`` (name -> its summaries): strict mean [95% CI], the soft
+    mean, the means of ``means`` (column -> summary key), and the strict mean per category."""
+    means = {"soft": "soft", **(means or {})}
+    cats = list(next(iter(results.values()))["strict"]["by_category"])
+    rows = [
+        [name, format_ci(r["strict"]), *(f"{r[key]['mean']:.3f}" for key in means.values())]
+        + [f"{r['strict']['by_category'][c]:.2f}" for c in cats]
+        for name, r in results.items()
+    ]
+    return markdown_table([label, "strict [95% CI]", *means, *cats], rows)
+
+
 def print_table(out: dict[str, Any]) -> None:
     """The agents' strict and soft scores, per category, and the paired differences."""
-    cats = list(next(iter(out["agents"].values()))["strict"]["by_category"])
-    print("| agent | strict [95% CI] | soft | " + " | ".join(cats) + " |")
-    print("|---|---|---|" + "---|" * len(cats))
-    for name, r in out["agents"].items():
-        st = r["strict"]
-        row = [f"{st['mean']:.3f} [{st['ci_low']:.3f}, {st['ci_high']:.3f}]", f"{r['soft']['mean']:.3f}"]
-        row += [f"{st['by_category'][c]:.2f}" for c in cats]
-        print(f"| {name} | " + " | ".join(row) + " |")
+    print(score_table("agent", out["agents"]))
     for name, d in out["paired"].items():
-        print(f"{name}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+        print(f"{name}: {format_ci(d, signed=True)}")
     if "speed" in out:
         sp = out["speed"]["median_s"]
         print(f"episode at the defaults: {sp['vae']:.3f} s median (plain pipeline {sp['pipeline']:.3f} s)")

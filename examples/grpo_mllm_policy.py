@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from promptloop_agents import IdentityAgent
+from promptloop_agents.configs import EnvConfig
 from promptloop_agents.evaluation.harness import evaluate
 from promptloop_agents.learners.grpo_config import GRPOConfig
 from promptloop_agents.learners.grpo_trainer import GRPOTrainer
@@ -27,16 +28,16 @@ from promptloop_agents.learners.sft import collect_examples, supervised_finetune
 from promptloop_agents.policies.toy_policy import build_toy_policy
 from promptloop_agents.policies.toy_rewrites import toy_teacher
 from promptloop_agents.rollout import make_vector_env
-from promptloop_env.cli import parse_configs
+from promptloop_env.cli import parse_configs, with_defaults
 from promptloop_env.rewards import make_reward
 from promptloop_env.toy.prompts import TOY_USER_TEST_QUERIES, TOY_USER_TRAIN_QUERIES
 
 
 @dataclass
-class Args:
-    backbone: str = field(default="toy-shapes", metadata={"help": "backbone name (toy-shapes, tiny, ...)"})
-    num_inference_steps: int = field(default=8, metadata={"help": "denoising steps per episode"})
-    num_refinements: int = field(default=3, metadata={"help": "prompts the policy writes per episode"})
+class Args(with_defaults(EnvConfig, backbone="toy-shapes", num_inference_steps=8, num_refinements=3, preview_size=64)):
+    """The env's arguments (:class:`~promptloop_agents.configs.EnvConfig`, this example's defaults; ``--reward``
+    None: toy-fidelity on toy-shapes, JPEG size otherwise), the warm start and the held-out evaluation."""
+
     warm_start_steps: int = field(default=100, metadata={"help": "supervised warm-start steps"})
     eval_episodes: int = field(default=32, metadata={"help": "held-out episodes per agent"})
 
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args, config = parse_configs([Args, GRPOConfig], argv, description=__doc__.split("\n\n")[0])
     if config.output_dir == GRPOConfig.output_dir:  # not chosen: this example's own run folder, never resumed
         config = dataclasses.replace(config, output_dir="runs/grpo_mllm_policy", resume=False)
-    reward = "toy-fidelity" if args.backbone == "toy-shapes" else "jpeg-incompressibility"
-    env = dict(backbone=args.backbone, reward=reward, num_inference_steps=args.num_inference_steps,
-               num_refinements=args.num_refinements, preview_size=64)  # fmt: skip
+    if args.reward is None:
+        reward = "toy-fidelity" if args.backbone == "toy-shapes" else "jpeg-incompressibility"
+        args = dataclasses.replace(args, reward=reward)
 
     # 1. Warm start: imitate a varied teacher on real previews, so RL starts from a sensible prompt writer.
-    train_envs = make_vector_env(config.queries_per_iteration * config.group_size, refine_schedule="random", **env)
+    train_envs = make_vector_env(config.queries_per_iteration * config.group_size, **args.env_kwargs("random"))
     policy = build_toy_policy("small")
     examples = collect_examples(train_envs, toy_teacher, list(TOY_USER_TRAIN_QUERIES[: 2 * train_envs.num_envs]))
     supervised_finetune(policy, examples, steps=args.warm_start_steps)
@@ -61,14 +62,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     GRPOTrainer(policy, config, train_envs, list(TOY_USER_TRAIN_QUERIES)).train()
 
     # 3. Held-out evaluation, the same (query, seed) episodes for both agents, uniform refinement points.
-    eval_envs = make_vector_env(16, refine_schedule="uniform", **env)
+    eval_envs = make_vector_env(16, **args.env_kwargs("uniform"))
     queries = list(TOY_USER_TEST_QUERIES[: args.eval_episodes])
     seeds = np.arange(len(queries))
     results = evaluate({"identity": IdentityAgent(), "policy": policy}, eval_envs, queries, seeds,
-                       {reward: make_reward(reward)})  # fmt: skip
+                       {args.reward: make_reward(args.reward_spec())})  # fmt: skip
     summaries = {name: result.summary() for name, result in results.items()}
     for name, summary in summaries.items():
-        print(f"{name:10s} {reward} {summary[reward]}")
+        print(f"{name:10s} {args.reward} {summary[args.reward]}")
     print("a trajectory:", results["policy"].episodes[0].query, "->", results["policy"].episodes[0].prompts)
     return summaries
 

@@ -43,7 +43,8 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_env.cli import parse_config, write_json
+from promptloop_agents.configs import EnvConfig
+from promptloop_env.cli import parse_config, with_defaults, write_json
 from promptloop_env.stats import paired_difference, rounded, t_ci
 from promptloop_env.wrappers import TOY_AESTHETIC_PROMPTS, DiscretizePrompt, DropTextObservation
 
@@ -58,22 +59,27 @@ MODIFIER_BANKS = {
 PROMPT_BANKS = {"aesthetic-prompts": list(TOY_AESTHETIC_PROMPTS)}
 
 
+ENV_DEFAULTS = {
+    "backbone": "toy-shapes",
+    "guidance_scale": 3.0,
+    "num_inference_steps": 10,
+    "num_refinements": 1,  # 1: a contextual bandit
+    "preview": "latent_rgb",
+    "preview_size": 36,  # the smallest side SB3's CNN policies take
+}
+"""This example's env (the flags of :class:`~promptloop_agents.configs.EnvConfig`)."""
+
+
 @dataclass
-class Args:
-    backbone: str = field(default="toy-shapes", metadata={"help": "backbone name (toy-shapes, tiny, ...)"})
-    reward: str | None = field(
-        default=None, metadata={"help": "reward name; default: toy-aesthetic on toy-shapes, mean brightness otherwise"}
-    )
+class Args(with_defaults(EnvConfig, **ENV_DEFAULTS)):
+    """The env's arguments with this example's defaults (:data:`ENV_DEFAULTS`; ``--reward`` None: toy-aesthetic
+    on toy-shapes, mean brightness otherwise; ``--guidance_scale`` None: 30 on tiny, else the backbone's), the
+    action bank, PPO and the evaluation."""
+
     bank: str = field(
         default="aesthetic-prompts",
         metadata={"help": f"action bank: prompts {', '.join(PROMPT_BANKS)} or modifiers {', '.join(MODIFIER_BANKS)}"},
     )
-    guidance_scale: float | None = field(
-        default=3.0, metadata={"help": "CFG scale; None: 30 on tiny, else the backbone's"}
-    )
-    num_inference_steps: int = field(default=10, metadata={"help": "denoising steps per episode"})
-    num_refinements: int = field(default=1, metadata={"help": "actions per episode (1: a contextual bandit)"})
-    preview_size: int = field(default=36, metadata={"help": "side of the preview image the policy sees (>= 36)"})
     eval_prompts: str = field(default="toy-test", metadata={"help": "held-out query set of the evaluation"})
     num_envs: int = field(default=8, metadata={"help": "episodes in the batched vector env"})
     total_timesteps: int = field(default=640, metadata={"help": "PPO environment steps"})
@@ -97,23 +103,13 @@ def mean_brightness(images: np.ndarray, queries: list[str]) -> list[float]:
 
 def env_kwargs(args: Args, prompts: str | None = None) -> dict:
     """The arguments of ``PromptLoop-v0`` (``prompts``: the query set; None is the backbone's)."""
-    if args.reward is not None:
-        reward = args.reward
-    else:
-        reward = "toy-aesthetic" if args.backbone == "toy-shapes" else mean_brightness
-    guidance_scale = args.guidance_scale
-    if guidance_scale is None and args.backbone == "tiny":
-        guidance_scale = 30.0  # the random-weight tiny model barely listens to its prompt at the usual scales
-    return {
-        "backbone": args.backbone,
-        "reward": reward,
-        "prompts": prompts,
-        "guidance_scale": guidance_scale,
-        "num_inference_steps": args.num_inference_steps,
-        "num_refinements": args.num_refinements,
-        "preview": "latent_rgb",
-        "preview_size": args.preview_size,
-    }
+    kwargs = args.env_kwargs() | {"prompts": prompts}
+    if args.reward is None:
+        kwargs["reward"] = "toy-aesthetic" if args.backbone == "toy-shapes" else mean_brightness
+    if args.guidance_scale is None and args.backbone == "tiny":
+        # the random-weight tiny model barely listens to its prompt at the usual scales
+        kwargs["guidance_scale"] = 30.0
+    return kwargs
 
 
 def bank_kwargs(args: Args) -> dict:

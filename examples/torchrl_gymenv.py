@@ -17,18 +17,26 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
-from promptloop_env.cli import parse_config
+from promptloop_agents.configs import EnvConfig
+from promptloop_env.cli import parse_config, with_defaults
 from promptloop_env.wrappers import DiscretizePrompt, DropTextObservation
 
 MODIFIERS = ["", "bright colours", "high contrast"]
+ENV_DEFAULTS = {
+    "backbone": "toy-compose",
+    "reward": "toy-compose-soft",
+    "num_inference_steps": 8,
+    "num_refinements": 2,
+    "preview": "latent_rgb",
+    "preview_size": 32,
+}
+"""This example's env: the toy-compose world, short episodes, small latent previews."""
 
 
 @dataclass
-class Args:
-    backbone: str = field(default="toy-compose", metadata={"help": "backbone name (toy-compose, toy-shapes, ...)"})
-    reward: str = field(default="toy-compose-soft", metadata={"help": "reward name (the backbone's world's)"})
-    num_inference_steps: int = field(default=8, metadata={"help": "denoising steps per episode"})
-    num_refinements: int = field(default=2, metadata={"help": "actions per episode"})
+class Args(with_defaults(EnvConfig, **ENV_DEFAULTS)):
+    """The env's arguments (:class:`~promptloop_agents.configs.EnvConfig`, this example's defaults) and the seed."""
+
     seed: int = field(default=0, metadata={"help": "env seed"})
 
 
@@ -40,14 +48,7 @@ def main(args: Args) -> dict[str, float]:
         raise DependencyNotInstalled("This example needs torchrl: pip install -e .[torchrl]") from err
 
     torch.set_num_threads(1)
-    kwargs = {
-        "backbone": args.backbone,
-        "reward": args.reward,
-        "num_inference_steps": args.num_inference_steps,
-        "num_refinements": args.num_refinements,
-        "preview": "latent_rgb",
-        "preview_size": 32,
-    }
+    kwargs = args.env_kwargs()
     # 1. The raw env: text observations and actions as NonTensor data; the policy writes a prompt per step.
     raw = GymEnv("PromptLoop-v0", **kwargs)
     raw.set_seed(args.seed)

@@ -73,8 +73,9 @@ from gymnasium.error import DependencyNotInstalled
 from PIL import Image
 
 import promptloop_env  # noqa: F401  (registers PromptLoop-v0)
+from promptloop_agents.configs import EnvConfig
 from promptloop_agents.policies.toy_policy import SPECIAL_TOKENS, ToyPolicySize, build_toy_model, build_toy_processor
-from promptloop_env.cli import parse_config, write_json
+from promptloop_env.cli import parse_config, with_defaults, write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded, t_ci
 from promptloop_env.wrappers import CHAT_USER_TEMPLATE, FormatChatObservation
@@ -94,19 +95,28 @@ FINISHED = "The image is finished."
 TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
 
 
+ENV_DEFAULTS = {
+    "backbone": "toy-compose",
+    "reward": "toy-compose-soft",
+    "num_inference_steps": 10,
+    "num_refinements": 2,  # set_prompt calls per episode
+    "preview": "latent_rgb",
+    "preview_size": 56,  # 4 image tokens per preview
+}
+"""This example's env (the flags of :class:`~promptloop_agents.configs.EnvConfig`)."""
+
+
 @dataclass
-class Args:
-    backbone: str = field(default="toy-compose", metadata={"help": "backbone name (toy-compose, toy-shapes, tiny)"})
-    reward: str = field(default="toy-compose-soft", metadata={"help": "reward name (toy-compose, toy-fidelity, ...)"})
+class Args(with_defaults(EnvConfig, **ENV_DEFAULTS)):
+    """The env's arguments with this example's defaults (:data:`ENV_DEFAULTS`), the query sets, the warm start,
+    GRPO and the held-out evaluation."""
+
     prompts: str = field(default="toy-compose-train", metadata={"help": "query set of the training episodes"})
     eval_prompts: str = field(default="toy-compose-test", metadata={"help": "query set of the held-out evaluation"})
     categories: str | None = field(
         default="two_object,colors", metadata={"help": "toy-compose categories kept from the query set (None: all)"}
     )
     server_url: str | None = field(default=None, metadata={"help": "play the episodes on this OpenEnv server"})
-    num_inference_steps: int = field(default=10, metadata={"help": "denoising steps per episode"})
-    num_refinements: int = field(default=2, metadata={"help": "set_prompt calls per episode"})
-    preview_size: int = field(default=56, metadata={"help": "preview side (56: 4 image tokens per preview)"})
     sft_steps: int = field(default=200, metadata={"help": "format warm-start steps (0 to skip)"})
     sft_batch_size: int = field(default=8, metadata={"help": "conversations per warm-start step"})
     sft_episodes: int = field(default=16, metadata={"help": "played episodes whose previews the warm start uses"})
@@ -153,16 +163,7 @@ def make_env(args: Args) -> gym.Env:
         from promptloop_env.integrations.openenv import RemotePromptLoopEnv
 
         return RemotePromptLoopEnv(args.server_url)
-    return gym.make(
-        "PromptLoop-v0",
-        backbone=args.backbone,
-        reward=args.reward,
-        prompts=episode_queries(args),
-        num_inference_steps=args.num_inference_steps,
-        num_refinements=args.num_refinements,
-        preview="latent_rgb",
-        preview_size=args.preview_size,
-    )
+    return gym.make("PromptLoop-v0", prompts=episode_queries(args), **args.env_kwargs())
 
 
 class PromptLoopToolEnv:

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,6 +205,34 @@ def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None, **k
     return parse_configs([dataclass_type], argv, **kwargs)[0]
 
 
+def with_defaults(dataclass_type: type[T], **defaults: Any) -> type[T]:
+    """A subclass of ``dataclass_type`` whose fields ``defaults`` default to other (immutable) values, help kept.
+
+    For a script that takes a shared section (the env's :class:`~promptloop_agents.configs.EnvConfig`, a
+    benchmark's batch) with defaults of its own; subclass the result to add the script's own fields.
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass
+    ... class Env:
+    ...     steps: int = field(default=20, metadata={"help": "denoising steps"})
+    ...     size: int = 64
+    >>> Short = with_defaults(Env, steps=4)
+    >>> Short(), parse_config(Short, ["--size", "32"]), dataclasses.fields(Short)[0].metadata["help"]
+    (Env(steps=4, size=64), Env(steps=4, size=32), 'denoising steps')
+    """
+    fields = {f.name: f for f in dataclasses.fields(dataclass_type)}
+    unknown = set(defaults) - set(fields)
+    if unknown:
+        raise TypeError(f"{dataclass_type.__name__} has no field {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(dataclass_type)
+    namespace: dict[str, Any] = {"__annotations__": {name: hints[name] for name in defaults}}
+    namespace |= {"__module__": dataclass_type.__module__, "__qualname__": dataclass_type.__qualname__}
+    namespace["__doc__"] = dataclass_type.__doc__
+    for name, value in defaults.items():
+        namespace[name] = dataclasses.field(default=value, metadata=fields[name].metadata)
+    return dataclasses.dataclass(type(dataclass_type.__name__, (dataclass_type,), namespace))
+
+
 def write_json(path: str | os.PathLike, payload: Any, indent: int = 2) -> Path:
     """Write ``payload`` as JSON (with a final newline) to ``path``, creating its folder; the scripts' result files.
 
@@ -216,3 +245,29 @@ def write_json(path: str | os.PathLike, payload: Any, indent: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=indent) + "\n")
     return path
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table of ``header`` and ``rows`` (cells as ``str``), one line a row; the scripts' printed tables.
+
+    >>> print(markdown_table(["agent", "strict"], [["rule", "0.512"], ["policy", 0.7]]))
+    | agent | strict |
+    |---|---|
+    | rule | 0.512 |
+    | policy | 0.7 |
+    """
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_ci(summary: Mapping[str, float], signed: bool = False) -> str:
+    """``"mean [ci_low, ci_high]"`` of a bootstrap summary, three decimals (with a sign when ``signed``).
+
+    >>> format_ci({"mean": 0.5, "ci_low": 0.41, "ci_high": 0.6})
+    '0.500 [0.410, 0.600]'
+    >>> format_ci({"mean": -0.1, "ci_low": -0.2, "ci_high": 0.0}, signed=True)
+    '-0.100 [-0.200, +0.000]'
+    """
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return f"{fmt.format(summary['mean'])} [{fmt.format(summary['ci_low'])}, {fmt.format(summary['ci_high'])}]"

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a file: import research.* (and this chec
 
 import torch
 
-from promptloop_env.cli import write_json
+from promptloop_env.cli import format_ci, markdown_table, write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.toy import raft
 from promptloop_env.toy import train as toy_train
@@ -128,15 +128,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     """Round, training proxy, held-out proxy [CI] and held-out strict [CI]."""
-    print("| round | train proxy (drawn) | held-out proxy [95% CI] | held-out strict [95% CI] |")
-    print("|---|---|---|---|")
-    for row in result["rounds"]:
-        p, s = row["heldout_proxy"], row["heldout_strict"]
-        drawn = row.get("train_proxy_drawn", "")
-        print(
-            f"| {row['round']} | {drawn} | {p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] | "
-            f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] |"
-        )
+    header = ["round", "train proxy (drawn)", "held-out proxy [95% CI]", "held-out strict [95% CI]"]
+    rows = [
+        [
+            row["round"],
+            row.get("train_proxy_drawn", ""),
+            format_ci(row["heldout_proxy"]),
+            format_ci(row["heldout_strict"]),
+        ]
+        for row in result["rounds"]
+    ]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from promptloop_agents.policies.compose_reference import compose_scores
-from promptloop_env.cli import write_json
+from promptloop_env.cli import format_ci, write_json
 from promptloop_env.prompts import resolve_prompts
 from promptloop_env.stats import paired_difference, rounded
 from promptloop_env.toy.compose_spec import parse
@@ -123,16 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(out: dict[str, Any]) -> None:
     """Strict [CI], soft, proxy and per-category strict of each backbone, then the paired differences."""
-    cats = list(next(iter(out["backbones"].values()))["strict"]["by_category"])
-    print("| backbone | strict [95% CI] | soft | proxy | " + " | ".join(cats) + " |")
-    print("|---|---|---|---|" + "---|" * len(cats))
-    for spec, r in out["backbones"].items():
-        st = r["strict"]
-        row = [f"{st['mean']:.3f} [{st['ci_low']:.3f}, {st['ci_high']:.3f}]", f"{r['soft']['mean']:.3f}"]
-        row += [f"{r['proxy_toy_compose_aesthetic']['mean']:.3f}"] + [f"{st['by_category'][c]:.2f}" for c in cats]
-        print(f"| {spec} | " + " | ".join(row) + " |")
+    print(headroom.score_table("backbone", out["backbones"], {"proxy": "proxy_toy_compose_aesthetic"}))
     for name, d in out["paired_strict"].items():
-        print(f"{name}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+        print(f"{name}: {format_ci(d, signed=True)}")
 
 
 if __name__ == "__main__":
