@@ -39,7 +39,12 @@ import numpy as np
 from promptloop_agents.policies.compose_reference import REWRITES, read_preview
 from promptloop_agents.policies.compose_teacher import SELECTION_FILE, ComposeTeacher, apply_rewrite
 from promptloop_env.toy.compose import CATEGORIES, caption
-from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites, select_teacher_rules
+from research.toy_compose.selection import (
+    SelectionEpisodes,
+    compose_env_kwargs,
+    select_category_rewrites,
+    select_teacher_rules,
+)
 
 COMPOSE_PREVIEW_CONTRAST = 160.0
 
@@ -384,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         rng = np.random.default_rng(args.seed)
         picked = [queries[i] for i in sorted(rng.choice(len(queries), args.selection_queries, replace=False))]
-        selection = select_category_rewrites(picked, args.selection_seeds, args.backbone)
+        selection = select_category_rewrites(SelectionEpisodes(picked, args.selection_seeds, args.backbone))
         (out / "selection.json").write_text(json.dumps(selection, indent=2))
     print("per-category rewrite:", selection["choice"])
     if args.rules_from:
@@ -393,7 +398,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         picked = set(np.random.default_rng(args.seed).choice(len(queries), args.selection_queries, replace=False))
         rest = [i for i in range(len(queries)) if i not in picked]
         other = np.random.default_rng(args.seed + 1).choice(rest, args.rule_queries, replace=False)
-        rules = select_teacher_rules(selection["choice"], [queries[i] for i in sorted(other)], 2, args.backbone)
+        # 2 seeds a query, 60 envs: the settings the shipped teacher_rules.json was chosen with
+        episodes = SelectionEpisodes([queries[i] for i in sorted(other)], 2, args.backbone, num_envs=60)
+        rules = select_teacher_rules(selection["choice"], episodes)
         (out / "teacher_rules.json").write_text(json.dumps(rules, indent=2))
     print("per-category teacher rules:", rules["rules"])
     init, extra = (args.perception_from or None), []

@@ -10,7 +10,7 @@ from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_env.testing import compose_observation as observation
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
-from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites
+from research.toy_compose.selection import SelectionEpisodes, compose_env_kwargs, select_category_rewrites
 from research.toy_compose.students import (
     DESCRIBE_QUERY,
     describe_examples,
@@ -59,7 +59,7 @@ def test_describe_examples_read_previews_left_to_right():
 
 def test_selection_and_distillation_run_end_to_end(tmp_path):
     queries = ["a circle", "a circle and a square", "two triangles"]
-    selection = select_category_rewrites(queries, seeds_per_query=1, num_envs=3, progress=False)
+    selection = select_category_rewrites(SelectionEpisodes(queries, seeds_per_query=1, num_envs=3, progress=False))
     assert set(selection["choice"]) == {"single_object", "two_object", "counting"}
     report = distill(
         tmp_path / "policy", selection["choice"], queries, size="tiny", image_size=56, steps=2, num_envs=3,
