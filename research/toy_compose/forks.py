@@ -25,13 +25,13 @@ fitting on one core); writes the policy to ``OUT/policy`` and the forks' outcome
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ if __package__ in (None, ""):  # run as a file: import research.* (and this chec
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
+
+from research.toy_compose.students import StudentFit, StudentRollouts, fit_student
 
 FORK_SEED0 = 800_000  # noise seeds of the fork rollouts (selection 700_000.., headroom 900_000.., evaluation 0..)
 FORK_SCHEDULE = (0, 6, 8, 10, 12)
@@ -168,28 +170,23 @@ def fork_report(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class ForkArgs(StudentRollouts):
+    """The command line of :func:`main` (with :class:`~research.toy_compose.students.StudentFit`'s)."""
+
+    out: str = field(default="runs/compose-forks", metadata={"help": "output folder (the policy goes to OUT/policy)"})
+    queries: int = field(default=0, metadata={"help": "training queries used (0: all)"})
+    selection_from: str = field(default="shipped", metadata={"help": "a selection.json or policy folder ('shipped')"})
+    schedule: str = field(default=",".join(map(str, FORK_SCHEDULE)), metadata={"help": "refinement points"})
+    fork_step: int = field(default=FORK_STEP, metadata={"help": "the refinement point the episodes fork at"})
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from promptloop_agents.policies.compose_teacher import load_selection
+    from promptloop_env.cli import parse_configs
     from promptloop_env.prompts import resolve_prompts
-    from research.toy_compose.students import fit_student
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/compose-forks")
-    parser.add_argument("--backbone", default="toy-compose")
-    parser.add_argument("--train-prompts", default="toy-compose-train")
-    parser.add_argument("--queries", type=int, default=0, help="training queries used (0: all)")
-    parser.add_argument("--seeds-per-query", type=int, default=2)
-    parser.add_argument("--selection-from", default="shipped", help="a selection.json or policy folder ('shipped')")
-    parser.add_argument("--schedule", default=",".join(map(str, FORK_SCHEDULE)))
-    parser.add_argument("--fork-step", type=int, default=FORK_STEP)
-    parser.add_argument("--size", default="compose")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--text-only-fraction", type=float, default=0.25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--progress", default="true", choices=["true", "false"])
-    args = parser.parse_args(argv)
+    args, fit = parse_configs([ForkArgs, StudentFit], argv, description=__doc__.split("\n\n")[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.selection_from == "shipped":
@@ -203,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         choice = load_selection(args.selection_from)
     queries = list(resolve_prompts(args.train_prompts, None))
     if args.queries:  # a random subset, spread over the categories
-        picked = np.random.default_rng(args.seed).choice(len(queries), args.queries, replace=False)
+        picked = np.random.default_rng(fit.seed).choice(len(queries), args.queries, replace=False)
         queries = [queries[i] for i in sorted(picked)]
     schedule = tuple(int(p) for p in args.schedule.split(","))
     tick = time.perf_counter()
@@ -215,8 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.fork_step,
         args.backbone,
         text_only_fraction=args.text_only_fraction,
-        seed=args.seed,
-        progress=args.progress == "true",
+        seed=fit.seed,
+        progress=fit.progress,
     )
     ranking = label_forks(records)
     for r in records:
@@ -234,20 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rollout_seconds": time.perf_counter() - tick,
     }
     print(json.dumps(report["fork_outcomes"], indent=2))
-    report = fit_student(
-        out / "policy",
-        examples,
-        choice,
-        report,
-        args.size,
-        args.image_size,
-        args.steps,
-        32,
-        args.lr,
-        True,
-        args.seed,
-        args.progress == "true",
-    )
+    report = fit_student(out / "policy", examples, choice, report, fit)
     print(json.dumps({k: v for k, v in report.items() if k != "ranking"}, indent=2))
     return report
 

@@ -23,11 +23,11 @@ Run from the repository root (not installed with the package)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,72 @@ import numpy as np
 from promptloop_agents.policies.compose_reference import REWRITES, read_preview
 from promptloop_agents.policies.compose_teacher import SELECTION_FILE, ComposeTeacher, apply_rewrite
 from promptloop_env.toy.compose import CATEGORIES, caption
-from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites, select_teacher_rules
+from research.toy_compose.selection import (
+    SelectionEpisodes,
+    compose_env_kwargs,
+    select_category_rewrites,
+    select_teacher_rules,
+)
 
 COMPOSE_PREVIEW_CONTRAST = 160.0
+
+
+@dataclass(frozen=True)
+class StudentFit:
+    """How a toy student is fitted (:func:`fit_student`, :func:`pretrain_perception`): a fresh toy Qwen2.5-VL policy
+    of ``size`` seeing ``image_size``-pixel previews, then supervised fine-tuning."""
+
+    size: str = field(default="compose", metadata={"help": "toy policy size (build_toy_policy)"})
+    image_size: int = field(default=112, metadata={"help": "pixels of the previews the student sees"})
+    steps: int = field(default=1500, metadata={"help": "supervised fine-tuning steps"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate", "aliases": ["--lr"]})
+    seed: int = field(default=0, metadata={"help": "the student's initial weights, held-out split, batches, rollouts"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def fresh_student(self) -> Any:
+        """A freshly initialised toy policy (an ``MLLMAgent``) of this ``size``, ``image_size`` and ``seed``."""
+        from promptloop_agents.policies.toy_policy import build_toy_policy
+        from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+
+        return build_toy_policy(
+            self.size,
+            words=world_words() + list(COMPOSE_WORDS),
+            seed=self.seed,
+            image_size=self.image_size,
+            max_new_tokens=32,
+            preview_contrast=COMPOSE_PREVIEW_CONTRAST,
+        )
+
+    def finetune(self, agent: Any, examples: Sequence[Any]) -> list[float]:
+        """Supervised fine-tuning of ``agent`` on ``examples`` at these settings; the per-step losses."""
+        from promptloop_agents.learners.sft import supervised_finetune
+
+        return supervised_finetune(
+            agent,
+            examples,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            progress=self.progress,
+        )
+
+
+PERCEPTION_FIT = StudentFit(steps=4000)
+"""The perception stage's fit (:func:`pretrain_perception`): longer than the decisions' (``StudentFit()``)."""
+
+
+@dataclass
+class StudentRollouts:
+    """The command line a student's script shares (this one and ``forks.py``): where its examples come from."""
+
+    backbone: str = field(default="toy-compose", metadata={"help": "the backbone the rollouts run on"})
+    train_prompts: str = field(default="toy-compose-train", metadata={"help": "the training queries (a prompt set)"})
+    seeds_per_query: int = field(default=2, metadata={"help": "episodes per training query the examples come from"})
+    text_only_fraction: float = field(
+        default=0.25, metadata={"help": "share of the examples without the preview (for the a-priori mode)"}
+    )
 
 
 def distill(
@@ -51,16 +114,10 @@ def distill(
     rules: dict[str, str] | None = None,
     seeds_per_query: int = 2,
     backbone: str = "toy-compose",
-    size: str = "compose",
-    image_size: int = 112,
-    steps: int = 1500,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
+    fit: StudentFit = StudentFit(),
     text_only_fraction: float = 0.25,
     describe: bool = True,
     num_envs: int = 64,
-    seed: int = 0,
-    progress: bool = True,
     init_vision: str | Path | None = None,
     extra_describe: Sequence[Any] = (),
     extra_examples: Sequence[Any] = (),
@@ -72,7 +129,8 @@ def distill(
     so the same weights also serve the a-priori mode. With ``describe``, every shown preview from
     ``min_timestep`` on also yields an auxiliary example (:func:`describe_examples`): the state text asks for a
     description and the target names the objects the analyser reads, left to right. This is perception
-    supervision at training time only; prompting the policy never involves the analyser.
+    supervision at training time only; prompting the policy never involves the analyser. ``fit.seed`` also
+    seeds the rollouts.
     """
     from promptloop_agents.learners.sft import collect_examples
     from promptloop_agents.rollout import make_vector_env
@@ -81,7 +139,7 @@ def distill(
     episodes_q = [q for q in queries for _ in range(seeds_per_query)]
     envs = make_vector_env(min(num_envs, len(episodes_q)), **compose_env_kwargs(backbone))
     examples = collect_examples(
-        envs, ComposeTeacher(choice, rules), episodes_q, seed=seed, text_only_fraction=text_only_fraction
+        envs, ComposeTeacher(choice, rules), episodes_q, seed=fit.seed, text_only_fraction=text_only_fraction
     )
     envs.close()
     examples += extra_examples  # decisions made without rollouts (e.g. first_action_examples)
@@ -92,20 +150,7 @@ def distill(
         "rollout_seconds": time.perf_counter() - tick,
     }
     return fit_student(
-        out,
-        examples,
-        choice,
-        report,
-        size,
-        image_size,
-        steps,
-        batch_size,
-        learning_rate,
-        describe,
-        seed,
-        progress,
-        init_vision=init_vision,
-        extra_describe=extra_describe,
+        out, examples, choice, report, fit, describe, init_vision=init_vision, extra_describe=extra_describe
     )
 
 
@@ -114,14 +159,8 @@ def fit_student(
     examples: list[Any],
     choice: dict[str, str],
     report: dict[str, Any],
-    size: str = "compose",
-    image_size: int = 112,
-    steps: int = 1500,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
+    fit: StudentFit = StudentFit(),
     describe: bool = True,
-    seed: int = 0,
-    progress: bool = True,
     init_vision: str | Path | None = None,
     extra_describe: Sequence[Any] = (),
 ) -> dict[str, Any]:
@@ -129,30 +168,29 @@ def fit_student(
     match rate, and save it with ``report`` (completed with the fit's figures) and the rewrite ``choice``.
 
     ``init_vision``: take the vision tower from this policy folder (the perception stage's,
-    :func:`pretrain_perception`, of the same ``size`` and ``image_size``); the language model starts fresh. (Starting
-    from all of the perception stage's weights does not work: a language model that only ever had to describe
-    ignores the query, and 1500 steps did not teach it back: 6% greedy match.) ``extra_describe``: more describe
-    examples mixed in (e.g. a share of the perception stage's), so reading is kept while the decisions are fitted."""
-    from promptloop_agents.learners.sft import greedy_match_rate, supervised_finetune
+    :func:`pretrain_perception`, of the same ``fit.size`` and ``fit.image_size``); the language model starts fresh.
+    (Starting from all of the perception stage's weights does not work: a language model that only ever had to
+    describe ignores the query, and 1500 steps did not teach it back: 6% greedy match.) ``extra_describe``: more
+    describe examples mixed in (e.g. a share of the perception stage's), so reading is kept while the decisions are
+    fitted."""
+    from promptloop_agents.learners.sft import greedy_match_rate
     from promptloop_agents.policies.mllm import MLLMAgent
 
     tick = time.perf_counter()
     if describe:
         examples = [*examples, *describe_examples(examples), *extra_describe]
-    held, train = _hold_out(examples, seed)  # held-out decisions for the match rate
-    agent = _fresh_student(size, image_size, seed)
+    held, train = _hold_out(examples, fit.seed)  # held-out decisions for the match rate
+    agent = fit.fresh_student()
     if init_vision is not None:
         seen = MLLMAgent.from_pretrained(init_vision)
-        if seen.image_size != image_size:
+        if seen.image_size != fit.image_size:
             raise ValueError(
                 f"init_vision={init_vision} was trained on {seen.image_size}-pixel previews but image_size="
-                f"{image_size}; pass image_size={seen.image_size}."
+                f"{fit.image_size}; fit with image_size={seen.image_size}."
             )
         agent.model.model.visual.load_state_dict(seen.model.model.visual.state_dict())
         report = {**report, "vision_from": str(init_vision)}
-    losses = supervised_finetune(
-        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
-    )
+    losses = fit.finetune(agent, train)
     held = [ex for ex in held if ex.observation["query"] != DESCRIBE_QUERY]
     changed = [ex for ex in held if ex.target != str(ex.observation["prompt"])]
     report = {
@@ -165,9 +203,9 @@ def fit_student(
         "greedy_match_held_out_changed_prompt": greedy_match_rate(agent, changed, limit=256),
         "changed_share": len(changed) / max(len(held), 1),
         "sft_seconds": time.perf_counter() - tick,
-        "steps": steps,
-        "image_size": image_size,
-        "size": size,
+        "steps": fit.steps,
+        "image_size": fit.image_size,
+        "size": fit.size,
     }
     out = Path(out)
     agent.save_pretrained(out)
@@ -282,34 +320,26 @@ def perception_examples(
 def pretrain_perception(
     out: str | Path,
     examples: Sequence[Any],
-    size: str = "compose",
-    image_size: int = 112,
-    steps: int = 4000,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    progress: bool = True,
+    fit: StudentFit = PERCEPTION_FIT,
 ) -> dict[str, Any]:
     """The perception stage: fit a fresh toy policy to describe ``examples`` (:func:`perception_examples`) and
     save it in ``out``, whose vision tower starts :func:`fit_student` (``init_vision=out``). Returns the fit's
     figures, with the greedy exact-description rate on up to 256 held-out previews."""
-    from promptloop_agents.learners.sft import greedy_match_rate, supervised_finetune
+    from promptloop_agents.learners.sft import greedy_match_rate
 
     tick = time.perf_counter()
-    held, train = _hold_out(examples, seed)
-    agent = _fresh_student(size, image_size, seed)
-    losses = supervised_finetune(
-        agent, train, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress
-    )
+    held, train = _hold_out(examples, fit.seed)
+    agent = fit.fresh_student()
+    losses = fit.finetune(agent, train)
     report = {
         "perception_examples": len(train),
         "perception_loss_first": losses[0],
         "perception_loss_last": float(np.mean(losses[-20:])),
         "perception_exact_held_out": greedy_match_rate(agent, held, limit=256),
-        "perception_steps": steps,
+        "perception_steps": fit.steps,
         "perception_seconds": time.perf_counter() - tick,
-        "image_size": image_size,
-        "size": size,
+        "image_size": fit.image_size,
+        "size": fit.size,
     }
     out = Path(out)
     agent.save_pretrained(out)
@@ -324,86 +354,72 @@ def _hold_out(examples: Sequence[Any], seed: int) -> tuple[list[Any], list[Any]]
     return [examples[i] for i in order[:num_held]], [examples[i] for i in order[num_held:]]
 
 
-def _fresh_student(size: str, image_size: int, seed: int):
-    from promptloop_agents.policies.toy_policy import build_toy_policy
-    from promptloop_env.toy.tokenizer import COMPOSE_WORDS, world_words
+@dataclass
+class DistillArgs(StudentRollouts):
+    """The command line of :func:`main` (with :class:`StudentFit`'s)."""
 
-    return build_toy_policy(
-        size,
-        words=world_words() + list(COMPOSE_WORDS),
-        seed=seed,
-        image_size=image_size,
-        max_new_tokens=32,
-        preview_contrast=COMPOSE_PREVIEW_CONTRAST,
+    out: str = field(
+        default="runs/compose-distill", metadata={"help": "output folder (the policy goes to OUT/policy)"}
+    )
+    selection_queries: int = field(default=240, metadata={"help": "training queries used for selection"})
+    selection_seeds: int = field(default=2, metadata={"help": "noise seeds per selection query"})
+    selection_from: str = field(default="", metadata={"help": "reuse the choice of a saved selection.json"})
+    rule_queries: int = field(default=180, metadata={"help": "other training queries for the rule choice"})
+    rules_from: str = field(default="", metadata={"help": "reuse the rules of a saved teacher_rules.json"})
+    describe: bool = field(
+        default=True, metadata={"help": "also fit the analyser's reading of each shown preview (describe examples)"}
+    )
+    perception_seeds: int = field(
+        default=0, metadata={"help": "episodes per training query of a perception stage (0: none)"}
+    )
+    perception_steps: int = field(default=PERCEPTION_FIT.steps, metadata={"help": "the perception stage's steps"})
+    perception_from: str = field(
+        default="", metadata={"help": "take the vision tower of this perception-stage policy folder"}
+    )
+    perception_mix: int = field(default=8000, metadata={"help": "perception previews mixed into the decision fit"})
+    first_action_queries: int = field(
+        default=0,
+        metadata={"help": "text-only first decisions on this many training-side combinations (first_action_examples)"},
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Select the per-category rewrites on training queries, then distil the oracle; writes ``--out``."""
+    from promptloop_env.cli import parse_configs
     from promptloop_env.prompts import resolve_prompts
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/compose-distill")
-    parser.add_argument("--backbone", default="toy-compose")
-    parser.add_argument("--train-prompts", default="toy-compose-train")
-    parser.add_argument("--selection-queries", type=int, default=240, help="training queries used for selection")
-    parser.add_argument("--selection-seeds", type=int, default=2)
-    parser.add_argument("--selection-from", default="", help="reuse the choice of a saved selection.json")
-    parser.add_argument("--rule-queries", type=int, default=180, help="other training queries for the rule choice")
-    parser.add_argument("--rules-from", default="", help="reuse the rules of a saved teacher_rules.json")
-    parser.add_argument("--seeds-per-query", type=int, default=2, help="teacher episodes per training query")
-    parser.add_argument("--size", default="compose")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--text-only-fraction", type=float, default=0.25)
-    parser.add_argument("--no-describe", action="store_true", help="no auxiliary perception examples")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--perception-seeds", type=int, default=0, help="episodes per training query of a perception stage (0: none)"
-    )
-    parser.add_argument("--perception-steps", type=int, default=4000)
-    parser.add_argument(
-        "--perception-from", default="", help="take the vision tower of this perception-stage policy folder"
-    )
-    parser.add_argument(
-        "--perception-mix", type=int, default=8000, help="perception previews mixed into the decision fit"
-    )
-    parser.add_argument(
-        "--first-action-queries",
-        type=int,
-        default=0,
-        help="text-only first decisions on this many training-side combinations (first_action_examples)",
-    )
-    args = parser.parse_args(argv)
+    args, fit = parse_configs([DistillArgs, StudentFit], argv, description=__doc__.split("\n\n")[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     queries = list(resolve_prompts(args.train_prompts, None))
     if args.selection_from:
         selection = json.loads(Path(args.selection_from).read_text())
     else:
-        rng = np.random.default_rng(args.seed)
+        rng = np.random.default_rng(fit.seed)
         picked = [queries[i] for i in sorted(rng.choice(len(queries), args.selection_queries, replace=False))]
-        selection = select_category_rewrites(picked, args.selection_seeds, args.backbone)
+        selection = select_category_rewrites(SelectionEpisodes(picked, args.selection_seeds, args.backbone))
         (out / "selection.json").write_text(json.dumps(selection, indent=2))
     print("per-category rewrite:", selection["choice"])
     if args.rules_from:
         rules = json.loads(Path(args.rules_from).read_text())
     else:
-        picked = set(np.random.default_rng(args.seed).choice(len(queries), args.selection_queries, replace=False))
+        picked = set(np.random.default_rng(fit.seed).choice(len(queries), args.selection_queries, replace=False))
         rest = [i for i in range(len(queries)) if i not in picked]
-        other = np.random.default_rng(args.seed + 1).choice(rest, args.rule_queries, replace=False)
-        rules = select_teacher_rules(selection["choice"], [queries[i] for i in sorted(other)], 2, args.backbone)
+        other = np.random.default_rng(fit.seed + 1).choice(rest, args.rule_queries, replace=False)
+        # 2 seeds a query, 60 envs: the settings the shipped teacher_rules.json was chosen with
+        episodes = SelectionEpisodes([queries[i] for i in sorted(other)], 2, args.backbone, num_envs=60)
+        rules = select_teacher_rules(selection["choice"], episodes)
         (out / "teacher_rules.json").write_text(json.dumps(rules, indent=2))
     print("per-category teacher rules:", rules["rules"])
     init, extra = (args.perception_from or None), []
     if args.perception_seeds:
-        seen = perception_examples(queries, selection["choice"], args.perception_seeds, seed=args.seed)
+        seen = perception_examples(queries, selection["choice"], args.perception_seeds, seed=fit.seed)
         if init is None:  # else: the previews are only mixed into the decision fit
             init = out / "perception"
-            report = pretrain_perception(init, seen, args.size, args.image_size, args.perception_steps)
-            print(json.dumps(report, indent=2))
-        rng = np.random.default_rng(args.seed)
+            # the perception stage: --size, --image-size and its own steps; the fit's other settings at their defaults
+            perception_fit = StudentFit(fit.size, fit.image_size, steps=args.perception_steps)
+            print(json.dumps(pretrain_perception(init, seen, perception_fit), indent=2))
+        rng = np.random.default_rng(fit.seed)
         extra = [seen[i] for i in rng.choice(len(seen), min(args.perception_mix, len(seen)), replace=False)]
     report = distill(
         out / "policy",
@@ -412,16 +428,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rules["rules"],
         seeds_per_query=args.seeds_per_query,
         backbone=args.backbone,
-        size=args.size,
-        image_size=args.image_size,
-        steps=args.steps,
-        learning_rate=args.lr,
+        fit=fit,
         text_only_fraction=args.text_only_fraction,
-        describe=not args.no_describe,
-        seed=args.seed,
+        describe=args.describe,
         init_vision=init,
         extra_describe=extra,
-        extra_examples=first_action_examples(selection["choice"], args.first_action_queries, args.seed),
+        extra_examples=first_action_examples(selection["choice"], args.first_action_queries, fit.seed),
     )
     print(json.dumps(report, indent=2))
     return report

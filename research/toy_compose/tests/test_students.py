@@ -1,6 +1,8 @@
 """Student distillation (research/toy_compose/students.py and selection.py): first decisions, describe examples,
 selection, distillation and the perception stage, end to end on tiny students."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from promptloop_agents.learners.sft import SFTExample
@@ -10,9 +12,10 @@ from promptloop_agents.policies.toy_policy import SHIPPED_TOY_COMPOSE_POLICY
 from promptloop_env.testing import compose_observation as observation
 from promptloop_env.toy.compose import ComposeScene, Thing, render
 from promptloop_env.toy.compose_spec import parse
-from research.toy_compose.selection import compose_env_kwargs, select_category_rewrites
+from research.toy_compose.selection import SelectionEpisodes, compose_env_kwargs, select_category_rewrites
 from research.toy_compose.students import (
     DESCRIBE_QUERY,
+    StudentFit,
     describe_examples,
     distill,
     first_action_examples,
@@ -23,6 +26,7 @@ from research.toy_compose.students import (
 )
 
 SCENE = ComposeScene((Thing("circle", "red", 16, 30, 7),), "white")  # a red circle only: compose_observation's
+TINY = StudentFit(size="tiny", image_size=56, steps=2, progress=False)
 
 
 def test_first_action_examples_cover_training_combinations_only():
@@ -59,12 +63,9 @@ def test_describe_examples_read_previews_left_to_right():
 
 def test_selection_and_distillation_run_end_to_end(tmp_path):
     queries = ["a circle", "a circle and a square", "two triangles"]
-    selection = select_category_rewrites(queries, seeds_per_query=1, num_envs=3, progress=False)
+    selection = select_category_rewrites(SelectionEpisodes(queries, seeds_per_query=1, num_envs=3, progress=False))
     assert set(selection["choice"]) == {"single_object", "two_object", "counting"}
-    report = distill(
-        tmp_path / "policy", selection["choice"], queries, size="tiny", image_size=56, steps=2, num_envs=3,
-        progress=False,
-    )  # fmt: skip
+    report = distill(tmp_path / "policy", selection["choice"], queries, fit=TINY, num_envs=3)
     assert report["examples"] > 0 and load_selection(tmp_path / "policy") == selection["choice"]
     assert compose_env_kwargs()["refine_schedule"] == [0, 9, 11, 13, 15]
 
@@ -82,16 +83,12 @@ def test_perception_stage_labels_every_point_and_seeds_the_decision_fit(tmp_path
     again = perception_examples(queries, choice, seeds_per_query=2, points=(0, 8, 12), batch=3, progress=False)
     for a, b in zip(again, examples, strict=True):  # seeded
         np.testing.assert_array_equal(a.observation["image"], b.observation["image"])
-    report = pretrain_perception(
-        tmp_path / "seen", examples, size="tiny", image_size=56, steps=2, seed=1, progress=False
-    )  # fmt: skip
+    report = pretrain_perception(tmp_path / "seen", examples, replace(TINY, seed=1))
     assert report["perception_examples"] == len(examples) - 1 and (tmp_path / "seen" / "perception.json").exists()
     decisions = [SFTExample(observation("a circle", "a circle", 2, 0.5), "two circles") for _ in range(6)]
     report = fit_student(
-        tmp_path / "policy", decisions, choice, {}, size="tiny", image_size=56, steps=2, progress=False,
-        init_vision=tmp_path / "seen",
-        extra_describe=examples,
-    )  # fmt: skip
+        tmp_path / "policy", decisions, choice, {}, TINY, init_vision=tmp_path / "seen", extra_describe=examples
+    )
     assert report["vision_from"] == str(tmp_path / "seen")
     seen, student = (MLLMAgent.from_pretrained(tmp_path / name).model.model for name in ("seen", "policy"))
     # the vision tower starts from the perception stage's (two AdamW steps of 2e-3 move a weight by < 0.01) ...
