@@ -64,15 +64,15 @@ class LatentRGB:
     factors: tuple[tuple[float, float, float], ...]
     bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
-    @staticmethod
-    def for_family(family: str) -> LatentRGB | None:
+    @classmethod
+    def for_family(cls, family: str) -> LatentRGB | None:
         """The community's map for a pipeline family (``latent_rgb.json`` beside this module), or None.
 
         >>> len(LatentRGB.for_family("sd3").factors), LatentRGB.for_family("my-family")
         (16, None)
         """
         coefficients = _community_latent_rgb().get(family)
-        return LatentRGB.from_dict(coefficients) if coefficients is not None else None
+        return cls.from_dict(coefficients) if coefficients is not None else None
 
     @classmethod
     def from_dict(cls, coefficients: Mapping[str, Any]) -> LatentRGB:

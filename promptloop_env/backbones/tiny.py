@@ -324,8 +324,14 @@ def tiny_stable_diffusion_3_pipeline(with_t5: bool = True, seed: int = 0):
             text_encoder_2=_clip_text_encoder(tokenizer_2, 32, 32, with_projection=True),
             text_encoder_3=_t5_encoder(tokenizer_3, 64) if with_t5 else None,
         )
-    tokenizers = {"tokenizer": tokenizer, "tokenizer_2": tokenizer_2, "tokenizer_3": tokenizer_3}
-    return _assemble(StableDiffusion3Pipeline, models, scheduler=_flow_scheduler(), **tokenizers)
+    return _assemble(
+        StableDiffusion3Pipeline,
+        models,
+        scheduler=_flow_scheduler(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        tokenizer_3=tokenizer_3,
+    )
 
 
 TINY_FLUX_SAMPLE_SIZE = 16
